@@ -1,0 +1,1 @@
+"""Links: each owns one hardware or network handle and runs under the supervisor."""

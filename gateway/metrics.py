@@ -1,0 +1,81 @@
+"""Every Prometheus metric of the gateway, defined in one place.
+
+A `Metrics` object owns its own registry so that tests (and a reload) never fight over the
+process-global default registry. Names follow Prometheus conventions: `_total` counters, base
+units (seconds, bytes), labels with bounded cardinality (link, device, kind, reason).
+"""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+
+from gateway import __version__
+
+LINK_STATES = ("starting", "up", "backing_off", "stopped", "failed")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.build_info = Info("gateway_build", "Version of the running gateway.", registry=r)
+        self.build_info.info({"version": __version__, "python": platform.python_version()})
+        self.link_state = Gauge(
+            "gateway_link_state",
+            "1 for the current state of each link.",
+            ["link", "state"],
+            registry=r,
+        )
+        self.link_up = Gauge("gateway_link_up", "1 while the link is up.", ["link"], registry=r)
+        self.link_failures = Counter(
+            "gateway_link_failures_total",
+            "Link failures, by error kind.",
+            ["link", "kind"],
+            registry=r,
+        )
+        self.link_retries = Counter(
+            "gateway_link_retries_total",
+            "Backoffs before re-entering a link.",
+            ["link"],
+            registry=r,
+        )
+        self.readings_received = Counter(
+            "gateway_readings_received_total",
+            "Readings decoded from devices.",
+            ["device"],
+            registry=r,
+        )
+        self.readings_published = Counter(
+            "gateway_readings_published_total",
+            "Readings acknowledged by the broker.",
+            ["device"],
+            registry=r,
+        )
+        self.readings_dropped = Counter(
+            "gateway_readings_dropped_total",
+            "Readings dropped, by reason.",
+            ["device", "reason"],
+            registry=r,
+        )
+        self.frame_errors = Counter(
+            "gateway_frame_errors_total",
+            "Frames skipped because they could not be framed or decoded, by reason.",
+            ["device", "reason"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "gateway_queue_depth", "Readings waiting to be published.", registry=r
+        )
+        self.inflight = Gauge(
+            "gateway_mqtt_inflight", "Publishes awaiting a broker acknowledgement.", registry=r
+        )
+        self.reloads = Counter(
+            "gateway_config_reloads_total", "Config reloads, by result.", ["result"], registry=r
+        )
+
+    def set_link_state(self, link: str, state: str) -> None:
+        for s in LINK_STATES:
+            self.link_state.labels(link, s).set(1 if s == state else 0)
+        self.link_up.labels(link).set(1 if state == "up" else 0)

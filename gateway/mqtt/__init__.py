@@ -1,0 +1,1 @@
+"""The MQTT side: the session link and topic/payload conventions."""

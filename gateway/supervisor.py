@@ -1,0 +1,179 @@
+"""Run each link as a named task in one TaskGroup; re-enter it with backoff when it fails.
+
+A link is an async context manager that owns one handle (a serial fd, an MQTT connection):
+entering it opens the handle, `run()` works until the handle fails, leaving it releases the
+handle whatever happened. The supervisor enters the link under the link's open timeout, runs it,
+classifies the failure, backs off (exponential, full jitter, capped) and re-enters it, forever.
+A failing link never cancels or stalls its siblings: every exception except cancellation is
+caught in the link's own task. Cancellation (shutdown, `stop()`) always propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol, Self
+
+from gateway.backoff import Backoff, BackoffPolicy
+from gateway.errors import FatalLinkError, LinkError
+from gateway.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Link(Protocol):
+    """What the supervisor needs from a link."""
+
+    name: str  # e.g. "serial:boiler"; unique among running links
+    open_timeout: float  # seconds allowed for __aenter__
+    backoff: BackoffPolicy
+
+    async def __aenter__(self) -> object: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None: ...
+
+    async def run(self) -> None:
+        """Work until the handle fails (raise a LinkError) or the task is cancelled."""
+
+
+@dataclass(slots=True)
+class LinkStatus:
+    """What is known about one supervised link; read by metrics, logs and /status."""
+
+    name: str
+    state: str = "starting"
+    since: float = field(default_factory=time.time)
+    failures: int = 0
+    last_error: str | None = None
+    last_delay: float | None = None
+    delays: list[float] = field(default_factory=list)  # recent backoff delays (bounded)
+
+
+class Supervisor:
+    """Owns the TaskGroup in which every link runs."""
+
+    def __init__(self, metrics: Metrics, *, on_change: Callable[[], None] | None = None) -> None:
+        self._metrics = metrics
+        self._on_change = on_change
+        self._tg = asyncio.TaskGroup()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._links: dict[str, Link] = {}
+        self.status: dict[str, LinkStatus] = {}
+
+    async def __aenter__(self) -> Self:
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        # Leaving the block ends every link: cancel them, then let the TaskGroup wait for them.
+        for task in self._tasks.values():
+            task.cancel()
+        await self._tg.__aexit__(exc_type, exc, tb)
+        return None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._tasks
+
+    def link(self, name: str) -> Link | None:
+        return self._links.get(name)
+
+    def start(self, link: Link) -> None:
+        if link.name in self._tasks:
+            raise ValueError(f"link {link.name} is already running")
+        self.status[link.name] = LinkStatus(link.name)
+        self._links[link.name] = link
+        task = self._tg.create_task(self._supervise(link), name=f"link[{link.name}]")
+        self._tasks[link.name] = task
+        task.add_done_callback(functools.partial(self._forget, link.name))
+
+    async def stop(self, name: str) -> None:
+        """Cancel one link and wait until it has released its handle."""
+        task = self._tasks.get(name)
+        if task is None:
+            return
+        task.cancel()
+        # asyncio.wait does not re-raise the task's CancelledError, but our own cancellation
+        # (the caller being cancelled) still propagates.
+        await asyncio.wait({task})
+
+    def _forget(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(name) is task:  # not a newer link started under the same name
+            del self._tasks[name]
+            self._links.pop(name, None)
+
+    def _set(self, status: LinkStatus, state: str) -> None:
+        if status.state != state:
+            log.info("link %s: %s -> %s", status.name, status.state, state)
+        status.state, status.since = state, time.time()
+        self._metrics.set_link_state(status.name, state)
+        if self._on_change is not None:
+            self._on_change()
+
+    async def _supervise(self, link: Link) -> None:
+        status = self.status[link.name]
+        backoff = Backoff(link.backoff)
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self._run_once(link, status)
+                except FatalLinkError as exc:
+                    self._record_failure(link, status, exc)
+                    log.error("link %s failed and will not be retried: %s", link.name, exc)
+                    self._set(status, "failed")
+                    return
+                except Exception as exc:
+                    self._record_failure(link, status, exc)
+                if time.monotonic() - started >= link.backoff.reset_after:
+                    backoff.reset()
+                delay = backoff.next_delay()
+                status.last_delay = delay
+                status.delays = [*status.delays[-31:], delay]
+                self._metrics.link_retries.labels(link.name).inc()
+                self._set(status, "backing_off")
+                log.info("link %s: retry %d in %.2fs", link.name, backoff.attempt, delay)
+                await asyncio.sleep(delay)
+        finally:
+            if status.state != "failed":
+                self._set(status, "stopped")
+
+    async def _run_once(self, link: Link, status: LinkStatus) -> None:
+        self._set(status, "starting")
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(link.open_timeout):
+                    await stack.enter_async_context(link)
+            except TimeoutError as exc:
+                raise LinkError(
+                    f"could not open within {link.open_timeout:g}s", kind="timeout"
+                ) from exc
+            self._set(status, "up")
+            await link.run()
+            # run() returning means the link ended on its own (e.g. EOF); retry like a failure.
+            raise LinkError("link ended", kind="ended")
+
+    def _record_failure(self, link: Link, status: LinkStatus, exc: Exception) -> None:
+        kind = exc.kind if isinstance(exc, LinkError) else "unexpected"
+        status.failures += 1
+        status.last_error = str(exc)
+        self._metrics.link_failures.labels(link.name, kind).inc()
+        if isinstance(exc, LinkError):
+            log.warning("link %s down: %s", link.name, exc)
+        else:
+            log.error("link %s crashed (a bug; please report it)", link.name, exc_info=exc)
