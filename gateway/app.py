@@ -122,12 +122,16 @@ class Gateway:
     async def _shutdown(self, sup: Supervisor, queue: ReadingQueue) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.gateway.shutdown_timeout
+        reserve = min(CLOSE_RESERVE, self.cfg.gateway.shutdown_timeout / 2)
         devices = [n for n in list(sup.status) if n != MqttSession.name and n in sup]
         await asyncio.gather(*(sup.stop(name) for name in devices))
         queue.close()
         async with asyncio.TaskGroup() as tg:
-            drain = tg.create_task(self._drain(queue, deadline - CLOSE_RESERVE), name="drain")
+            drain = tg.create_task(self._drain(queue, deadline - reserve), name="drain")
             self._force = drain.cancel
+        session = sup.link(MqttSession.name)
+        if isinstance(session, MqttSession):  # closing gets what is left of the budget
+            session.announce_timeout = max(0.0, deadline - loop.time())
         await sup.stop(MqttSession.name)
         if lost := len(queue) + queue.inflight:
             log.warning("%d reading(s) were not published before shutdown", lost)

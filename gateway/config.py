@@ -58,6 +58,42 @@ class QueueConfig(Model):
     )
 
 
+class OutboxConfig(Model):
+    """The durable store-and-forward outbox (SQLite, WAL) in `gateway.state_dir`."""
+
+    max_bytes: int = Field(
+        50_000_000, ge=10_000, description="Bound on stored readings (topic + payload), bytes."
+    )
+    max_age: float = Field(
+        7 * 86400.0, gt=0, description="Readings older than this (seconds) are dropped."
+    )
+    overflow: Literal["drop_oldest", "drop_newest"] = Field(
+        "drop_oldest", description="When max_bytes is reached: drop the oldest or the new ones."
+    )
+    commit_interval: float = Field(
+        0.0,
+        ge=0,
+        le=5,
+        description="Group commits for this long (seconds); 0 commits at the end of each "
+        "event-loop iteration, which already groups a burst.",
+    )
+    sync: Literal["normal", "full"] = Field(
+        "normal",
+        description="normal survives a crash of the gateway; full also a power loss "
+        "(an fsync per commit).",
+    )
+    memory_records: int = Field(
+        10_000,
+        ge=100,
+        description="Ready records held in memory; a larger backlog is read "
+        "back from disk in batches.",
+    )
+    retry_interval: float = Field(
+        30.0, gt=0, description="While the disk fails, retry writing this often (seconds)."
+    )
+    file: str = Field("outbox.sqlite3", description="File name inside state_dir.")
+
+
 class GatewaySection(Model):
     id: TopicLevel = Field(description="Gateway id: status topic and default MQTT client id.")
     state_dir: Path = Field(
@@ -68,6 +104,23 @@ class GatewaySection(Model):
         10.0, gt=0, description="Seconds to flush queued readings and close links on SIGTERM."
     )
     queue: QueueConfig = QueueConfig()
+
+
+class TlsConfig(Model):
+    """TLS to the broker. Relative paths are relative to the config file."""
+
+    ca_file: Path | None = Field(None, description="CA bundle; default: the system's CAs.")
+    cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    key_file: Path | None = Field(None, description="Client private key (mutual TLS).")
+    insecure: bool = Field(
+        False, description="Skip certificate and host name checks (testing only; logged loudly)."
+    )
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
 
 
 class MqttSection(Model):
@@ -91,6 +144,17 @@ class MqttSection(Model):
     )
     inflight: int = Field(
         64, ge=1, le=65535, description="Publishes awaiting acknowledgement at once."
+    )
+    tls: TlsConfig | None = Field(None, description="Enable TLS (give at least `{}`).")
+    command_verb: TopicLevel = Field(
+        "set", description="Commands are read from `<prefix>/<device>/<verb>/<command>`."
+    )
+    commands: bool = Field(True, description="Subscribe to command topics.")
+    command_ttl: float = Field(
+        0.0,
+        ge=0,
+        description="A command for a device that is down waits this long for it "
+        "(seconds); 0 replies with an error at once.",
     )
     backoff: BackoffConfig = BackoffConfig()
 
@@ -192,8 +256,10 @@ def _format_errors(exc: ValidationError, located: Located) -> list[str]:
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see `gateway schema`)"
-        elif err["type"] == "union_tag_invalid":
+        elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = (*loc, "type")
+            if err["type"] == "union_tag_not_found":
+                message = "missing `type:` (it selects the device model, e.g. `type: serial`)"
         problems.append(f"{located.where(loc)}: {dotted(loc)}: {message}")
     return problems
 

@@ -40,7 +40,8 @@ class LineFramer:
             if frame:
                 frames.append(frame)
         del buf[:start]
-        if len(buf) > self.max_len:
+        # Up to tlen - 1 trailing bytes may be the start of a split terminator, not frame data.
+        if len(buf) > self.max_len + tlen - 1:
             # An unterminated frame is already too long: drop it now, not when it ends, so a
             # device that never sends a terminator cannot grow our memory without bound.
             if not self._skipping:

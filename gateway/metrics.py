@@ -71,6 +71,33 @@ class Metrics:
         self.inflight = Gauge(
             "gateway_mqtt_inflight", "Publishes awaiting a broker acknowledgement.", registry=r
         )
+        self.outbox_records = Gauge(
+            "gateway_outbox_records",
+            "Readings stored in the outbox, not yet acknowledged.",
+            registry=r,
+        )
+        self.outbox_bytes = Gauge(
+            "gateway_outbox_bytes", "Size of the readings in the outbox.", registry=r
+        )
+        self.outbox_oldest_age = Gauge(
+            "gateway_outbox_oldest_age_seconds",
+            "Age of the oldest reading in the outbox.",
+            registry=r,
+        )
+        self.outbox_degraded = Gauge(
+            "gateway_outbox_degraded",
+            "1 while the outbox cannot write to disk (memory only).",
+            registry=r,
+        )
+        self.outbox_errors = Counter(
+            "gateway_outbox_errors_total",
+            "Outbox storage failures, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.outbox_commits = Counter(
+            "gateway_outbox_commits_total", "Outbox transactions committed.", registry=r
+        )
         self.reloads = Counter(
             "gateway_config_reloads_total", "Config reloads, by result.", ["result"], registry=r
         )

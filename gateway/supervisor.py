@@ -116,6 +116,10 @@ class Supervisor:
         if self._tasks.get(name) is task:  # not a newer link started under the same name
             del self._tasks[name]
             self._links.pop(name, None)
+            status = self.status[name]
+            if status.state not in ("stopped", "failed"):
+                # Cancelled before it first ran, so _supervise's `finally` never ran either.
+                self._set(status, "stopped")
 
     def _set(self, status: LinkStatus, state: str) -> None:
         if status.state != state:

@@ -20,6 +20,7 @@ from gateway.errors import ConfigError
 
 Path_ = tuple[str | int, ...]
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
 
@@ -79,6 +80,7 @@ class _Builder:
         self.env = env
         self.problems: list[str] = []
         self._scalars = yaml.SafeLoader("")
+        self._merged: dict[int, int] = {}  # id(mapping node) -> leading pairs from merge keys
 
     def problem(self, node: yaml.Node, text: str) -> None:
         mark = _mark(node)
@@ -93,17 +95,25 @@ class _Builder:
         return self._scalar(node, path)
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[Any, Any]:
-        self._scalars.flatten_mapping(node)  # resolves YAML merge keys (<<: *anchor)
+        if id(node) not in self._merged:  # an aliased mapping is built again, already flat
+            own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
+            self._scalars.flatten_mapping(node)  # resolves YAML merge keys (<<: *anchor)
+            # flatten_mapping puts the merged pairs first; the mapping's own keys override them.
+            self._merged[id(node)] = len(node.value) - own
+        merged = self._merged[id(node)]
         result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
+        explicit: set[Any] = set()
+        for index, (key_node, value_node) in enumerate(node.value):
             key = self._scalars.construct_object(key_node)
             if not isinstance(key, str | int):
                 self.problem(key_node, f"{_dotted(path)}: keys must be plain strings")
                 continue
-            if key in result:
+            if key in explicit:
                 # YAML would silently keep the last one; a duplicated device setting is a bug.
                 self.problem(key_node, f"{_dotted((*path, key))}: duplicate key")
                 continue
+            if index >= merged:
+                explicit.add(key)
             self.located.keys[(*path, key)] = _mark(key_node)
             result[key] = self.build(value_node, (*path, key))
         return result

@@ -7,6 +7,7 @@ per-sensor spec (unit, type) and builds Readings.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 from gateway.config import SensorSpec, SerialDevice
@@ -44,8 +45,10 @@ def to_readings(
             if spec.type is not None:
                 try:
                     value = _COERCE[spec.type](raw)
-                except (TypeError, ValueError) as exc:
+                except (TypeError, ValueError, OverflowError) as exc:  # int("1e400") overflows
                     raise DecodeError(f"{name}={raw!r} is not a {spec.type}") from exc
+                if isinstance(value, float) and not math.isfinite(value):  # float("nan")
+                    raise DecodeError(f"{name}={raw!r} is not a finite number")
         readings.append(Reading(device, name, value, unit, ts))
     return readings
 

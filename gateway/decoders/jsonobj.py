@@ -18,7 +18,7 @@ _MAX_DEPTH = 4
 def _flatten(obj: dict[str, Any], prefix: str, out: dict[str, Value], depth: int) -> None:
     for key, value in obj.items():
         name = f"{prefix}{key}"
-        if not _KEY.match(name):
+        if not _KEY.fullmatch(name):  # match() would accept a trailing newline ($)
             raise DecodeError(f"key {name[:40]!r} cannot be a topic level")
         if isinstance(value, dict) and depth < _MAX_DEPTH:
             _flatten(value, f"{name}_", out, depth + 1)

@@ -10,8 +10,10 @@ never blocks, so reading never waits on publishing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
+import termios
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -141,7 +143,11 @@ class SerialLink:
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await asyncio.shield(protocol.lost)
         except TimeoutError:
-            transport.abort()  # a dead device never drains its writes; drop them
+            # A device that does not drain its writes (flow control, dead UART): drop them,
+            # so that pyserial's close does not block the event loop waiting for the drain.
+            with contextlib.suppress(serial.SerialException, OSError, termios.error):
+                transport.serial.reset_output_buffer()
+            transport.abort()
             await asyncio.sleep(0)  # the transport closes the fd on the next loop iteration
         finally:
             if not protocol.lost.done():
@@ -150,7 +156,9 @@ class SerialLink:
     async def run(self) -> None:
         if self._protocol is None:
             raise RuntimeError("run() outside the link's context")
-        exc = await self._protocol.lost
+        # Shielded: cancelling run() (stop, shutdown) must not cancel the shared future that
+        # __aexit__ waits on for the port to be closed.
+        exc = await asyncio.shield(self._protocol.lost)
         raise TransientLinkError(
             f"{self.device.port} went away: {exc or 'end of file'}",
             kind="unplugged",

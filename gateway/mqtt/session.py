@@ -58,6 +58,8 @@ class MqttSession:
         self._inflight: dict[int, Reading] = {}
         self._next_id = 0
         self.connected = asyncio.Event()
+        # Shutdown shortens this to what is left of gateway.shutdown_timeout.
+        self.announce_timeout = ANNOUNCE_TIMEOUT
 
     async def __aenter__(self) -> Self:
         cfg = self.cfg
@@ -120,7 +122,7 @@ class MqttSession:
         if client is None:
             return
         try:
-            async with asyncio.timeout(ANNOUNCE_TIMEOUT):
+            async with asyncio.timeout(self.announce_timeout):
                 if announce:
                     await client.publish(self.status_topic, b"offline", qos=1, retain=True)
                 await client.__aexit__(None, None, None)

@@ -15,10 +15,17 @@ def status_topic(prefix: str, gateway_id: str) -> str:
     return f"{prefix}/{gateway_id}/status"
 
 
-def reading_payload(reading: Reading) -> bytes:
-    """`{"value": 21.5, "unit": "°C", "ts": 1764074400.123}`; ts in epoch seconds (ms precision),
-    the moment the frame was read, so a reading published late still says when it was taken."""
-    return json.dumps(
-        {"value": reading.value, "unit": reading.unit, "ts": round(reading.ts, 3)},
-        ensure_ascii=False,
-    ).encode()
+def reading_payload(reading: Reading, seq: int | None = None) -> bytes:
+    """`{"value": 21.5, "unit": "°C", "ts": 1764074400.123, "seq": 42}`.
+
+    `ts` is in epoch seconds (ms precision), the moment the frame was read, so a reading
+    replayed after an outage still says when it was taken. `seq` counts per device and survives
+    restarts: at-least-once delivery can repeat a reading, and consumers drop repeats by it."""
+    body: dict[str, object] = {
+        "value": reading.value,
+        "unit": reading.unit,
+        "ts": round(reading.ts, 3),
+    }
+    if seq is not None:
+        body["seq"] = seq
+    return json.dumps(body, ensure_ascii=False).encode()

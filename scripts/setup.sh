@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Prepare this checkout for the demo and the tests. Idempotent: run it as often as you like.
+#
+#  1. System programs the demo and the tests use (mosquitto, mosquitto_sub/_pub, socat,
+#     dbus-daemon). On Debian/Ubuntu the missing ones are installed with apt-get (as root, or
+#     through sudo); elsewhere we say what is missing.
+#  2. A virtual environment in .venv (Python >= 3.11; set PYTHON=/path/to/python3.x to choose),
+#     with the package installed in editable mode plus its test extras. pip runs again only
+#     when pyproject.toml changed since the last successful install.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+VENV=$ROOT/.venv
+STAMP=$VENV/.setup-stamp
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+# -- 1. system packages -------------------------------------------------------------------------
+# apt package -> a program it provides (checked on systems without dpkg).
+declare -A APT_PACKAGES=(
+    [mosquitto]=mosquitto
+    [mosquitto-clients]=mosquitto_sub
+    [socat]=socat
+    [dbus-daemon]=dbus-daemon
+)
+
+have_program() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+
+dpkg_installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
+}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root to run: $* (run this script as root, or install sudo)"
+    fi
+}
+
+install_system_packages() {
+    local missing=("$@")
+    if [ ${#missing[@]} -eq 0 ]; then
+        return
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        die "missing system packages: ${missing[*]} (install them with your package manager)"
+    fi
+    say "installing system packages: ${missing[*]}"
+    # One `apt-get update`, and only because something is missing.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+missing_packages() {
+    local pkg
+    for pkg in "${!APT_PACKAGES[@]}"; do
+        if command -v dpkg-query >/dev/null 2>&1; then
+            dpkg_installed "$pkg" || echo "$pkg"
+        else
+            have_program "${APT_PACKAGES[$pkg]}" || echo "$pkg"
+        fi
+    done
+}
+
+# -- 2. Python ----------------------------------------------------------------------------------
+python_ok() {
+    "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1
+}
+
+find_python() {
+    local candidate
+    if [ -n "${PYTHON:-}" ]; then
+        python_ok "$PYTHON" || die "PYTHON=$PYTHON is not Python >= 3.11"
+        echo "$PYTHON"
+        return
+    fi
+    for candidate in python3 python3.13 python3.12 python3.11; do
+        if command -v "$candidate" >/dev/null 2>&1 && python_ok "$candidate"; then
+            command -v "$candidate"
+            return
+        fi
+    done
+    local found
+    found=$(python3 --version 2>&1 || echo "no python3")
+    die "Python >= 3.11 is required (found: $found). Install python3.11 or newer, or set PYTHON."
+}
+
+venv_ok() {
+    [ -x "$VENV/bin/python" ] && python_ok "$VENV/bin/python" && "$VENV/bin/python" -m pip --version \
+        >/dev/null 2>&1
+}
+
+stamp() {
+    { "$VENV/bin/python" --version; cat "$ROOT/pyproject.toml"; } | sha256sum | cut -d' ' -f1
+}
+
+main() {
+    local missing python
+    mapfile -t missing < <(missing_packages | sort)
+    python=$(find_python)
+    # Debian's python3 needs python3-venv for `python -m venv` (ensurepip).
+    if ! venv_ok && ! "$python" -c 'import ensurepip' >/dev/null 2>&1; then
+        command -v apt-get >/dev/null 2>&1 \
+            || die "$python cannot create virtual environments (ensurepip is missing)"
+        missing+=("python3-venv")
+    fi
+    install_system_packages "${missing[@]}"
+
+    if ! venv_ok; then
+        say "creating $VENV with $python ($("$python" --version 2>&1))"
+        rm -rf "$VENV"
+        "$python" -m venv "$VENV"
+    fi
+    if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp)" ] && [ -x "$VENV/bin/gateway" ]; then
+        say "environment up to date ($VENV)"
+        return
+    fi
+    say "installing the gateway and its test tools into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+    stamp >"$STAMP"
+    say "ready: $("$VENV/bin/gateway" --version)"
+}
+
+main "$@"

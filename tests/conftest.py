@@ -1,0 +1,100 @@
+"""Shared fixtures: a real mosquitto broker, socat pty pairs, MQTT subscribers and the daemon.
+
+The helpers themselves live in `helpers.py`; fixtures here only create them, skip when a program
+is missing, and guarantee cleanup (every process is killed and reaped, every file closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import (
+    Broker,
+    Daemon,
+    SerialPair,
+    SerialPairFactory,
+    Subscriber,
+    SubscriberFactory,
+    missing_programs,
+)
+
+
+def _require(*programs: str) -> None:
+    if missing := missing_programs(*programs):
+        pytest.skip(f"needs {', '.join(missing)} (apt-get install -y {' '.join(missing)})")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A running mosquitto on a free loopback port (killable, restartable on the same port)."""
+    _require("mosquitto")
+    b = Broker(tmp_path)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def make_serial_pair(tmp_path: Path) -> Iterator[SerialPairFactory]:
+    """Create and plug more pty pairs: `make_serial_pair("GW1")`."""
+    _require("socat")
+    pairs: list[SerialPair] = []
+
+    def make(name: str) -> SerialPair:
+        pair = SerialPair(tmp_path, name)
+        pairs.append(pair)
+        pair.plug()
+        return pair
+
+    try:
+        yield make
+    finally:
+        for pair in pairs:
+            pair.close()
+
+
+@pytest.fixture
+def serial_pair(make_serial_pair: SerialPairFactory) -> SerialPair:
+    """A plugged socat pty pair: the daemon opens `.dev`, the test writes `.peer`."""
+    return make_serial_pair("GW0")
+
+
+@pytest.fixture
+def make_subscriber(broker: Broker) -> Iterator[SubscriberFactory]:
+    """Connected subscribers: `make_subscriber(topic="#", persistent=False)`."""
+    subs: list[Subscriber] = []
+
+    def make(topic: str = "#", *, persistent: bool = False) -> Subscriber:
+        sub = Subscriber(broker, topic, persistent=persistent)
+        subs.append(sub)
+        return sub.connect()
+
+    try:
+        yield make
+    finally:
+        for sub in subs:
+            sub.close()
+
+
+@pytest.fixture
+def subscriber(make_subscriber: SubscriberFactory) -> Subscriber:
+    """Subscribed to `#` with a persistent session: survives a broker restart without losing
+    what the gateway publishes before it reconnects."""
+    return make_subscriber("#", persistent=True)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """The gateway daemon (not started yet: call `.start(config)`). Its log is printed at
+    teardown so that a failing test shows what the daemon did."""
+    d = Daemon(tmp_path)
+    try:
+        yield d
+    finally:
+        d.close()
+        if d.log_path.exists():
+            print(f"--- daemon log ({d.log_path}) ---\n{d.log()}")

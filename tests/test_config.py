@@ -1,0 +1,425 @@
+"""Config loading: the contract config, located errors (FILE:LINE:COL: field.path: message),
+interpolation, secrets, path resolution and the `check-config` / `schema` / `--version` CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import gateway
+from gateway.config import Config, SerialDevice, load_config
+from gateway.errors import ConfigError
+
+pytestmark = pytest.mark.timeout(30)
+
+CONTRACT = """\
+gateway:
+  id: gw1
+  state_dir: /var/lib/gateway
+mqtt:
+  host: 127.0.0.1
+  port: 1883
+  topic_prefix: gateway
+devices:
+  - id: boiler
+    type: serial
+    port: /dev/ttyUSB0
+    baudrate: 9600
+    decoder: kv
+"""
+
+
+def write(directory: Path, text: str, name: str = "config.yaml") -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={} if env is None else env)
+    assert str(info.value) == "\n".join(info.value.problems)
+    return info.value.problems
+
+
+def test_contract_config_loads(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, CONTRACT), env={})
+
+    assert cfg.gateway.id == "gw1"
+    assert cfg.gateway.state_dir == Path("/var/lib/gateway")
+    assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.topic_prefix) == ("127.0.0.1", 1883, "gateway")
+    assert cfg.mqtt.password is None
+    [device] = cfg.devices
+    assert isinstance(device, SerialDevice)
+    assert (device.id, device.type, device.port) == ("boiler", "serial", "/dev/ttyUSB0")
+    assert (device.baudrate, device.decoder) == (9600, "kv")
+    assert cfg.device("boiler") is device
+    assert cfg.device("nope") is None
+    # Defaults come from the models.
+    assert cfg.gateway.queue.overflow == "drop_oldest"
+    assert device.open_timeout == 5.0
+    assert device.exclusive is True
+
+
+def test_models_are_frozen(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, CONTRACT), env={})
+    with pytest.raises(ValueError, match="frozen"):
+        cfg.gateway.id = "other"  # type: ignore[misc]
+
+
+def test_wrong_type_points_at_the_key(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        CONTRACT
+        + """\
+  - id: heatpump
+    type: serial
+    port: /dev/ttyUSB1
+    baudrate: fast
+""",
+    )
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:17:5: devices[1].baudrate: Input should be a valid integer")
+
+
+def test_wrong_type_of_a_nested_section_value(tmp_path: Path) -> None:
+    path = write(tmp_path, CONTRACT.replace("port: 1883", "port: [1883]"))
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:6:3: mqtt.port: Input should be a valid integer")
+
+
+def test_out_of_range_value(tmp_path: Path) -> None:
+    path = write(tmp_path, CONTRACT.replace("port: 1883", "port: 70000"))
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:6:3: mqtt.port: Input should be less than or equal to")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        ("devices:", "mqtt2: {}\ndevices:", "8:1: mqtt2"),
+        ("  host: 127.0.0.1", "  hots: 127.0.0.1", "5:3: mqtt.hots"),
+        ("    baudrate: 9600", "    baudrat: 9600", "12:5: devices[0].baudrat"),
+    ],
+    ids=["top-level", "nested", "device"],
+)
+def test_unknown_key(tmp_path: Path, old: str, new: str, where: str) -> None:
+    path = write(tmp_path, CONTRACT.replace(old, new))
+    assert problems_of(path) == [
+        f"{path}:{where}: unknown key (check the spelling; see `gateway schema`)"
+    ]
+
+
+def test_missing_required_fields_point_at_the_mapping_that_lacks_them(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        gateway:
+          state_dir: /tmp/x
+        devices:
+          - id: boiler
+            type: serial
+        """,
+    )
+    assert problems_of(path) == [
+        f"{path}:1:1: gateway.id: Field required",
+        f"{path}:4:5: devices[0].port: Field required",
+    ]
+
+
+def test_missing_gateway_section(tmp_path: Path) -> None:
+    path = write(tmp_path, "mqtt:\n  host: x\n")
+    assert problems_of(path) == [f"{path}:1:1: gateway: Field required"]
+
+
+def test_empty_file_and_non_mapping(tmp_path: Path) -> None:
+    empty = write(tmp_path, "", name="empty.yaml")
+    assert problems_of(empty) == [f"{empty}:1:1: gateway: Field required"]
+    listing = write(tmp_path, "- 1\n- 2\n", name="list.yaml")
+    [problem] = problems_of(listing)
+    assert problem.startswith(f"{listing}:1:1: the config must be a mapping")
+
+
+def test_bad_discriminator_points_at_type(tmp_path: Path) -> None:
+    path = write(tmp_path, CONTRACT.replace("type: serial", "type: zigbee"))
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:10:5: devices[0].type: Input tag 'zigbee'")
+    assert "'serial'" in problem  # the message lists what is allowed
+
+
+def test_yaml_syntax_error_has_a_position(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        gateway:
+          id: gw1
+        mqtt:
+          host: [127.0.0.1
+          port: 1883
+        """,
+    )
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:5:")
+    assert ": YAML syntax error: " in problem
+
+
+def test_tab_indentation_is_a_syntax_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "gateway:\n\tid: gw1\n")
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:2:1: YAML syntax error: ")
+
+
+def test_duplicate_key_points_at_the_second_one(tmp_path: Path) -> None:
+    path = write(tmp_path, CONTRACT.replace("    decoder: kv", "    decoder: kv\n    port: /dev/x"))
+    assert problems_of(path) == [f"{path}:14:5: devices[0].port: duplicate key"]
+
+
+def test_yaml_merge_key_overrides_are_not_duplicates(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        CONTRACT
+        + """\
+  - <<: &common
+      type: serial
+      baudrate: 115200
+      decoder: json
+    id: heatpump
+    port: /dev/ttyUSB1
+  - <<: *common
+    id: solar
+    port: /dev/ttyUSB2
+    baudrate: 4800
+""",
+    )
+    cfg = load_config(path, env={})
+    assert [(d.id, d.baudrate, d.decoder) for d in cfg.devices] == [
+        ("boiler", 9600, "kv"),
+        ("heatpump", 115200, "json"),
+        ("solar", 4800, "json"),
+    ]
+
+
+def test_aliased_mapping_with_merge_key_is_read_the_same_twice(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        CONTRACT
+        + """\
+    sensors: &sensors
+      <<: {temp: {unit: C, type: float}, hum: {unit: "%"}}
+      temp: {unit: K}
+  - id: heatpump
+    type: serial
+    port: /dev/ttyUSB1
+    sensors: *sensors
+""",
+    )
+    cfg = load_config(path, env={})
+    for device in cfg.devices:
+        assert device.sensors["temp"].unit == "K"
+        assert device.sensors["temp"].type is None  # the whole merged value is overridden
+        assert device.sensors["hum"].unit == "%"
+
+
+def test_duplicate_key_inside_a_merged_mapping_is_still_reported(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        CONTRACT
+        + """\
+  - <<: {type: serial, decoder: json}
+    id: heatpump
+    port: /dev/ttyUSB1
+    id: solar
+""",
+    )
+    assert problems_of(path) == [f"{path}:17:5: devices[1].id: duplicate key"]
+
+
+def test_duplicate_device_id(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        CONTRACT
+        + """\
+  - id: boiler
+    type: serial
+    port: /dev/ttyUSB1
+""",
+    )
+    assert problems_of(path) == [
+        f"{path}:14:5: devices[1].id: duplicate device id 'boiler' (first used by devices[0])"
+    ]
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        gateway:
+          id: gw1
+          colour: blue
+        mqtt:
+          port: many
+        """,
+    )
+    problems = problems_of(path)
+    assert [p.split(": ")[0:2] for p in problems] == [
+        [f"{path}:3:3", "gateway.colour"],
+        [f"{path}:5:3", "mqtt.port"],
+    ]
+
+
+def test_unset_env_var_without_default(tmp_path: Path) -> None:
+    path = write(tmp_path, CONTRACT.replace("host: 127.0.0.1", "host: ${BROKER_HOST}"))
+    assert problems_of(path, env={"OTHER": "x"}) == [
+        f"{path}:5:9: mqtt.host: environment variable BROKER_HOST is not set "
+        "(use ${VAR:-default} to give a default)"
+    ]
+
+
+def test_env_interpolation_with_and_without_default(tmp_path: Path) -> None:
+    text = (
+        CONTRACT.replace("host: 127.0.0.1", "host: ${BROKER_HOST}")
+        .replace("port: 1883", "port: ${BROKER_PORT:-1884}")
+        .replace("topic_prefix: gateway", "topic_prefix: site-${SITE:-main}/gw")
+        .replace("/dev/ttyUSB0", "${BOILER_TTY:-/dev/ttyACM0}")
+    )
+    path = write(tmp_path, text)
+
+    cfg = load_config(path, env={"BROKER_HOST": "broker.lan", "BOILER_TTY": "/dev/ttyS3"})
+    assert cfg.mqtt.host == "broker.lan"
+    assert cfg.mqtt.port == 1884  # default, then validated as an int
+    assert cfg.mqtt.topic_prefix == "site-main/gw"
+    assert cfg.devices[0].port == "/dev/ttyS3"  # the variable wins over the default
+
+    cfg = load_config(path, env={"BROKER_HOST": "b", "BROKER_PORT": "8883", "SITE": ""})
+    assert cfg.mqtt.port == 8883
+    assert cfg.mqtt.topic_prefix == "site-/gw"  # set but empty is set
+
+
+def test_interpolated_value_is_validated_at_its_position(tmp_path: Path) -> None:
+    path = write(tmp_path, CONTRACT.replace("port: 1883", "port: ${BROKER_PORT}"))
+    [problem] = problems_of(path, env={"BROKER_PORT": "http"})
+    assert problem.startswith(f"{path}:6:3: mqtt.port: Input should be a valid integer")
+
+
+def test_password_file_is_read_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_dir = tmp_path / "etc"
+    (config_dir / "secrets").mkdir(parents=True)
+    (config_dir / "secrets" / "mqtt").write_text("s3cret\n", encoding="utf-8")
+    path = write(
+        config_dir,
+        CONTRACT.replace("  topic_prefix:", "  password_file: secrets/mqtt\n  topic_prefix:"),
+    )
+    monkeypatch.chdir(tmp_path)  # the working directory must not matter
+
+    cfg = load_config(Path("etc/config.yaml"), env={})
+
+    assert cfg.mqtt.password is not None
+    assert cfg.mqtt.password.get_secret_value() == "s3cret"  # trailing newline stripped
+    assert cfg.mqtt.password_file == config_dir / "secrets" / "mqtt"
+    assert "s3cret" not in repr(cfg)
+    assert path.exists()
+
+
+def test_unreadable_password_file_is_located(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, CONTRACT.replace("  topic_prefix:", "  password_file: nope\n  topic_prefix:")
+    )
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:7:3: mqtt.password_file: cannot read {tmp_path / 'nope'}")
+
+
+def test_password_and_password_file_together_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("x", encoding="utf-8")
+    path = write(
+        tmp_path,
+        CONTRACT.replace(
+            "  topic_prefix:", "  password: inline\n  password_file: pw\n  topic_prefix:"
+        ),
+    )
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:4:1: mqtt: ")
+    assert problem.endswith("give either password or password_file, not both")
+
+
+def test_relative_state_dir_is_resolved_against_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_dir = tmp_path / "etc" / "gateway"
+    config_dir.mkdir(parents=True)
+    write(config_dir, CONTRACT.replace("/var/lib/gateway", "../state"))
+    monkeypatch.chdir(tmp_path)
+
+    cfg = load_config(Path("etc/gateway/config.yaml"), env={})
+
+    assert cfg.gateway.state_dir == tmp_path / "etc" / "state"
+    assert cfg.gateway.state_dir.is_absolute()
+
+
+def test_default_state_dir_is_absolute(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "gateway:\n  id: gw1\n"), env={})
+    assert cfg.gateway.state_dir == Path("/var/lib/gateway")
+    assert cfg.devices == []
+
+
+def gateway_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+
+
+def test_check_config_cli_accepts_a_valid_file(tmp_path: Path) -> None:
+    path = write(tmp_path, CONTRACT)
+    result = gateway_cli("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{path}: ok (1 device(s))"
+    assert result.stderr == ""
+
+
+def test_check_config_cli_rejects_an_invalid_file_with_exit_2(tmp_path: Path) -> None:
+    path = write(tmp_path, CONTRACT.replace("baudrate: 9600", "baudrate: fast"))
+    result = gateway_cli("check-config", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"{path}:12:5: devices[0].baudrate: Input should be")
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_cli_on_a_missing_file(tmp_path: Path) -> None:
+    result = gateway_cli("check-config", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2
+    assert "cannot read config" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_schema_cli_prints_json_schema() -> None:
+    result = gateway_cli("schema")
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert {"gateway", "mqtt", "devices"} <= set(schema["properties"])
+    assert schema["required"] == ["gateway"]
+    assert Config.model_json_schema()["properties"].keys() == schema["properties"].keys()
+
+
+def test_version_cli() -> None:
+    result = gateway_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"gateway {gateway.__version__}"
+
+
+def test_version_console_script() -> None:
+    script = Path(sys.executable).with_name("gateway")
+    if not script.exists():
+        pytest.skip("the `gateway` console script is not installed next to this interpreter")
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"gateway {gateway.__version__}"
