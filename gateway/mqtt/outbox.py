@@ -1,0 +1,510 @@
+"""The durable outbox: every reading is stored on disk before it counts as accepted, and leaves
+only when the broker acknowledged it.
+
+Storage is one SQLite database in WAL mode under `gateway.state_dir`. Writes are grouped: `put`
+only appends to a pending list and schedules a flush at the end of the current event-loop
+iteration (or after `commit_interval`), so a burst of readings costs one transaction, and acks
+are deleted in the same transactions, as id ranges. With `synchronous=NORMAL` a commit survives a
+crash of the process (SIGKILL) without an fsync per transaction; `sync: full` also survives power
+loss at the cost of an fsync per commit.
+
+Records become *ready* (publishable) once committed. The session takes ready records in id
+order (so per-device order is kept), they are *in flight* until acknowledged, and go back to the
+front of the ready list if the connection fails. Only a bounded number of ready records is held
+in memory; a larger backlog (an outage) stays on disk and is read back in batches.
+
+When the disk fails (ENOSPC, I/O error) the outbox degrades instead of crashing: new records are
+kept in memory (bounded by `max_bytes`, oldest dropped and counted) and published from there, the
+failure is logged and counted, and the write is retried every `retry_interval`. A corrupt
+database file is moved aside and a fresh one started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import OutboxConfig
+from gateway.metrics import Metrics
+from gateway.models import Reading
+from gateway.mqtt.topics import reading_payload
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seqs (device TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+"""
+_RECORD_OVERHEAD = 48  # bytes per row beyond topic and payload, for the max_bytes accounting
+
+
+@dataclass(slots=True)
+class Record:
+    id: int
+    device: str
+    seq: int
+    topic: str
+    payload: bytes
+    qos: int
+    ts: float
+    size: int
+
+
+def _ranges(ids: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted ids -> inclusive (first, last) runs, so contiguous acks delete in one statement."""
+    runs: list[tuple[int, int]] = []
+    for i in sorted(ids):
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
+
+
+class OutboxError(Exception):
+    """Internal: a storage failure the outbox handled by degrading."""
+
+
+class Outbox:
+    def __init__(
+        self,
+        path: Path,
+        cfg: OutboxConfig,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.cfg = cfg
+        self._metrics = metrics
+        self._clock = clock
+        self._db: sqlite3.Connection | None = None
+        self._pending: dict[int, Record] = {}  # accepted, not yet written to disk (by id)
+        self._acked: set[int] = set()  # acknowledged, not yet deleted from disk
+        self._ready: deque[Record] = deque()  # publishable, in id order
+        self._inflight: dict[int, Record] = {}
+        self._spilled = False  # committed rows on disk that are not in memory
+        self._disk_cursor = 0  # rows with a higher id may be on disk and not in memory
+        self._next_id = 1
+        self._seqs: dict[str, int] = {}
+        self._bytes = 0  # of every record not yet acknowledged
+        self._count = 0
+        self._degraded_until = 0.0  # monotonic time of the next disk retry while degraded
+        self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._ready_event = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._closed = False
+        self._last_age_check = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open (or create) the database and load the state of a previous run."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = self._connect()
+            self._load()
+        except sqlite3.DatabaseError as exc:
+            self._set_aside(exc)
+            self._db = self._connect()
+            self._load()
+        except OSError as exc:
+            self._degrade("open", exc)
+        self._changed()
+        log.info(
+            "outbox %s: %d record(s), %d bytes waiting from before",
+            self.path,
+            self._count,
+            self._bytes,
+        )
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if self.cfg.sync == 'full' else 'NORMAL'}")
+            db.executescript(_SCHEMA)
+            db.execute("PRAGMA quick_check(1)").fetchone()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _set_aside(self, exc: Exception) -> None:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self._clock())}")
+        log.error(
+            "outbox %s is unreadable (%s); moved to %s, starting empty", self.path, exc, aside
+        )
+        self._metrics.outbox_errors.labels("corrupt").inc()
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                src.replace(Path(f"{aside}{suffix}"))
+
+    def _load(self) -> None:
+        assert self._db is not None
+        db = self._db
+        self._seqs = dict(db.execute("SELECT device, seq FROM seqs").fetchall())
+        count, total, max_id = db.execute(
+            "SELECT count(*), coalesce(sum(size), 0), coalesce(max(id), 0) FROM outbox"
+        ).fetchone()
+        self._count, self._bytes = count, total
+        self._next_id = max(self._next_id, max_id + 1)
+        self._spilled = count > 0
+        self._disk_cursor = 0
+
+    def close(self) -> None:
+        """Commit what is pending (SIGTERM path) and close the database."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._degraded_until = 0.0  # one last try even if degraded
+        self.flush()
+        self._closed = True
+        if self._flush_handle is not None:  # the last try failed and scheduled a retry
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._pending:
+            log.warning("outbox: %d reading(s) could not be written to disk", len(self._pending))
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- intake ------------------------------------------------------------------------------
+    def put(self, reading: Reading, topic: str, qos: int) -> None:
+        """Accept a reading. Never blocks: the write happens in the next flush."""
+        if self._closed:
+            self._metrics.readings_dropped.labels(reading.device, "shutdown").inc()
+            return
+        seq = self._seqs.get(reading.device, 0) + 1
+        payload = reading_payload(reading, seq)
+        size = len(topic) + len(payload) + _RECORD_OVERHEAD
+        if self._bytes + size > self.cfg.max_bytes and not self._make_room(size, reading.device):
+            return
+        self._seqs[reading.device] = seq
+        record = Record(self._next_id, reading.device, seq, topic, payload, qos, reading.ts, size)
+        self._next_id += 1
+        self._pending[record.id] = record
+        self._bytes += size
+        self._count += 1
+        if self.degraded:
+            self._make_ready([record])  # memory fallback: publish without waiting for the disk
+        self._schedule_flush()
+
+    def _make_room(self, size: int, device: str) -> bool:
+        """Apply the overflow policy; False when the new record must be dropped."""
+        if self.cfg.overflow == "drop_newest":
+            self._metrics.readings_dropped.labels(device, "outbox_full").inc()
+            return False
+        self._drop_oldest(self._bytes + size - self.cfg.max_bytes)
+        return True
+
+    # -- flushing ----------------------------------------------------------------------------
+    @property
+    def degraded(self) -> bool:
+        return self._degraded_until > 0
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is not None or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        if self.cfg.commit_interval > 0:
+            self._flush_handle = loop.call_later(self.cfg.commit_interval, self.flush)
+        else:
+            self._flush_handle = loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write pending records and delete acknowledged ones, in one transaction."""
+        self._flush_handle = None
+        now = time.monotonic()
+        if self.degraded and now < self._degraded_until:
+            if self._pending or self._acked:
+                self._flush_handle = asyncio.get_running_loop().call_later(
+                    self._degraded_until - now, self.flush
+                )
+            return
+        self._expire_old()
+        if not self._pending and not self._acked:
+            return
+        pending = list(self._pending.values())
+        try:
+            self._write(pending, self._acked)
+        except (sqlite3.Error, OSError) as exc:
+            self._degrade("write", exc)
+            self._changed()
+            return
+        was_degraded = self.degraded
+        self._pending, self._acked = {}, set()
+        if was_degraded:
+            self._degraded_until = 0.0
+            self._metrics.outbox_degraded.set(0)
+            log.warning("outbox: disk writes work again; degraded mode over")
+        else:
+            self._make_ready(pending)
+        self._metrics.outbox_commits.inc()
+        self._changed()
+
+    def _write(self, pending: list[Record], acked: set[int]) -> None:
+        db = self._db
+        if db is None:
+            db = self._db = self._reopen()
+        in_txn = False
+        try:
+            db.execute("BEGIN")
+            in_txn = True
+            if pending:
+                db.executemany(
+                    "INSERT OR REPLACE INTO outbox "
+                    "(id, device, seq, topic, payload, qos, ts, size) VALUES (?,?,?,?,?,?,?,?)",
+                    [
+                        (r.id, r.device, r.seq, r.topic, r.payload, r.qos, r.ts, r.size)
+                        for r in pending
+                    ],
+                )
+                last: dict[str, int] = {}
+                for r in pending:
+                    last[r.device] = r.seq
+                db.executemany(
+                    "INSERT INTO seqs (device, seq) VALUES (?, ?) "
+                    "ON CONFLICT(device) DO UPDATE SET seq = excluded.seq",
+                    list(last.items()),
+                )
+            for first, final in _ranges(acked):
+                db.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", (first, final))
+            db.execute("COMMIT")
+            in_txn = False
+        finally:
+            if in_txn:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+
+    def _reopen(self) -> sqlite3.Connection:
+        """After a failure: reconnect; a corrupt file is moved aside first."""
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise
+            self._set_aside(exc)
+            db = self._connect()
+            # Everything that was only on the corrupt file is gone: forget the spilled backlog.
+            self._spilled = False
+            return db
+
+    def _degrade(self, what: str, exc: BaseException) -> None:
+        kind = "disk_full" if "full" in str(exc).lower() else "io"
+        if not self.degraded:
+            log.error(
+                "outbox: cannot %s %s (%s); keeping readings in memory (bounded by max_bytes) "
+                "and retrying every %gs",
+                what,
+                self.path,
+                exc,
+                self.cfg.retry_interval,
+            )
+            # Everything accepted but not written is publishable from memory from now on.
+            self._make_ready(list(self._pending.values()))
+        self._metrics.outbox_errors.labels(kind).inc()
+        self._metrics.outbox_degraded.set(1)
+        self._degraded_until = time.monotonic() + self.cfg.retry_interval
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            if self._db is not None:
+                self._db.close()
+            self._db = None  # corrupt: reopen (and set aside) on the next retry
+        self._schedule_flush()
+
+    def _make_ready(self, records: list[Record]) -> None:
+        if not records:
+            return
+        if self.degraded:
+            # From memory; the disk cursor stays, so a backlog on disk is still read back.
+            self._ready.extend(records)
+            return
+        if self._spilled or len(self._ready) + len(records) > self.cfg.memory_records:
+            self._spilled = True  # stays on disk; read back in batches when memory drains
+            return
+        self._ready.extend(records)
+        self._disk_cursor = records[-1].id
+
+    # -- bounds ------------------------------------------------------------------------------
+    def _drop_oldest(self, need: int) -> None:
+        """Free at least `need` bytes by dropping the oldest records not in flight. Frees at
+        least 1% of max_bytes at a time, so a full outbox does not search per reading."""
+        need = max(need, self.cfg.max_bytes // 100)
+        freed = 0
+        dropped: dict[int, Record] = {}
+        skip = set(self._inflight) | self._acked
+
+        def take(candidates: Iterable[Record]) -> None:
+            nonlocal freed
+            for record in candidates:
+                if freed >= need:
+                    return
+                if record.id not in skip and record.id not in dropped:
+                    dropped[record.id] = record
+                    freed += record.size
+
+        if self._spilled and self._db is not None:
+            # The oldest rows are on disk (some may also be in memory): read them lazily.
+            take(
+                Record(*row)
+                for row in self._db.execute(
+                    "SELECT id, device, seq, topic, payload, qos, ts, size FROM outbox ORDER BY id"
+                )
+            )
+        take(list(self._ready))
+        take(list(self._pending.values()))
+        self._forget(list(dropped.values()), "outbox_full")
+
+    def _forget(self, dropped: list[Record], reason: str) -> None:
+        """Drop records for good: count them, delete them from disk with the next flush."""
+        if not dropped:
+            return
+        ids = {r.id for r in dropped}
+        self._ready = deque(r for r in self._ready if r.id not in ids)
+        for r in dropped:
+            self._metrics.readings_dropped.labels(r.device, reason).inc()
+            self._bytes -= r.size
+            self._count -= 1
+            if self._pending.pop(r.id, None) is None:
+                self._acked.add(r.id)  # on disk: delete it like an acknowledged record
+        log.warning("outbox: dropped %d oldest reading(s) (%s)", len(dropped), reason)
+        self._schedule_flush()
+
+    def _expire_old(self) -> None:
+        """Drop records older than max_age (checked at most once a second)."""
+        now = self._clock()
+        if now - self._last_age_check < 1.0:
+            return
+        self._last_age_check = now
+        cutoff = now - self.cfg.max_age
+        # Records are in time order, near enough: look only at the old end of each list.
+        expired = list(itertools.takewhile(lambda r: r.ts < cutoff, self._ready))
+        expired += itertools.takewhile(lambda r: r.ts < cutoff, self._pending.values())
+        if self._spilled and self._db is not None:
+            seen = {r.id for r in expired} | set(self._inflight) | self._acked
+            rows = self._db.execute(
+                "SELECT id, device, seq, topic, payload, qos, ts, size FROM outbox "
+                "WHERE ts < ? ORDER BY id LIMIT 10000",
+                (cutoff,),
+            ).fetchall()
+            expired += [rec for rec in (Record(*row) for row in rows) if rec.id not in seen]
+        self._forget(list({r.id: r for r in expired}.values()), "max_age")
+
+    # -- the session's side ------------------------------------------------------------------
+    async def take(self, limit: int) -> list[Record]:
+        """Wait for ready records and take up to `limit` of them (oldest first)."""
+        while True:
+            if not self._ready and self._spilled:
+                self._load_backlog(max(limit, 1000))
+            if self._ready:
+                break
+            self._ready_event.clear()
+            await self._ready_event.wait()
+        batch = [self._ready.popleft() for _ in range(min(limit, len(self._ready)))]
+        for record in batch:
+            self._inflight[record.id] = record
+        self._changed()
+        return batch
+
+    def _load_backlog(self, limit: int) -> None:
+        if self._db is None:
+            self._spilled = False
+            return
+        try:
+            rows = self._db.execute(
+                "SELECT id, device, seq, topic, payload, qos, ts, size FROM outbox "
+                "WHERE id > ? ORDER BY id LIMIT ?",
+                (self._disk_cursor, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            self._degrade("read", exc)
+            self._spilled = False
+            return
+        skip = set(self._inflight) | self._acked | {r.id for r in self._ready}
+        records = [rec for rec in (Record(*row) for row in rows) if rec.id not in skip]
+        if rows:
+            self._disk_cursor = rows[-1][0]
+        self._ready.extend(records)
+        if len(rows) < limit:
+            self._spilled = False
+
+    def ack(self, record: Record) -> None:
+        """The broker acknowledged the record: it leaves the outbox."""
+        if self._inflight.pop(record.id, None) is None:
+            return
+        self._bytes -= record.size
+        self._count -= 1
+        if self._pending.pop(record.id, None) is None:  # (degraded: never written, no delete)
+            self._acked.add(record.id)
+            self._schedule_flush()
+        self._changed()
+
+    def requeue(self, records: Iterable[Record]) -> None:
+        """Records whose publish did not complete go back to the front, in order."""
+        back = sorted(
+            (r for r in records if self._inflight.pop(r.id, None) is not None), key=lambda r: r.id
+        )
+        self._ready.extendleft(reversed(back))
+        self._changed()
+
+    def requeue_inflight(self) -> None:
+        self.requeue(list(self._inflight.values()))
+
+    async def wait_drained(self) -> None:
+        """Wait until every accepted record has been acknowledged."""
+        await self._drained.wait()
+
+    # -- introspection -----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def oldest_age(self) -> float:
+        candidates = [r.ts for r in self._inflight.values()]
+        if self._ready:
+            candidates.append(self._ready[0].ts)
+        if self._pending:
+            candidates.append(next(iter(self._pending.values())).ts)
+        if self._spilled and self._db is not None:
+            try:
+                row = self._db.execute("SELECT min(ts) FROM outbox").fetchone()
+            except sqlite3.Error:
+                row = None
+            if row and row[0] is not None:
+                candidates.append(row[0])
+        return max(0.0, self._clock() - min(candidates)) if candidates else 0.0
+
+    def _changed(self) -> None:
+        if self._ready:
+            self._ready_event.set()
+        if self._count:
+            self._drained.clear()
+        else:
+            self._drained.set()
+        self._metrics.outbox_records.set(self._count)
+        self._metrics.outbox_bytes.set(self._bytes)
+        self._metrics.inflight.set(len(self._inflight))

@@ -1,0 +1,249 @@
+"""The durable outbox against real SQLite files (and a real full tmpfs when root)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.config import OutboxConfig
+from gateway.metrics import Metrics
+from gateway.models import Reading
+from gateway.mqtt.outbox import Outbox, Record
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def reading(i: int, device: str = "boiler", ts: float = 1_800_000_000.0) -> Reading:
+    return Reading(device, "temp", 20.0 + i / 100, "°C", ts + i / 1000)
+
+
+def make(
+    path: Path, metrics: Metrics | None = None, clock: Clock | None = None, **cfg: object
+) -> Outbox:
+    box = Outbox(
+        path, OutboxConfig.model_validate(cfg), metrics or Metrics(), clock=clock or Clock()
+    )
+    box.open()
+    return box
+
+
+def rows(path: Path) -> list[tuple[int, str, int]]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT id, device, seq FROM outbox ORDER BY id").fetchall()
+
+
+async def settle() -> None:
+    """Let call_soon flushes run."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def take_all(box: Outbox, n: int) -> list[Record]:
+    out: list[Record] = []
+    while len(out) < n:
+        async with asyncio.timeout(2):
+            out += await box.take(1000)
+    return out
+
+
+def dropped(metrics: Metrics, device: str, reason: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "gateway_readings_dropped_total", {"device": device, "reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_reading_is_on_disk_once_accepted_and_deleted_once_acked(tmp_path: Path) -> None:
+    db = tmp_path / "outbox.sqlite3"
+    box = make(db)
+    for i in range(3):
+        box.put(reading(i), "gateway/boiler/temp", 1)
+    await settle()
+    assert [r[2] for r in rows(db)] == [1, 2, 3]
+    batch = await take_all(box, 3)
+    assert [json.loads(r.payload)["seq"] for r in batch] == [1, 2, 3]
+    for record in batch[:2]:
+        box.ack(record)
+    await settle()
+    assert [r[2] for r in rows(db)] == [3]
+    assert len(box) == 1
+    box.close()
+
+
+async def test_restart_replays_unacked_records_in_order_and_continues_seq(tmp_path: Path) -> None:
+    db = tmp_path / "outbox.sqlite3"
+    box = make(db)
+    for i in range(5):
+        box.put(reading(i), "t", 1)
+    await settle()
+    taken = await take_all(box, 5)
+    box.ack(taken[0])
+    box.close()  # records 2..5 were in flight: they must come back
+
+    box = make(db)
+    assert len(box) == 4
+    again = await take_all(box, 4)
+    assert [json.loads(r.payload)["seq"] for r in again] == [2, 3, 4, 5]
+    assert [r.ts for r in again] == [r.ts for r in taken[1:]]  # original timestamps kept
+    box.put(reading(9), "t", 1)
+    await settle()
+    (new,) = await take_all(box, 1)
+    assert json.loads(new.payload)["seq"] == 6
+    box.close()
+
+
+async def test_close_commits_pending_records(tmp_path: Path) -> None:
+    db = tmp_path / "outbox.sqlite3"
+    box = make(db, commit_interval=5.0)  # nothing would be flushed for 5 s
+    for i in range(10):
+        box.put(reading(i), "t", 1)
+    box.close()
+    assert len(rows(db)) == 10
+
+
+async def test_backlog_beyond_memory_is_read_back_in_order(tmp_path: Path) -> None:
+    box = make(tmp_path / "o.sqlite3", memory_records=100)
+    for i in range(1000):
+        box.put(reading(i, device=f"d{i % 3}"), "t", 1)
+        if i % 50 == 0:
+            await settle()
+    await settle()
+    out = await take_all(box, 1000)
+    assert [r.id for r in out] == sorted(r.id for r in out)
+    assert len({r.id for r in out}) == 1000
+    for device in ("d0", "d1", "d2"):
+        seqs = [r.seq for r in out if r.device == device]
+        assert seqs == list(range(1, len(seqs) + 1))
+    box.close()
+
+
+async def test_requeue_puts_records_back_in_front_in_order(tmp_path: Path) -> None:
+    box = make(tmp_path / "o.sqlite3")
+    for i in range(6):
+        box.put(reading(i), "t", 1)
+    await settle()
+    first = await box.take(4)
+    box.requeue(reversed(first[1:3]))
+    box.ack(first[0])
+    again = await take_all(box, 4)
+    assert [r.seq for r in again] == [2, 3, 5, 6]
+    assert box.inflight == 5  # record 4 is still in flight, plus the 4 just taken
+    box.close()
+
+
+async def test_full_outbox_drops_oldest_and_counts(tmp_path: Path) -> None:
+    metrics = Metrics()
+    box = make(tmp_path / "o.sqlite3", metrics, max_bytes=20_000, memory_records=100)
+    for i in range(1000):
+        box.put(reading(i), "gateway/boiler/temp", 1)
+        if i % 10 == 0:
+            await settle()
+    await settle()
+    assert box.bytes <= 20_000
+    lost = dropped(metrics, "boiler", "outbox_full")
+    assert lost > 0
+    out = await take_all(box, len(box))
+    assert len(out) + lost == 1000
+    assert out[-1].seq == 1000  # the newest survived
+    assert out[0].seq > 1  # the oldest went
+    box.close()
+
+
+async def test_drop_newest_policy_keeps_the_oldest(tmp_path: Path) -> None:
+    metrics = Metrics()
+    box = make(tmp_path / "o.sqlite3", metrics, max_bytes=20_000, overflow="drop_newest")
+    for i in range(1000):
+        box.put(reading(i), "gateway/boiler/temp", 1)
+    await settle()
+    out = await take_all(box, len(box))
+    assert out[0].seq == 1
+    assert dropped(metrics, "boiler", "outbox_full") == 1000 - len(out)
+    box.close()
+
+
+async def test_readings_older_than_max_age_are_dropped(tmp_path: Path) -> None:
+    clock = Clock()
+    metrics = Metrics()
+    box = make(tmp_path / "o.sqlite3", metrics, clock, max_age=60)
+    for i in range(5):
+        box.put(reading(i, ts=clock.now), "t", 1)
+    await settle()
+    clock.now += 120
+    box.put(reading(0, ts=clock.now), "t", 1)
+    await settle()
+    assert dropped(metrics, "boiler", "max_age") == 5
+    out = await take_all(box, 1)
+    assert [r.seq for r in out] == [6]
+    box.close()
+
+
+async def test_corrupt_database_is_set_aside(tmp_path: Path) -> None:
+    db = tmp_path / "o.sqlite3"
+    db.write_bytes(b"this is not a database" * 100)
+    metrics = Metrics()
+    box = make(db, metrics)
+    box.put(reading(1), "t", 1)
+    await settle()
+    assert len(rows(db)) == 1
+    assert list(tmp_path.glob("o.sqlite3.corrupt-*"))
+    assert metrics.registry.get_sample_value("gateway_outbox_errors_total", {"kind": "corrupt"})
+    box.close()
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+async def test_disk_full_degrades_to_memory_and_keeps_delivering(tiny_tmpfs: Path) -> None:
+    metrics = Metrics()
+    box = make(tiny_tmpfs / "o.sqlite3", metrics, retry_interval=0.05)
+    filler = tiny_tmpfs / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:  # fill the disk
+        while os.write(fd, b"x" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    for i in range(2000):
+        box.put(reading(i), "gateway/boiler/temp", 1)
+        if i % 100 == 0:
+            await settle()
+    await settle()
+    assert box.degraded
+    assert metrics.registry.get_sample_value("gateway_outbox_degraded") == 1
+    assert metrics.registry.get_sample_value("gateway_outbox_errors_total", {"kind": "disk_full"})
+    out = await take_all(box, 2000)  # still delivered, from memory
+    assert [r.seq for r in out] == list(range(1, 2001))
+    for record in out:
+        box.ack(record)
+    filler.unlink()  # space again: the outbox recovers
+    box.put(reading(5000), "t", 1)
+    await asyncio.sleep(0.2)
+    assert not box.degraded
+    assert metrics.registry.get_sample_value("gateway_outbox_degraded") == 0
+    box.close()
