@@ -1,11 +1,12 @@
 """The daemon's lifecycle: start the links, wait for signals, reload, shut down in order.
 
-startup   config loaded -> queue -> supervisor(TaskGroup) -> MQTT session + device links
-          -> READY=1
+startup   config loaded -> outbox opened (readings of a previous run included)
+          -> supervisor(TaskGroup) -> MQTT session + device links -> READY=1
 main      signal handlers only set flags and wake the main loop
           SIGHUP -> reload (validate, diff, restart only what changed)
 shutdown  SIGTERM/SIGINT -> STOPPING=1 -> stop device links (intake) -> let the session
-          publish what is queued, bounded by gateway.shutdown_timeout -> stop the session
+          publish what is queued while connected, bounded by gateway.shutdown_timeout (what
+          is left stays in the outbox for the next start) -> stop the session
           (announces offline) -> every handle closed -> exit 0.
           A second signal skips the wait; if unwinding still hangs, the process exits hard.
 """
@@ -14,21 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+from gateway.commands import CommandRouter, CommandTarget
 from gateway.config import Config, Device, SerialDevice, load_config
 from gateway.errors import ConfigError
 from gateway.links.serial import SerialLink
 from gateway.logs import setup_logging
 from gateway.metrics import Metrics
 from gateway.models import Reading
-from gateway.mqtt.session import MqttSession
-from gateway.queue import ReadingQueue
+from gateway.mqtt.outbox import Outbox
+from gateway.mqtt.session import Availability, MqttSession
+from gateway.mqtt.topics import reading_topic
 from gateway.supervisor import Link, Supervisor
 from gateway.systemd import notify
 
@@ -45,6 +50,22 @@ def make_link(device: Device, submit: Callable[[Reading], None], metrics: Metric
     raise AssertionError(f"no link for device type {device.type}")  # pragma: no cover
 
 
+def _quiet_stale_writer(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """aiomqtt schedules `add_writer(fd)` with call_soon_threadsafe; when the connection breaks
+    before that callback runs, the fd is already closed and asyncio logs a scary traceback for
+    what is a harmless race (the session is reconnecting anyway). Log it quietly instead."""
+    exc = context.get("exception")
+    handle = repr(context.get("handle", ""))
+    if isinstance(exc, OSError) and exc.errno == errno.EBADF and "add_writer" in handle:
+        log.debug("ignored a write registration for a socket that is already closed")
+        return
+    loop.default_exception_handler(context)
+
+
+def link_name(device: Device) -> str:
+    return f"{device.type}:{device.id}"
+
+
 class Gateway:
     def __init__(
         self, cfg: Config, config_path: Path | None = None, metrics: Metrics | None = None
@@ -52,8 +73,9 @@ class Gateway:
         self.cfg = cfg
         self.config_path = config_path
         self.metrics = metrics or Metrics()
-        self.queue: ReadingQueue | None = None
+        self.outbox: Outbox | None = None
         self.supervisor: Supervisor | None = None
+        self.availability = Availability()
         self._wake = asyncio.Event()
         self._stop_requested = False
         self._reload_requested = False
@@ -93,56 +115,96 @@ class Gateway:
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> int:
         cfg = self.cfg
-        self.queue = ReadingQueue(cfg.gateway.queue.size, cfg.gateway.queue.overflow, self.metrics)
-        with self._signals():
-            async with Supervisor(self.metrics, on_change=self._report_status) as sup:
-                self.supervisor = sup
-                sup.start(self._make_session(cfg))
-                for device in cfg.devices:
-                    sup.start(make_link(device, self.queue.put, self.metrics))
-                notify("READY=1", self._status_line())
-                log.info("gateway %s started with %d device(s)", cfg.gateway.id, len(cfg.devices))
-                while True:
-                    await self._wake.wait()
-                    self._wake.clear()
-                    if self._stop_requested:
-                        break
-                    if self._reload_requested:
-                        self._reload_requested = False
-                        await self.reload()
-                notify("STOPPING=1")
-                await self._shutdown(sup, self.queue)
+        outbox = Outbox(cfg.gateway.state_dir / cfg.outbox.file, cfg.outbox, self.metrics)
+        self.outbox = outbox
+        outbox.open()
+        asyncio.get_running_loop().set_exception_handler(_quiet_stale_writer)
+        try:
+            with self._signals():
+                async with Supervisor(self.metrics, on_change=self._links_changed) as sup:
+                    self.supervisor = sup
+                    sup.start(self._make_session(cfg))
+                    for device in cfg.devices:
+                        self._start_device(sup, device)
+                    notify("READY=1", self._status_line())
+                    log.info(
+                        "gateway %s started with %d device(s)", cfg.gateway.id, len(cfg.devices)
+                    )
+                    await self._main_loop()
+                    notify("STOPPING=1")
+                    await self._shutdown(sup, outbox)
+        finally:
+            outbox.close()  # commits what is still in memory (SIGTERM path)
         log.info("gateway stopped")
         return 0
 
-    def _make_session(self, cfg: Config) -> MqttSession:
-        assert self.queue is not None
-        return MqttSession(cfg.mqtt, cfg.gateway.id, self.queue, self.metrics)
+    async def _main_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stop_requested:
+                return
+            if self._reload_requested:
+                self._reload_requested = False
+                await self.reload()
 
-    async def _shutdown(self, sup: Supervisor, queue: ReadingQueue) -> None:
+    def submit(self, reading: Reading) -> None:
+        """Where every link hands its readings: into the durable outbox, never blocking."""
+        assert self.outbox is not None
+        mqtt = self.cfg.mqtt
+        self.outbox.put(reading, reading_topic(mqtt.topic_prefix, reading), mqtt.qos)
+
+    def _start_device(self, sup: Supervisor, device: Device) -> None:
+        sup.start(make_link(device, self.submit, self.metrics))
+        self.availability.set(device.id, online=False)
+
+    def _make_session(self, cfg: Config) -> MqttSession:
+        assert self.outbox is not None
+        router = CommandRouter(self._command_target, cfg.mqtt.command_ttl)
+        return MqttSession(
+            cfg.mqtt,
+            cfg.gateway.id,
+            self.outbox,
+            self.metrics,
+            router=router,
+            availability=self.availability,
+        )
+
+    def _command_target(self, device_id: str) -> CommandTarget | None:
+        device = self.cfg.device(device_id)
+        if device is None or self.supervisor is None:
+            return None
+        link = self.supervisor.link(link_name(device))
+        return link if isinstance(link, CommandTarget) else None
+
+    async def _shutdown(self, sup: Supervisor, outbox: Outbox) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.gateway.shutdown_timeout
         reserve = min(CLOSE_RESERVE, self.cfg.gateway.shutdown_timeout / 2)
         devices = [n for n in list(sup.status) if n != MqttSession.name and n in sup]
         await asyncio.gather(*(sup.stop(name) for name in devices))
-        queue.close()
-        async with asyncio.TaskGroup() as tg:
-            drain = tg.create_task(self._drain(queue, deadline - reserve), name="drain")
-            self._force = drain.cancel
         session = sup.link(MqttSession.name)
+        if isinstance(session, MqttSession) and session.connected.is_set():
+            # Connected: publish what is queued, within the budget. Not connected: nothing to
+            # wait for, the readings are safe in the outbox until the next start.
+            async with asyncio.TaskGroup() as tg:
+                drain = tg.create_task(self._drain(outbox, deadline - reserve), name="drain")
+                self._force = drain.cancel
         if isinstance(session, MqttSession):  # closing gets what is left of the budget
             session.announce_timeout = max(0.0, deadline - loop.time())
         await sup.stop(MqttSession.name)
-        if lost := len(queue) + queue.inflight:
-            log.warning("%d reading(s) were not published before shutdown", lost)
+        if left := len(outbox):
+            log.warning(
+                "%d reading(s) were not published before shutdown; they stay in the outbox", left
+            )
 
     @staticmethod
-    async def _drain(queue: ReadingQueue, deadline: float) -> None:
+    async def _drain(outbox: Outbox, deadline: float) -> None:
         try:
             async with asyncio.timeout_at(deadline):
-                await queue.wait_drained()
+                await outbox.wait_drained()
         except TimeoutError:
-            log.warning("shutdown timeout: %d reading(s) still queued", len(queue))
+            log.warning("shutdown timeout: %d reading(s) still queued", len(outbox))
 
     # -- reload ------------------------------------------------------------------------------
     async def reload(self) -> bool:
@@ -165,28 +227,28 @@ class Gateway:
     async def _apply(self, new: Config) -> None:
         old, sup = self.cfg, self.supervisor
         assert sup is not None
-        assert self.queue is not None
         self.cfg = new
         if new.log != old.log:
             setup_logging(new.log.level, new.log.format)
-        if new.gateway.queue != old.gateway.queue:
-            log.warning("gateway.queue changes take effect after a restart")
-        restart: list[Link] = []
-        if new.mqtt != old.mqtt or new.gateway.id != old.gateway.id:
-            restart.append(self._make_session(new))
+        if new.outbox != old.outbox or new.gateway.state_dir != old.gateway.state_dir:
+            log.warning("outbox and gateway.state_dir changes take effect after a restart")
+        restart_session = new.mqtt != old.mqtt or new.gateway.id != old.gateway.id
         old_devices = {d.id: d for d in old.devices}
         new_devices = {d.id: d for d in new.devices}
-        removed = [i for i in old_devices if i not in new_devices]
-        for device_id, device in new_devices.items():
-            if old_devices.get(device_id) != device:
-                restart.append(make_link(device, self.queue.put, self.metrics))
-        stop_names = [f"{old_devices[i].type}:{i}" for i in removed] + [
-            link.name for link in restart
-        ]
-        log.info("reload: %d link(s) to stop, %d to (re)start", len(stop_names), len(restart))
-        await asyncio.gather(*(sup.stop(name) for name in stop_names))
-        for link in restart:
-            sup.start(link)
+        stop = [link_name(d) for i, d in old_devices.items() if new_devices.get(i) != d]
+        start = [d for i, d in new_devices.items() if old_devices.get(i) != d]
+        if restart_session:
+            stop.append(MqttSession.name)
+        log.info(
+            "reload: %d link(s) to stop, %d to (re)start", len(stop), len(start) + restart_session
+        )
+        await asyncio.gather(*(sup.stop(name) for name in stop))
+        for device_id in old_devices.keys() - new_devices.keys():
+            self.availability.forget(device_id)
+        if restart_session:
+            sup.start(self._make_session(new))
+        for device in start:
+            self._start_device(sup, device)
 
     # -- status ------------------------------------------------------------------------------
     def _status_line(self) -> str:
@@ -194,10 +256,16 @@ class Gateway:
         states = list(sup.status.values()) if sup else []
         running = [s for s in states if s.state != "stopped"]
         up = sum(s.state == "up" for s in running)
-        queued = len(self.queue) if self.queue else 0
-        return f"STATUS={up}/{len(running)} links up, queue {queued}"
+        queued = len(self.outbox) if self.outbox else 0
+        return f"STATUS={up}/{len(running)} links up, outbox {queued}"
 
-    def _report_status(self) -> None:
+    def _links_changed(self) -> None:
+        sup = self.supervisor
+        if sup is not None:
+            for device in self.cfg.devices:
+                status = sup.status.get(link_name(device))
+                if status is not None and status.state != "stopped":
+                    self.availability.set(device.id, online=status.state == "up")
         notify(self._status_line())
 
 

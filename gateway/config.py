@@ -48,16 +48,6 @@ class BackoffConfig(Model):
         return BackoffPolicy(self.initial, self.max, self.multiplier, self.reset_after)
 
 
-class QueueConfig(Model):
-    """The bounded in-memory queue between device links and the MQTT session."""
-
-    size: int = Field(10_000, ge=1, description="Readings held while MQTT is slow or down.")
-    overflow: Literal["drop_oldest", "drop_newest"] = Field(
-        "drop_oldest",
-        description="When full: drop the oldest queued reading (keeps fresh data) or the new one.",
-    )
-
-
 class OutboxConfig(Model):
     """The durable store-and-forward outbox (SQLite, WAL) in `gateway.state_dir`."""
 
@@ -103,7 +93,6 @@ class GatewaySection(Model):
     shutdown_timeout: float = Field(
         10.0, gt=0, description="Seconds to flush queued readings and close links on SIGTERM."
     )
-    queue: QueueConfig = QueueConfig()
 
 
 class TlsConfig(Model):
@@ -198,6 +187,11 @@ class SerialDevice(DeviceBase):
     max_line: int = Field(4096, ge=16, description="Longer lines are counted and skipped.")
     open_timeout: float = Field(5.0, gt=0, description="Seconds allowed to open the port.")
     exclusive: bool = Field(True, description="Lock the port so a second opener fails.")
+    commands: dict[TopicLevel, str] = Field(
+        default_factory=dict,
+        description="MQTT command name -> text written to the port; `{payload}` is replaced by "
+        "the command's payload and the terminator is appended. `raw` (payload as is) is built in.",
+    )
 
     @field_validator("stopbits")
     @classmethod
@@ -213,6 +207,7 @@ Device = Annotated[SerialDevice, Field(discriminator="type")]
 class Config(Model):
     gateway: GatewaySection
     mqtt: MqttSection = MqttSection()
+    outbox: OutboxConfig = OutboxConfig()
     log: LogSection = LogSection()
     devices: list[Device] = Field(default_factory=list)
 
@@ -280,6 +275,14 @@ def _resolve_paths(cfg: Config, base: Path, located: Located) -> Config:
                 [f"{located.where(loc)}: {dotted(loc)}: cannot read {file}: {exc.strerror}"]
             ) from exc
         mqtt = mqtt.model_copy(update={"password": SecretStr(secret), "password_file": file})
+    if mqtt.tls is not None:
+        tls = mqtt.tls
+        files = {
+            name: (value if value.is_absolute() else base / value)
+            for name in ("ca_file", "cert_file", "key_file")
+            if (value := getattr(tls, name)) is not None
+        }
+        mqtt = mqtt.model_copy(update={"tls": tls.model_copy(update=files)})
     return cfg.model_copy(
         update={"gateway": cfg.gateway.model_copy(update={"state_dir": state_dir}), "mqtt": mqtt}
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from gateway import __version__
 
@@ -97,6 +97,37 @@ class Metrics:
         )
         self.outbox_commits = Counter(
             "gateway_outbox_commits_total", "Outbox transactions committed.", registry=r
+        )
+        self.publish_latency = Histogram(
+            "gateway_publish_latency_seconds",
+            "From reading the frame to the broker's acknowledgement.",
+            buckets=(
+                0.0005,
+                0.001,
+                0.002,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+                60,
+                300,
+                3600,
+            ),
+            registry=r,
+        )
+        self.commands = Counter(
+            "gateway_commands_total",
+            "MQTT commands handled, by result.",
+            ["device", "result"],
+            registry=r,
         )
         self.reloads = Counter(
             "gateway_config_reloads_total", "Config reloads, by result.", ["result"], registry=r

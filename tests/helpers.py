@@ -432,9 +432,12 @@ def gateway_config(
     state_dir: Path | None = None,
     mqtt: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    gateway: dict[str, Any] = {"id": gateway_id, "shutdown_timeout": shutdown_timeout}
-    if state_dir is not None:
-        gateway["state_dir"] = str(state_dir)
+    gateway: dict[str, Any] = {
+        "id": gateway_id,
+        "shutdown_timeout": shutdown_timeout,
+        # The outbox lives here: relative to the config file, so each test has its own.
+        "state_dir": str(state_dir) if state_dir is not None else "state",
+    }
     return {
         "gateway": gateway,
         "mqtt": {

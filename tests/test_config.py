@@ -61,7 +61,7 @@ def test_contract_config_loads(tmp_path: Path) -> None:
     assert cfg.device("boiler") is device
     assert cfg.device("nope") is None
     # Defaults come from the models.
-    assert cfg.gateway.queue.overflow == "drop_oldest"
+    assert (cfg.outbox.overflow, cfg.mqtt.qos) == ("drop_oldest", 1)
     assert device.open_timeout == 5.0
     assert device.exclusive is True
 

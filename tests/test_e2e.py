@@ -93,7 +93,8 @@ def test_readings_are_published_with_units_and_garbage_is_skipped(
     assert "skipped 1 frame(s) (decode): not UTF-8 text" in log
     assert "skipped 1 frame(s) (decode): not a key=value pair" in log
     topics = {m.topic for m in subscriber.messages}
-    assert topics == {STATUS, *(f"{PREFIX}/boiler/{s}" for s in ("seq", "temp", "hum"))}
+    sensors = ("seq", "temp", "hum", "availability")
+    assert topics == {STATUS, *(f"{PREFIX}/boiler/{s}" for s in sensors)}
     assert daemon.alive
 
     # A newcomer gets the status as a retained message.

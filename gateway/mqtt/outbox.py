@@ -116,8 +116,8 @@ class Outbox:
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
         """Open (or create) the database and load the state of a previous run."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = self._connect()
             self._load()
         except sqlite3.DatabaseError as exc:

@@ -1,82 +1,156 @@
 """The MQTT session link: owns one aiomqtt client (one broker connection).
 
-Entering connects (with a last will `offline` on the status topic) and announces `online`;
-`run()` publishes queued readings with a window of unacknowledged publishes in flight, while a
-second task iterates the client's messages so a dead connection is noticed even when nothing is
-being published. Readings leave the queue only when the broker acknowledged them; whatever is in
-flight when the connection fails goes back to the front of the queue.
+Entering connects (TLS and credentials from config, a last will `offline` on the status topic)
+and restores the session's state (`restore_state`: status `online`, command subscriptions,
+retained device availability, and any hooks added later such as Home Assistant discovery).
+`run()` then runs, in one TaskGroup:
+
+- the publisher: takes records from the durable outbox and keeps up to `mqtt.inflight` of them
+  unacknowledged at once; a record leaves the outbox only when the broker acknowledged it
+  (PUBACK at QoS 1), never because the client library queued it;
+- the watcher: iterates incoming messages (commands), which is also what notices a dropped
+  connection while nothing is being published;
+- the ack watchdog: a publish unacknowledged for `mqtt.publish_timeout` means a half-open
+  connection: the session fails and is re-entered (records in flight go back to the outbox);
+- the availability publisher: retained `<prefix>/<device>/availability` on every change.
+
+Publishing goes straight to paho's `publish` with our own window and acknowledgement tracking:
+aiomqtt's awaited `publish` adds an Event, a `wait_for` and a scan of every pending call to each
+message, which at thousands of readings a second costs more than the rest of the pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, cast
 
 import aiomqtt
-from paho.mqtt.client import MQTTv5, MQTTv311
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway.commands import Command, CommandRouter, parse_topic, result_topic
 from gateway.config import MqttSection, default_client_id
 from gateway.errors import TransientLinkError
 from gateway.metrics import Metrics
-from gateway.models import Reading
-from gateway.mqtt.topics import reading_payload, reading_topic, status_topic
-from gateway.queue import ReadingQueue
+from gateway.mqtt.outbox import Outbox, Record
+from gateway.mqtt.topics import availability_topic, status_topic
 
 log = logging.getLogger(__name__)
 
 ANNOUNCE_TIMEOUT = 2.0  # seconds for the `offline` announcement on a clean shutdown
+MAX_CONCURRENT_COMMANDS = 8  # more wait; commands are rare and short
+
+ConnectHook = Callable[[aiomqtt.Client], Awaitable[None]]
 
 
 def translate(exc: aiomqtt.MqttError, what: str) -> TransientLinkError:
+    """aiomqtt/paho errors -> the gateway's, with advice where we can give one."""
     text = str(exc)
-    kind = "timeout" if "timed out" in text.lower() else "mqtt"
     if isinstance(exc, aiomqtt.MqttCodeError) and exc.rc in (4, 5, 134, 135):
-        kind = "auth"
         return TransientLinkError(
-            f"{what}: {text}", kind=kind, advice="check mqtt.username and the password"
+            f"{what}: {text}", kind="auth", advice="check mqtt.username and the password"
         )
+    if "certificate" in text.lower() or "ssl" in text.lower():
+        return TransientLinkError(
+            f"{what}: {text}", kind="tls", advice="check mqtt.tls (CA, client certificate, key)"
+        )
+    kind = "timeout" if "timed out" in text.lower() else "mqtt"
     return TransientLinkError(f"{what}: {text}", kind=kind)
+
+
+class Availability:
+    """Per-device `online`/`offline`, published retained by whichever session is connected."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, str] = {}
+        self.changed = asyncio.Event()
+
+    def set(self, device: str, online: bool) -> None:
+        state = "online" if online else "offline"
+        if self.states.get(device) != state:
+            self.states[device] = state
+            self.changed.set()
+
+    def forget(self, device: str) -> None:
+        self.states.pop(device, None)
+
+
+def tls_parameters(cfg: MqttSection) -> tuple[aiomqtt.TLSParameters | None, bool | None]:
+    tls = cfg.tls
+    if tls is None:
+        return None, None
+    if tls.insecure:
+        log.warning(
+            "mqtt.tls.insecure is set: the broker's certificate and host name are NOT checked; "
+            "anyone on the path can read and change the gateway's traffic"
+        )
+    params = aiomqtt.TLSParameters(
+        ca_certs=str(tls.ca_file) if tls.ca_file else None,
+        certfile=str(tls.cert_file) if tls.cert_file else None,
+        keyfile=str(tls.key_file) if tls.key_file else None,
+        cert_reqs=ssl.CERT_NONE if tls.insecure else ssl.CERT_REQUIRED,
+    )
+    return params, (True if tls.insecure else None)
 
 
 class MqttSession:
     name = "mqtt"
 
     def __init__(
-        self, cfg: MqttSection, gateway_id: str, queue: ReadingQueue, metrics: Metrics
+        self,
+        cfg: MqttSection,
+        gateway_id: str,
+        outbox: Outbox,
+        metrics: Metrics,
+        *,
+        router: CommandRouter | None = None,
+        availability: Availability | None = None,
     ) -> None:
         self.cfg = cfg
         self.open_timeout = cfg.connect_timeout + 1.0  # aiomqtt applies connect_timeout itself
         self.backoff = cfg.backoff.policy()
         self.client_id = cfg.client_id or default_client_id(gateway_id)
         self.status_topic = status_topic(cfg.topic_prefix, gateway_id)
-        self._queue = queue
+        self.connect_hooks: list[ConnectHook] = []  # e.g. Home Assistant discovery
+        self._outbox = outbox
         self._metrics = metrics
+        self._router = router
+        self._availability = availability or Availability()
         self._client: aiomqtt.Client | None = None
-        # Readings handed to the client and not yet acknowledged, in the order they were taken.
-        self._inflight: dict[int, Reading] = {}
-        self._next_id = 0
+        self._by_mid: dict[int, tuple[Record, float]] = {}  # in flight: mid -> (record, sent)
+        self._window_open = asyncio.Event()
+        self._failed: asyncio.Future[None] | None = None
         self.connected = asyncio.Event()
         # Shutdown shortens this to what is left of gateway.shutdown_timeout.
         self.announce_timeout = ANNOUNCE_TIMEOUT
 
+    # -- connect / disconnect ----------------------------------------------------------------
     async def __aenter__(self) -> Self:
         cfg = self.cfg
+        tls_params, tls_insecure = tls_parameters(cfg)
         client = aiomqtt.Client(
             cfg.host,
             cfg.port,
             identifier=self.client_id,
             username=cfg.username,
             password=cfg.password.get_secret_value() if cfg.password else None,
-            protocol=aiomqtt.ProtocolVersion(MQTTv5 if cfg.protocol == "5" else MQTTv311),
+            protocol=aiomqtt.ProtocolVersion(paho.MQTTv5 if cfg.protocol == "5" else paho.MQTTv311),
             keepalive=cfg.keepalive,
             timeout=cfg.connect_timeout,
             will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
-            max_inflight_messages=cfg.inflight,
+            # Unlimited in paho: our own window bounds what is in flight (paho's own limit
+            # rescans every queued message on each acknowledgement).
+            max_inflight_messages=0,
+            tls_params=tls_params,
+            tls_insecure=tls_insecure,
         )
-        # aiomqtt warns about "pending calls" past a threshold; our window is deliberate.
-        client.pending_calls_threshold = cfg.inflight + 16
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
@@ -86,8 +160,9 @@ class MqttSession:
             _force_close(client)
             raise
         self._client = client
+        self._install_ack_handler(client)
         try:
-            await self._on_connected(client)
+            await self.restore_state(client)
         except BaseException:
             await self._close(announce=False)
             raise
@@ -95,15 +170,22 @@ class MqttSession:
         self.connected.set()
         return self
 
-    async def _on_connected(self, client: aiomqtt.Client) -> None:
-        """Restore session state after every (re)connect. One place for everything a fresh
-        connection needs (status now; command subscriptions and discovery plug in here)."""
+    async def restore_state(self, client: aiomqtt.Client) -> None:
+        """Everything a fresh connection needs, in one place: status, command subscriptions,
+        retained availability of every device, then the hooks (discovery plugs in here)."""
+        cfg = self.cfg
         try:
             await client.publish(
-                self.status_topic, b"online", qos=1, retain=True, timeout=self.cfg.publish_timeout
+                self.status_topic, b"online", qos=1, retain=True, timeout=cfg.publish_timeout
             )
+            if cfg.commands and self._router is not None:
+                topic = f"{cfg.topic_prefix}/+/{cfg.command_verb}/+"
+                await client.subscribe(topic, qos=1, timeout=cfg.publish_timeout)
+            await self._publish_availability(client, dict(self._availability.states))
+            for hook in self.connect_hooks:
+                await hook(client)
         except aiomqtt.MqttError as exc:
-            raise translate(exc, "announcing online") from exc
+            raise translate(exc, "restoring session state") from exc
 
     async def __aexit__(
         self,
@@ -132,63 +214,161 @@ class MqttSession:
             _force_close(client)  # no-op after a clean disconnect
 
     def _give_back_inflight(self) -> None:
-        if self._inflight:
-            log.info("mqtt: %d unacknowledged readings go back to the queue", len(self._inflight))
-            self._queue.requeue(self._inflight.values())
-            self._inflight.clear()
+        if self._by_mid:
+            log.info("mqtt: %d unacknowledged reading(s) go back to the outbox", len(self._by_mid))
+            self._outbox.requeue(record for record, _ in self._by_mid.values())
+            self._by_mid.clear()
 
+    # -- acknowledgements --------------------------------------------------------------------
+    def _install_ack_handler(self, client: aiomqtt.Client) -> None:
+        """Route paho's on_publish for our own mids to the outbox, the rest to aiomqtt."""
+        inner = client._client
+        # aiomqtt registers a VERSION2 callback: (client, userdata, mid, reason, properties).
+        aiomqtt_handler = cast("Callable[..., None] | None", inner.on_publish)
+
+        def on_publish(
+            c: paho.Client, userdata: Any, mid: int, rc: ReasonCode, props: Properties
+        ) -> None:
+            entry = self._by_mid.pop(mid, None)
+            if entry is None:
+                if aiomqtt_handler is not None:
+                    aiomqtt_handler(c, userdata, mid, rc, props)
+                return
+            self._acknowledged(entry[0], rc)
+
+        inner.on_publish = on_publish
+
+    def _acknowledged(self, record: Record, rc: ReasonCode | int) -> None:
+        self._outbox.ack(record)
+        if isinstance(rc, ReasonCode) and rc.is_failure:
+            # MQTT 5 broker refused it (e.g. not authorized): retrying cannot help.
+            log.warning("mqtt: broker refused %s: %s", record.topic, rc)
+            self._metrics.readings_dropped.labels(record.device, "refused").inc()
+        else:
+            self._metrics.readings_published.labels(record.device).inc()
+            self._metrics.publish_latency.observe(max(0.0, time.time() - record.ts))
+        self._window_open.set()
+
+    # -- run ---------------------------------------------------------------------------------
     async def run(self) -> None:
         client = self._client
         if client is None:
             raise RuntimeError("run() outside the session's context")
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._watch(client), name="mqtt-watch")
-                tg.create_task(self._publish_loop(client, tg), name="mqtt-publish")
+                tg.create_task(self._watch(client, tg), name="mqtt-watch")
+                tg.create_task(self._publish_loop(client), name="mqtt-publish")
+                tg.create_task(self._ack_watchdog(), name="mqtt-ack-watchdog")
+                tg.create_task(self._availability_loop(client), name="mqtt-availability")
         except* aiomqtt.MqttError as group:
             first = group.exceptions[0]
             assert isinstance(first, aiomqtt.MqttError)
             raise translate(first, "connection lost") from first
 
-    async def _watch(self, client: aiomqtt.Client) -> None:
-        """Iterating messages raises as soon as the connection drops (keepalive included)."""
+    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+        inner = client._client
+        window = self.cfg.inflight
+        while True:
+            while len(self._by_mid) >= window:
+                self._window_open.clear()
+                await self._window_open.wait()
+            batch = await self._outbox.take(window - len(self._by_mid))
+            now = time.monotonic()
+            for i, record in enumerate(batch):
+                info = inner.publish(record.topic, record.payload, record.qos)
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    self._outbox.requeue(batch[i:])
+                    raise aiomqtt.MqttCodeError(info.rc, "could not publish")
+                if info.is_published():  # (QoS 0 written at once)
+                    self._acknowledged(record, 0)
+                else:
+                    self._by_mid[info.mid] = (record, now)
+
+    async def _ack_watchdog(self) -> None:
+        """A publish that waits longer than publish_timeout means the connection is dead even if
+        TCP has not noticed (a frozen broker, a black-holed path)."""
+        timeout = self.cfg.publish_timeout
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            if self._by_mid:
+                oldest = min(sent for _, sent in self._by_mid.values())
+                if time.monotonic() - oldest > timeout:
+                    raise aiomqtt.MqttError(
+                        f"no acknowledgement for {timeout:g}s: connection presumed dead"
+                    )
+
+    async def _watch(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
+        """Iterate incoming messages: commands. Raises as soon as the connection drops."""
+        slots = asyncio.Semaphore(MAX_CONCURRENT_COMMANDS)
         async for message in client.messages:
-            log.debug("mqtt: ignoring message on %s", message.topic)
+            command = self._parse_command(message)
+            if command is None:
+                continue
+            await slots.acquire()
+            tg.create_task(self._run_command(client, message, command, slots), name="mqtt-cmd")
         raise aiomqtt.MqttError("message stream ended")
 
-    async def _publish_loop(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
-        window = asyncio.Semaphore(self.cfg.inflight)
-        while True:
-            batch = await self._queue.take(self.cfg.inflight)
-            # Track the whole batch at once: if we are cancelled while waiting for the window,
-            # the readings not yet handed to the client still go back to the queue.
-            first = self._next_id
-            self._next_id += len(batch)
-            self._inflight.update(zip(range(first, self._next_id), batch, strict=True))
-            for rid, reading in enumerate(batch, start=first):
-                await window.acquire()
-                tg.create_task(self._publish_one(client, rid, reading, window))
+    def _parse_command(self, message: aiomqtt.Message) -> Command | None:
+        parsed = parse_topic(message.topic.value, self.cfg.topic_prefix, self.cfg.command_verb)
+        if parsed is None:
+            return None
+        payload = message.payload
+        if isinstance(payload, str):
+            payload = payload.encode()
+        elif not isinstance(payload, bytes | bytearray):
+            payload = b"" if payload is None else str(payload).encode()
+        return Command(parsed[0], parsed[1], bytes(payload))
 
-    async def _publish_one(
-        self, client: aiomqtt.Client, rid: int, reading: Reading, window: asyncio.Semaphore
+    async def _run_command(
+        self,
+        client: aiomqtt.Client,
+        message: aiomqtt.Message,
+        command: Command,
+        slots: asyncio.Semaphore,
     ) -> None:
         try:
+            assert self._router is not None
+            reply = await self._router.handle(command)
+            self._metrics.commands.labels(command.device, "ok" if reply == "ok" else "error").inc()
+            topic, props = result_topic(message.topic.value), None
+            request = message.properties
+            # MQTT 5: answer where the requester asked, with its correlation data.
+            response_topic = getattr(request, "ResponseTopic", None)
+            if isinstance(response_topic, str) and response_topic:
+                topic = response_topic
+                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                correlation = getattr(request, "CorrelationData", None)
+                if correlation:
+                    props.CorrelationData = correlation
             await client.publish(
-                reading_topic(self.cfg.topic_prefix, reading),
-                reading_payload(reading),
-                qos=self.cfg.qos,
-                timeout=self.cfg.publish_timeout,
+                topic, reply.encode(), qos=1, properties=props, timeout=self.cfg.publish_timeout
             )
         finally:
-            window.release()
-        # Acknowledged (or, at QoS 0, written): only now does the reading leave the gateway.
-        del self._inflight[rid]
-        self._queue.ack()
-        self._metrics.readings_published.labels(reading.device).inc()
+            slots.release()
+
+    async def _availability_loop(self, client: aiomqtt.Client) -> None:
+        published = dict(self._availability.states)
+        while True:
+            await self._availability.changed.wait()
+            self._availability.changed.clear()
+            current = dict(self._availability.states)
+            changes = {d: s for d, s in current.items() if published.get(d) != s}
+            await self._publish_availability(client, changes)
+            published = current
+
+    async def _publish_availability(self, client: aiomqtt.Client, states: dict[str, str]) -> None:
+        for device, state in states.items():
+            await client.publish(
+                availability_topic(self.cfg.topic_prefix, device),
+                state.encode(),
+                qos=1,
+                retain=True,
+                timeout=self.cfg.publish_timeout,
+            )
 
 
 def _force_close(client: aiomqtt.Client) -> None:
     """Close the client's socket (and stop its reader) whatever state the protocol is in."""
-    paho = client._client
-    if paho.socket() is not None:
-        paho._sock_close()
+    inner = client._client
+    if inner.socket() is not None:
+        inner._sock_close()

@@ -15,6 +15,10 @@ def status_topic(prefix: str, gateway_id: str) -> str:
     return f"{prefix}/{gateway_id}/status"
 
 
+def availability_topic(prefix: str, device: str) -> str:
+    return f"{prefix}/{device}/availability"
+
+
 def reading_payload(reading: Reading, seq: int | None = None) -> bytes:
     """`{"value": 21.5, "unit": "°C", "ts": 1764074400.123, "seq": 42}`.
 
