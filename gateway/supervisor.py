@@ -58,6 +58,7 @@ class LinkStatus:
     last_error: str | None = None
     last_delay: float | None = None
     delays: list[float] = field(default_factory=list)  # recent backoff delays (bounded)
+    up_since: float | None = None  # monotonic time the link last came up, None while not up
 
 
 class Supervisor:
@@ -134,7 +135,6 @@ class Supervisor:
         backoff = Backoff(link.backoff)
         try:
             while True:
-                started = time.monotonic()
                 try:
                     await self._run_once(link, status)
                 except FatalLinkError as exc:
@@ -144,7 +144,10 @@ class Supervisor:
                     return
                 except Exception as exc:
                     self._record_failure(link, status, exc)
-                if time.monotonic() - started >= link.backoff.reset_after:
+                # Only time spent up counts as healthy: a link that takes long to *fail to open*
+                # (a connect timeout) must keep growing its delay.
+                up_for = time.monotonic() - status.up_since if status.up_since else 0.0
+                if up_for >= link.backoff.reset_after:
                     backoff.reset()
                 delay = backoff.next_delay()
                 status.last_delay = delay
@@ -158,6 +161,7 @@ class Supervisor:
                 self._set(status, "stopped")
 
     async def _run_once(self, link: Link, status: LinkStatus) -> None:
+        status.up_since = None
         self._set(status, "starting")
         async with contextlib.AsyncExitStack() as stack:
             try:
@@ -167,6 +171,7 @@ class Supervisor:
                 raise LinkError(
                     f"could not open within {link.open_timeout:g}s", kind="timeout"
                 ) from exc
+            status.up_since = time.monotonic()
             self._set(status, "up")
             await link.run()
             # run() returning means the link ended on its own (e.g. EOF); retry like a failure.

@@ -1,0 +1,290 @@
+"""The MQTT session against real mosquitto: commands to devices (MQTT 3.1.1 and 5), state restored
+after a broker restart, and mutual TLS with `require_certificate`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import (
+    Broker,
+    Daemon,
+    SerialPair,
+    Subscriber,
+    SubscriberFactory,
+    free_port,
+    gateway_config,
+    serial_device,
+    wait_until,
+)
+from paho.mqtt.client import Client, MQTTMessage, MQTTv5
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+PREFIX = "gateway"
+pytestmark = pytest.mark.timeout(60)
+
+
+def read_pty(pair: SerialPair, want: bytes, timeout: float = 5.0) -> bytes:
+    """Read from the test's end of the pty until `want` has arrived."""
+    fd = os.open(pair.peer, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    got = b""
+    try:
+
+        def arrived() -> bool:
+            nonlocal got
+            with contextlib.suppress(BlockingIOError):
+                got += os.read(fd, 4096)
+            return want in got
+
+        wait_until(lambda: arrived() or None, timeout, f"{want!r} on the pty")
+    finally:
+        os.close(fd)
+    return got
+
+
+def start(daemon: Daemon, broker: Broker, pair: SerialPair, **mqtt: Any) -> None:
+    device = serial_device("boiler", pair, commands={"setpoint": "SP {payload}"})
+    daemon.start(gateway_config(broker, [device], mqtt=mqtt))
+    daemon.wait_log("mqtt: connected")
+    daemon.wait_log("opened ")
+
+
+def test_command_is_written_to_the_port_and_answered(
+    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+) -> None:
+    start(daemon, broker, serial_pair)
+    subscriber.wait_for(lambda m: m.topic == f"{PREFIX}/boiler/availability" and m.text == "online")
+    publisher = subscriber._client  # the subscriber's connection can publish too
+    # Reading happens on the other end of the pty; open it before the command is written.
+    result: list[bytes] = []
+    reader = threading.Thread(target=lambda: result.append(read_pty(serial_pair, b"RESET\n")))
+    reader.start()
+    publisher.publish(f"{PREFIX}/boiler/set/raw", b"RESET", qos=1)
+    reply = subscriber.wait_for(lambda m: m.topic == f"{PREFIX}/boiler/set/raw/result")
+    reader.join(10)
+    assert reply.text == "ok"
+    assert result == [b"RESET\n"] or b"RESET\n" in result[0]
+
+    publisher.publish(f"{PREFIX}/boiler/set/setpoint", b"21.5", qos=1)
+    reply = subscriber.wait_for(lambda m: m.topic == f"{PREFIX}/boiler/set/setpoint/result")
+    assert reply.text == "ok"
+
+    publisher.publish(f"{PREFIX}/boiler/set/launch", b"now", qos=1)
+    reply = subscriber.wait_for(lambda m: m.topic == f"{PREFIX}/boiler/set/launch/result")
+    assert reply.text.startswith("error: unknown command 'launch'")
+
+    publisher.publish(f"{PREFIX}/nosuch/set/raw", b"x", qos=1)
+    reply = subscriber.wait_for(lambda m: m.topic == f"{PREFIX}/nosuch/set/raw/result")
+    assert reply.text.startswith("error: no device 'nosuch'")
+    assert daemon.alive
+
+
+def test_command_for_an_unplugged_device_gets_an_error(
+    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+) -> None:
+    start(daemon, broker, serial_pair)
+    serial_pair.unplug()
+    daemon.wait_log("went away")
+    subscriber.wait_for(
+        lambda m: m.topic == f"{PREFIX}/boiler/availability" and m.text == "offline"
+    )
+    subscriber._client.publish(f"{PREFIX}/boiler/set/raw", b"PING", qos=1)
+    reply = subscriber.wait_for(lambda m: m.topic == f"{PREFIX}/boiler/set/raw/result")
+    assert reply.text == "error: device boiler is not connected"
+    serial_pair.plug()
+    online = f"{PREFIX}/boiler/availability"
+    wait_until(
+        lambda: [m.text for m in subscriber.on_topic(online)][-1:] == ["online"] or None,
+        10,
+        "the device online again",
+    )
+
+
+def test_command_waits_up_to_its_ttl_for_the_device(
+    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+) -> None:
+    start(daemon, broker, serial_pair, command_ttl=10)
+    serial_pair.unplug()
+    daemon.wait_log("went away")
+    subscriber._client.publish(f"{PREFIX}/boiler/set/raw", b"LATER", qos=1)
+    serial_pair.plug()
+    reply = subscriber.wait_for(lambda m: m.topic == f"{PREFIX}/boiler/set/raw/result", timeout=15)
+    assert reply.text == "ok"
+
+
+def test_mqtt5_response_topic_and_correlation_data_are_honoured(
+    broker: Broker, serial_pair: SerialPair, daemon: Daemon
+) -> None:
+    start(daemon, broker, serial_pair, protocol="5")
+    replies: list[MQTTMessage] = []
+    got = threading.Event()
+
+    def on_message(client: Client, userdata: Any, msg: MQTTMessage) -> None:
+        replies.append(msg)
+        got.set()
+
+    client = Client(CallbackAPIVersion.VERSION2, protocol=MQTTv5)
+    client.on_message = on_message
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        client.subscribe("replies/me", qos=1)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ResponseTopic = "replies/me"
+        props.CorrelationData = b"req-42"
+        wait_until(lambda: client.is_connected() or None, 5, "the MQTT 5 client")
+        client.publish(f"{PREFIX}/boiler/set/raw", b"HELLO", qos=1, properties=props)
+        assert got.wait(10), "no reply on the response topic"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert replies[0].payload == b"ok"
+    assert replies[0].properties is not None
+    assert replies[0].properties.CorrelationData == b"req-42"  # type: ignore[attr-defined]
+
+
+def test_state_is_restored_after_the_broker_loses_it(
+    broker: Broker, serial_pair: SerialPair, make_subscriber: SubscriberFactory, daemon: Daemon
+) -> None:
+    start(daemon, broker, serial_pair)
+    # Wipe the broker: a new one without the old one's retained messages or subscriptions.
+    broker.kill()
+    for stale in broker.dir.glob("*.db"):
+        stale.unlink()
+    broker.start()
+    daemon.wait_log("mqtt: connected", count=2, timeout=15)
+    sub = make_subscriber("#")
+    retained = {
+        m.topic: m.text
+        for m in sub.wait_all(
+            [
+                lambda m: m.topic == f"{PREFIX}/gw1/status",
+                lambda m: m.topic == f"{PREFIX}/boiler/availability",
+            ],
+            timeout=5,
+            what="the retained status and availability",
+        )
+    }
+    assert retained == {f"{PREFIX}/gw1/status": "online", f"{PREFIX}/boiler/availability": "online"}
+    sub._client.publish(f"{PREFIX}/boiler/set/raw", b"AGAIN", qos=1)  # re-subscribed?
+    assert sub.wait_for(lambda m: m.topic == f"{PREFIX}/boiler/set/raw/result").text == "ok"
+
+
+# -- TLS -------------------------------------------------------------------------------------------
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl")
+    d = tmp_path / "pki"
+    d.mkdir()
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        cwd=d,
+    )
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            cwd=d,
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            f"{name}.crt",
+            cwd=d,
+        )
+    return d
+
+
+@pytest.fixture
+def tls_port(broker: Broker, certs: Path) -> int:
+    """Add a TLS listener that requires client certificates to the test broker."""
+    port = free_port()
+    with broker.conf.open("a") as conf:
+        conf.write(
+            f"listener {port} 127.0.0.1\n"
+            f"cafile {certs / 'ca.crt'}\ncertfile {certs / 'server.crt'}\n"
+            f"keyfile {certs / 'server.key'}\nrequire_certificate true\n"
+        )
+    broker.restart()
+    return port
+
+
+def test_mutual_tls_with_client_certificate(
+    broker: Broker,
+    tls_port: int,
+    certs: Path,
+    serial_pair: SerialPair,
+    subscriber: Subscriber,
+    daemon: Daemon,
+) -> None:
+    tls = {
+        "ca_file": str(certs / "ca.crt"),
+        "cert_file": str(certs / "client.crt"),
+        "key_file": str(certs / "client.key"),
+    }
+    start(daemon, broker, serial_pair, port=tls_port, tls=tls)
+    serial_pair.write(b"temp=19.5\n")
+    subscriber.wait_for(lambda m: m.topic == f"{PREFIX}/boiler/temp" and m.value == 19.5)
+
+
+def test_tls_without_client_certificate_is_refused_and_retried(
+    broker: Broker, tls_port: int, certs: Path, serial_pair: SerialPair, daemon: Daemon
+) -> None:
+    device = serial_device("boiler", serial_pair)
+    cfg = gateway_config(
+        broker, [device], mqtt={"port": tls_port, "tls": {"ca_file": str(certs / "ca.crt")}}
+    )
+    daemon.start(cfg)
+    daemon.wait_log("link mqtt: starting -> backing_off", timeout=10)
+    daemon.wait_log("retry 2 in", timeout=10)  # it keeps trying, it does not give up
+    assert "mqtt: connected" not in daemon.log()
+    assert daemon.alive
