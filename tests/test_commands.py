@@ -1,0 +1,92 @@
+"""The command router: topic parsing and replies, with a small in-test target (no MQTT)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.commands import Command, CommandRouter, parse_topic, result_topic
+from gateway.errors import LinkDownError
+
+
+class Target:
+    """A command target the way links implement it: up/down, a wait, an execute that records."""
+
+    def __init__(self, up: bool = True) -> None:
+        self.up = asyncio.Event()
+        if up:
+            self.up.set()
+        self.executed: list[tuple[str, bytes]] = []
+
+    @property
+    def is_up(self) -> bool:
+        return self.up.is_set()
+
+    async def wait_up(self) -> None:
+        await self.up.wait()
+
+    async def execute(self, command: str, payload: bytes) -> None:
+        if not self.is_up:
+            raise LinkDownError("down")
+        if command == "boom":
+            raise ValueError("bad value for boom")
+        self.executed.append((command, payload))
+
+
+@pytest.mark.parametrize(
+    ("topic", "expected"),
+    [
+        ("gw/boiler/set/raw", ("boiler", "raw")),
+        ("gw/boiler/set/raw/result", None),  # our own replies are not commands
+        ("gw/boiler/get/raw", None),
+        ("gw/boiler/set/", None),
+        ("gw//set/raw", None),
+        ("other/boiler/set/raw", None),
+        ("gw/set/raw", None),
+    ],
+)
+def test_parse_topic(topic: str, expected: tuple[str, str] | None) -> None:
+    assert parse_topic(topic, "gw", "set") == expected
+
+
+def test_parse_topic_with_a_multi_level_prefix() -> None:
+    assert parse_topic("site/a/gw/boiler/set/raw", "site/a/gw", "set") == ("boiler", "raw")
+    assert result_topic("site/a/gw/boiler/set/raw") == "site/a/gw/boiler/set/raw/result"
+
+
+async def test_routes_to_the_device_and_replies_ok() -> None:
+    target = Target()
+    router = CommandRouter(lambda d: target if d == "boiler" else None, ttl=0)
+    assert await router.handle(Command("boiler", "raw", b"PING")) == "ok"
+    assert target.executed == [("raw", b"PING")]
+
+
+async def test_errors_become_replies_never_exceptions() -> None:
+    target = Target()
+    router = CommandRouter(lambda d: target if d == "boiler" else None, ttl=0)
+    assert (await router.handle(Command("nope", "raw", b""))).startswith("error: no device")
+    assert await router.handle(Command("boiler", "boom", b"")) == "error: bad value for boom"
+    big = await router.handle(Command("boiler", "raw", b"x" * 5000))
+    assert big.startswith("error: payload larger than")
+    assert target.executed == []
+
+
+async def test_down_device_gets_an_error_or_waits_for_its_ttl() -> None:
+    target = Target(up=False)
+    now = CommandRouter(lambda _d: target, ttl=0)
+    assert (
+        await now.handle(Command("boiler", "raw", b"x")) == "error: device boiler is not connected"
+    )
+
+    patient = CommandRouter(lambda _d: target, ttl=5)
+    pending = asyncio.ensure_future(patient.handle(Command("boiler", "raw", b"later")))
+    await asyncio.sleep(0.05)
+    assert not pending.done()
+    target.up.set()
+    assert await pending == "ok"
+
+    target.up.clear()
+    short = CommandRouter(lambda _d: target, ttl=0.05)
+    reply = await short.handle(Command("boiler", "raw", b"x"))
+    assert reply == "error: device boiler did not come back within 0.05s"
