@@ -116,6 +116,7 @@ class Outbox:
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
         """Open (or create) the database and load the state of a previous run."""
+        self._export()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = self._connect()
@@ -505,6 +506,11 @@ class Outbox:
             self._drained.clear()
         else:
             self._drained.set()
-        self._metrics.outbox_records.set(self._count)
-        self._metrics.outbox_bytes.set(self._bytes)
-        self._metrics.inflight.set(len(self._inflight))
+
+    def _export(self) -> None:
+        """Gauges read on scrape, so the hot path (put, take, ack) pays nothing for them."""
+        m = self._metrics
+        m.outbox_records.set_function(lambda: self._count)
+        m.outbox_bytes.set_function(lambda: self._bytes)
+        m.inflight.set_function(lambda: len(self._inflight))
+        m.outbox_oldest_age.set_function(self.oldest_age)
