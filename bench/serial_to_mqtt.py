@@ -18,119 +18,46 @@ Run from the repository root (needs mosquitto, mosquitto_pub and socat: ./script
 The paho subscriber (the default) caps the reference program (on a 2-core machine about 20k
 messages/s at QoS 0, 8-10k at QoS 1); `--subscriber mosquitto_sub` counts with the C client.
 
-Everything is on loopback and in a temporary directory; nothing is left running.
+Everything is on loopback and in a temporary directory; nothing is left running. The delivery
+bench (QoS 1 throughput, latency, CPU, memory and a broker outage, one reading per line) is
+bench/delivery.py; the parts both use are in bench/benchlib.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
+from benchlib import (
+    PREFIX,
+    Broker,
+    cpu_seconds,
+    missing_tools,
+    peak_rss_mb,
+    pty_pair,
+    start_gateway,
+    start_mosquitto_pub,
+    stop,
+    wait_until,
+    write_gateway_config,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-PREFIX = "bench"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-
-# -- parts: broker, pty pair, subscriber ---------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_until(
-    what: str,
-    check: Callable[[], bool],
-    timeout: float,
-    proc: subprocess.Popen[bytes] | None = None,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what}: process exited with {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> int:
-    """SIGTERM, wait up to `grace`, then SIGKILL; returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
-
-
-@contextlib.contextmanager
-def broker(tmp: Path) -> Iterator[int]:
-    """A private mosquitto that never drops a message for a slow subscriber."""
-    port = free_port()
-    conf = tmp / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\nmax_inflight_messages 0\n",
-        encoding="utf-8",
-    )
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    with (tmp / "mosquitto.log").open("wb") as log:
-        proc = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=log, stderr=log)
-    try:
-        wait_until("mosquitto", lambda: port_open(port), 10, proc)
-        yield port
-    finally:
-        stop(proc, 5)
-
-
-@contextlib.contextmanager
-def pty_pair(tmp: Path, name: str) -> Iterator[tuple[Path, int]]:
-    """socat pty pair: yields (the program's side, a blocking write fd on the device side)."""
-    program_side, device_side = tmp / f"{name}-program", tmp / f"{name}-device"
-    proc = subprocess.Popen(
-        [
-            "socat",
-            f"pty,raw,echo=0,link={program_side}",
-            f"pty,raw,echo=0,link={device_side}",
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until("socat", lambda: program_side.exists() and device_side.exists(), 10, proc)
-        fd = os.open(device_side, os.O_WRONLY | os.O_NOCTTY)
-        try:
-            yield program_side, fd
-        finally:
-            os.close(fd)
-    finally:
-        stop(proc, 5)
-
-
+# -- subscribers ---------------------------------------------------------------------------------
 def is_warmup(topic: str, payload: bytes | bytearray) -> bool:
     return topic.endswith("/warm") or payload.startswith(b"warm")
 
@@ -271,36 +198,21 @@ class Program(Protocol):
 @dataclass
 class Gateway:
     qos: int
-    lines: int
     inflight: int | None
     label: str = "gateway run"
     per_line: int = 3
 
     def start(self, pty: Path, port: int, tmp: Path) -> subprocess.Popen[bytes]:
-        inflight = f"\n  inflight: {self.inflight}" if self.inflight else ""
         config = tmp / "gateway.yaml"
-        config.write_text(
-            f"""gateway:
-  id: bench
-  state_dir: {tmp / "state"}
-  queue: {{size: {self.lines * self.per_line + 1000}}}
-mqtt:
-  port: {port}
-  topic_prefix: {PREFIX}
-  qos: {self.qos}{inflight}
-log: {{level: WARNING}}
-devices:
-  - {{id: dev, type: serial, port: "{pty}", baudrate: 115200, decoder: kv}}
-""",
-            encoding="utf-8",
+        write_gateway_config(
+            config,
+            pty=pty,
+            port=port,
+            state_dir=tmp / "state",
+            qos=self.qos,
+            inflight=self.inflight,
         )
-        log = (tmp / "gateway.log").open("wb")
-        with log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "-c", str(config)],
-                stdout=log,
-                stderr=log,
-            )
+        return start_gateway(config, tmp / "gateway.log")
 
 
 @dataclass
@@ -310,18 +222,7 @@ class MosquittoPub:
     per_line: int = 1
 
     def start(self, pty: Path, port: int, tmp: Path) -> subprocess.Popen[bytes]:
-        stdin = os.open(pty, os.O_RDONLY | os.O_NOCTTY)
-        try:
-            return subprocess.Popen(
-                [
-                    *("mosquitto_pub", "-h", "127.0.0.1", "-p", str(port)),
-                    *("-q", str(self.qos), "-t", f"{PREFIX}/ref", "-l"),
-                ],
-                stdin=stdin,
-                stderr=subprocess.DEVNULL,
-            )
-        finally:
-            os.close(stdin)
+        return start_mosquitto_pub(pty, port, self.qos, f"{PREFIX}/ref")
 
 
 # -- one measurement -----------------------------------------------------------------------------
@@ -339,18 +240,6 @@ class Result:
     @property
     def rate(self) -> float:
         return self.received / self.seconds if self.seconds > 0 else 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def make_lines(n: int) -> list[bytes]:
@@ -454,18 +343,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    needed = {p: shutil.which(p) is not None for p in ("mosquitto_pub", "socat")}
-    needed["mosquitto"] = bool(shutil.which("mosquitto")) or Path("/usr/sbin/mosquitto").exists()
-    if missing := [name for name, found in needed.items() if not found]:
+    if missing := missing_tools():
         print(f"needs {', '.join(missing)}: run ./scripts/setup.sh", file=sys.stderr)
         return 2
     lines = make_lines(args.lines)
     programs: list[Program] = [
-        Gateway(args.qos, args.lines, args.inflight),
+        Gateway(args.qos, args.inflight),
         MosquittoPub(args.qos),
     ]
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="bench-broker-") as tmp, broker(Path(tmp)) as port:
+    with tempfile.TemporaryDirectory(prefix="bench-broker-") as tmp, Broker(Path(tmp)) as broker:
+        port = broker.port
         sub: Counter = (
             PahoSubscriber(port, args.sub_qos)
             if args.subscriber == "paho"

@@ -1,7 +1,8 @@
 """The daemon's lifecycle: start the links, wait for signals, reload, shut down in order.
 
 startup   config loaded -> outbox opened (readings of a previous run included)
-          -> supervisor(TaskGroup) -> MQTT session + device links -> READY=1
+          -> HTTP endpoint (/metrics, /healthz, /readyz, /status) -> supervisor(TaskGroup)
+          -> watchdog pinger -> MQTT session + device links -> READY=1
 main      signal handlers only set flags and wake the main loop
           SIGHUP -> reload (validate, diff, restart only what changed)
 shutdown  SIGTERM/SIGINT -> STOPPING=1 -> stop device links (intake) -> let the session
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import faulthandler
 import logging
 import os
 import signal
@@ -24,18 +26,30 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway.ble.hub import BleHub
+from gateway.ble.links import EXIT_ADAPTER_DEAD, device_link, scanner_links, scanners_changed
 from gateway.commands import CommandRouter, CommandTarget
-from gateway.config import Config, Device, SerialDevice, load_config
+from gateway.config import (
+    BleAdvertDevice,
+    BleGattDevice,
+    Config,
+    Device,
+    SerialDevice,
+    load_config,
+)
 from gateway.errors import ConfigError
+from gateway.health import Seen, liveness, readiness, refresh_metrics, status_document
+from gateway.http import Endpoints, HttpServer, HttpServerError
 from gateway.links.serial import SerialLink
-from gateway.logs import setup_logging
+from gateway.logs import config_secrets, set_secrets, setup_logging
 from gateway.metrics import Metrics
 from gateway.models import Reading
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.session import Availability, MqttSession
 from gateway.mqtt.topics import reading_topic
 from gateway.supervisor import Link, Supervisor
-from gateway.systemd import notify
+from gateway.systemd import notify, watchdog_timeout
+from gateway.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +57,19 @@ CLOSE_RESERVE = 2.0  # seconds of the shutdown budget kept for closing the MQTT 
 FORCED_EXIT_GRACE = 3.0  # after a second signal, exit hard if unwinding takes longer
 
 
-def make_link(device: Device, submit: Callable[[Reading], None], metrics: Metrics) -> Link:
+def make_link(
+    device: Device,
+    submit: Callable[[Reading], None],
+    metrics: Metrics,
+    ble: BleHub | None = None,
+) -> Link:
     match device:
         case SerialDevice():
             return SerialLink(device, submit, metrics)
+        case BleAdvertDevice() | BleGattDevice():  # Bluetooth LE: the adapters' shared state
+            if ble is None:
+                raise ValueError(f"{device.type} devices need the gateway's BleHub")
+            return device_link(ble, device, submit)
     raise AssertionError(f"no link for device type {device.type}")  # pragma: no cover
 
 
@@ -76,6 +99,10 @@ class Gateway:
         self.outbox: Outbox | None = None
         self.supervisor: Supervisor | None = None
         self.availability = Availability()
+        self.ble = BleHub(cfg.ble, self.metrics)  # Bluetooth LE state shared by its links
+        self.exit_code = 0  # non-zero when a component asks for a restart (see _ble_gave_up)
+        self.seen = Seen(keep_values=cfg.metrics.sensor_values)
+        self.http: HttpServer | None = None
         self._wake = asyncio.Event()
         self._stop_requested = False
         self._reload_requested = False
@@ -121,22 +148,40 @@ class Gateway:
         asyncio.get_running_loop().set_exception_handler(_quiet_stale_writer)
         try:
             with self._signals():
-                async with Supervisor(self.metrics, on_change=self._links_changed) as sup:
+                async with (
+                    self._http_server() as self.http,
+                    Supervisor(
+                        self.metrics,
+                        on_change=self._links_changed,
+                        stall_timeout=cfg.gateway.stall_timeout,
+                        stop_timeout=cfg.gateway.shutdown_timeout,
+                    ) as sup,
+                    Watchdog(
+                        sup.stalled,
+                        self.metrics,
+                        timeout=watchdog_timeout(),
+                        status=self._status_line,
+                    ),
+                ):
                     self.supervisor = sup
                     sup.start(self._make_session(cfg))
                     for device in cfg.devices:
                         self._start_device(sup, device)
+                    await self._sync_ble_scanners(sup, None)
                     notify("READY=1", self._status_line())
                     log.info(
                         "gateway %s started with %d device(s)", cfg.gateway.id, len(cfg.devices)
                     )
                     await self._main_loop()
-                    notify("STOPPING=1")
+                    notify("STOPPING=1", "STATUS=stopping: publishing what is queued")
                     await self._shutdown(sup, outbox)
+        except HttpServerError as exc:
+            log.error("%s", exc)
+            return 1
         finally:
             outbox.close()  # commits what is still in memory (SIGTERM path)
         log.info("gateway stopped")
-        return 0
+        return self.exit_code
 
     async def _main_loop(self) -> None:
         while True:
@@ -153,9 +198,24 @@ class Gateway:
         assert self.outbox is not None
         mqtt = self.cfg.mqtt
         self.outbox.put(reading, reading_topic(mqtt.topic_prefix, reading), mqtt.qos)
+        self.seen.record(reading)
+
+    def _http_server(self) -> contextlib.AbstractAsyncContextManager[HttpServer | None]:
+        """The HTTP endpoint, or nothing when `metrics.enabled` is false."""
+        cfg = self.cfg.metrics
+        if not cfg.enabled:
+            return contextlib.nullcontext(None)
+        endpoints = Endpoints(
+            self.metrics.registry,
+            refresh=lambda: refresh_metrics(self),
+            liveness=lambda: liveness(self),
+            readiness=lambda: readiness(self),
+            status=lambda: status_document(self),
+        )
+        return HttpServer(cfg.host, cfg.port, endpoints.application())
 
     def _start_device(self, sup: Supervisor, device: Device) -> None:
-        sup.start(make_link(device, self.submit, self.metrics))
+        sup.start(make_link(device, self.submit, self.metrics, ble=self.ble))
         self.availability.set(device.id, online=False)
 
     def _make_session(self, cfg: Config) -> MqttSession:
@@ -209,7 +269,7 @@ class Gateway:
     # -- reload ------------------------------------------------------------------------------
     async def reload(self) -> bool:
         """Re-read the config; apply only the differences. Invalid config changes nothing."""
-        notify("RELOADING=1")
+        notify("RELOADING=1", "STATUS=reloading the config")
         try:
             new = load_config(self.config_path) if self.config_path else None
         except ConfigError as exc:
@@ -228,10 +288,12 @@ class Gateway:
         old, sup = self.cfg, self.supervisor
         assert sup is not None
         self.cfg = new
+        set_secrets(config_secrets(new))
         if new.log != old.log:
             setup_logging(new.log.level, new.log.format)
         if new.outbox != old.outbox or new.gateway.state_dir != old.gateway.state_dir:
             log.warning("outbox and gateway.state_dir changes take effect after a restart")
+        self._apply_metrics(old, new)
         restart_session = new.mqtt != old.mqtt or new.gateway.id != old.gateway.id
         old_devices = {d.id: d for d in old.devices}
         new_devices = {d.id: d for d in new.devices}
@@ -245,19 +307,62 @@ class Gateway:
         await asyncio.gather(*(sup.stop(name) for name in stop))
         for device_id in old_devices.keys() - new_devices.keys():
             self.availability.forget(device_id)
+        for device_id, device in old_devices.items():
+            if new_devices.get(device_id) != device:  # removed or changed: no stale series
+                self.seen.forget(device_id, self.metrics)
         if restart_session:
             sup.start(self._make_session(new))
         for device in start:
             self._start_device(sup, device)
+        await self._sync_ble_scanners(sup, old)
+
+    # -- Bluetooth LE (issue 5) ----------------------------------------------------------------
+    async def _sync_ble_scanners(self, sup: Supervisor, old: Config | None) -> None:
+        """One scanner link per adapter that BLE devices use (advert and GATT devices are
+        ordinary device links, see make_link). On reload, the scanners restart only if the
+        `ble` section or the set of adapters changed."""
+        if old is not None and not scanners_changed(old, self.cfg):
+            return
+        running = [n for n in list(sup.status) if n.startswith("ble_scanner:") and n in sup]
+        await asyncio.gather(*(sup.stop(name) for name in running))
+        for link in scanner_links(self.ble, self.cfg, self.submit, self._ble_gave_up):
+            sup.start(link)
+
+    def _ble_gave_up(self, reason: str) -> None:
+        """The silent-scanner ladder's last step: exit non-zero, so that systemd restarts us."""
+        log.error("%s", reason)
+        self.exit_code = EXIT_ADAPTER_DEAD
+        self.request_stop("Bluetooth adapter failure")
+
+    # -- end of Bluetooth LE -------------------------------------------------------------------
+
+    def _apply_metrics(self, old: Config, new: Config) -> None:
+        listener = ("enabled", "host", "port")
+        if any(getattr(old.metrics, k) != getattr(new.metrics, k) for k in listener):
+            log.warning("metrics.enabled, .host and .port changes take effect after a restart")
+        if new.gateway.stall_timeout != old.gateway.stall_timeout:
+            log.warning("gateway.stall_timeout changes take effect after a restart")
+        self.seen.keep_values = new.metrics.sensor_values
+        if not new.metrics.sensor_values:
+            self.seen.values.clear()
+            self.metrics.sensor_value.clear()
 
     # -- status ------------------------------------------------------------------------------
     def _status_line(self) -> str:
+        """`STATUS=2/3 links up (down: serial:boiler), outbox 0`: what an operator needs first."""
         sup = self.supervisor
         states = list(sup.status.values()) if sup else []
         running = [s for s in states if s.state != "stopped"]
         up = sum(s.state == "up" for s in running)
+        down = [s.name for s in running if s.state != "up"]
         queued = len(self.outbox) if self.outbox else 0
-        return f"STATUS={up}/{len(running)} links up, outbox {queued}"
+        line = f"STATUS={up}/{len(running)} links up"
+        if down:
+            line += f" (down: {', '.join(down[:3])}{', ...' if len(down) > 3 else ''})"
+        line += f", outbox {queued}"
+        if self.outbox is not None and self.outbox.degraded:
+            line += " (disk failing: memory only)"
+        return line
 
     def _links_changed(self) -> None:
         sup = self.supervisor
@@ -276,5 +381,9 @@ def run(config_path: Path) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    set_secrets(config_secrets(cfg))
     setup_logging(cfg.log.level, cfg.log.format)
+    # A watchdog abort (SIGABRT) or a crash prints every thread's Python stack to stderr (the
+    # journal): where the event loop was stuck.
+    faulthandler.enable()
     return asyncio.run(Gateway(cfg, config_path).run())

@@ -1,4 +1,4 @@
-"""Command line: `gateway run|check-config|schema|simulate`. Exit codes: 0 ok, 2 bad config."""
+"""Command line: `gateway run|check-config|schema|scan|simulate`. Exit codes: 0 ok, 2 bad config."""
 
 from __future__ import annotations
 
@@ -29,18 +29,45 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the config's JSON Schema")
 
+    scan = sub.add_parser("scan", help="list the Bluetooth LE devices heard, decoded")
+    scan.add_argument("--adapter", default="hci0", help="adapter to scan with (default hci0)")
+    scan.add_argument("--seconds", type=float, default=10.0, help="how long to listen")
+
     sim = sub.add_parser("simulate", help="simulate devices for demos and tests")
     sim_sub = sim.add_subparsers(dest="kind", required=True)
     serial = sim_sub.add_parser("serial", help="a serial device on a pseudo-terminal")
-    serial.add_argument("--profile", default="kv", choices=["kv", "json"])
-    serial.add_argument("--link", type=Path, help="symlink to create for the device side")
-    serial.add_argument("--rate", type=float, default=1.0, help="lines per second")
-    serial.add_argument("--count", type=int, help="stop after N lines (default: run forever)")
+    serial.add_argument(
+        "--profile",
+        default="kv",
+        choices=["kv", "json", "nmea", "meter"],
+        help="kv: temperature/humidity lines; json: particulate sensor; nmea: GPS receiver; "
+        "meter: binary energy meter that answers polls",
+    )
+    where = serial.add_mutually_exclusive_group()
+    where.add_argument("--link", type=Path, help="symlink to create for the device side")
+    where.add_argument("--port", type=Path, help="play on this existing tty instead of a new pty")
+    serial.add_argument("--rate", type=float, default=1.0, help="reports per second")
+    serial.add_argument(
+        "--count", type=int, help="stop after N reports (meter: answers; default: run forever)"
+    )
     serial.add_argument("--seed", type=int, help="seed for repeatable values")
+    serial.add_argument(
+        "--miss-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="meter: leave every N-th poll unanswered",
+    )
+
+    ports = sub.add_parser("ports", help="list serial ports with their USB ids and by-id names")
+    ports.add_argument("--json", action="store_true", help="one JSON object per port")
+    ports.add_argument(
+        "--by-id-dir", type=Path, help="directory of stable names (default /dev/serial/by-id)"
+    )
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
     args = _parser().parse_args(argv)
     if args.command == "run":
         from gateway.app import run  # noqa: PLC0415 - keep `check-config` and `schema` light
@@ -59,8 +86,24 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(json_schema(), indent=2))
         return 0
+    if args.command == "scan":
+        from gateway.ble.scan import run_scan  # noqa: PLC0415 - bleak only when scanning
+
+        return run_scan(args.adapter, args.seconds)
     if args.command == "simulate":
         from gateway.simulate import simulate_serial  # noqa: PLC0415
 
-        return simulate_serial(args.profile, args.link, args.rate, args.count, args.seed)
+        return simulate_serial(
+            args.profile,
+            args.link,
+            args.rate,
+            args.count,
+            args.seed,
+            port=args.port,
+            miss_every=args.miss_every,
+        )
+    if args.command == "ports":
+        from gateway.ports_cli import print_ports  # noqa: PLC0415
+
+        return print_ports(args.by_id_dir, as_json=args.json)
     raise AssertionError(args.command)  # pragma: no cover

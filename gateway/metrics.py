@@ -7,9 +7,17 @@ units (seconds, bytes), labels with bounded cardinality (link, device, kind, rea
 
 from __future__ import annotations
 
+import contextlib
 import platform
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+)
 
 from gateway import __version__
 
@@ -65,8 +73,15 @@ class Metrics:
             ["device", "reason"],
             registry=r,
         )
-        self.queue_depth = Gauge(
-            "gateway_queue_depth", "Readings waiting to be published.", registry=r
+        # -- serial polling (issue 4) --
+        self.polls = Counter(
+            "gateway_polls_total", "Queries written to polled devices.", ["device"], registry=r
+        )
+        self.polls_missed = Counter(
+            "gateway_polls_missed_total",
+            "Queries that got no response within the poll timeout.",
+            ["device"],
+            registry=r,
         )
         self.inflight = Gauge(
             "gateway_mqtt_inflight", "Publishes awaiting a broker acknowledgement.", registry=r
@@ -129,11 +144,101 @@ class Metrics:
             ["device", "result"],
             registry=r,
         )
+        # -- Bluetooth LE (issue 5) --
+        self.ble_adverts = Counter(
+            "gateway_ble_adverts_total",
+            "Advertisements heard, by adapter.",
+            ["adapter"],
+            registry=r,
+        )
+        self.ble_suppressed = Counter(
+            "gateway_ble_readings_suppressed_total",
+            "Unchanged advertised values not republished (within republish_after).",
+            ["device"],
+            registry=r,
+        )
+        self.ble_recoveries = Counter(
+            "gateway_ble_scanner_recoveries_total",
+            "Silent-scanner ladder steps taken: restart, power_cycle, exit.",
+            ["adapter", "step"],
+            registry=r,
+        )
+        self.ble_connect_attempts = Counter(
+            "gateway_ble_connect_attempts_total",
+            "GATT connection attempts (bleak-retry-connector's retries included).",
+            ["device"],
+            registry=r,
+        )
+        self.ble_connect_retries = Counter(
+            "gateway_ble_connect_retries_total",
+            "GATT connection attempts after the first one of a connect.",
+            ["device"],
+            registry=r,
+        )
+        self.ble_slots_in_use = Gauge(
+            "gateway_ble_connection_slots_in_use",
+            "GATT connections holding a slot, by adapter.",
+            ["adapter"],
+            registry=r,
+        )
+        self.ble_slot_waiters = Gauge(
+            "gateway_ble_connection_slot_waiters",
+            "GATT links waiting for a free connection slot, by adapter.",
+            ["adapter"],
+            registry=r,
+        )
+        # -- end of Bluetooth LE --
         self.reloads = Counter(
             "gateway_config_reloads_total", "Config reloads, by result.", ["result"], registry=r
         )
+        self.last_reading = Gauge(
+            "gateway_last_reading_timestamp_seconds",
+            "When the latest reading of each device was read (epoch seconds).",
+            ["device"],
+            registry=r,
+        )
+        self.sensor_value = Gauge(
+            "gateway_sensor_value",
+            "Latest value of each numeric sensor (only with metrics.sensor_values: true).",
+            ["device", "sensor", "unit"],
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "gateway_event_loop_lag_seconds",
+            "How late the event loop ran the latest periodic check (a busy or blocked loop).",
+            registry=r,
+        )
+        self.watchdog_pings = Counter(
+            "gateway_watchdog_pings_total",
+            "WATCHDOG=1 keep-alives sent to systemd.",
+            registry=r,
+        )
+        self.watchdog_withheld = Counter(
+            "gateway_watchdog_withheld_total",
+            "Keep-alives withheld because the supervisor made no progress, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        # process_* (CPU, memory, open fds, start time) from /proc, as Prometheus expects them.
+        ProcessCollector(registry=r)
 
     def set_link_state(self, link: str, state: str) -> None:
         for s in LINK_STATES:
             self.link_state.labels(link, s).set(1 if s == state else 0)
         self.link_up.labels(link).set(1 if state == "up" else 0)
+
+    def forget_device(self, device: str) -> None:
+        """Remove a device's latest-value series (it left the config): no stale values."""
+        with contextlib.suppress(KeyError):
+            self.last_reading.remove(device)
+        for labels in [k for k in _label_sets(self.sensor_value) if k[0] == device]:
+            self.sensor_value.remove(*labels)
+
+
+def _label_sets(gauge: Gauge) -> list[tuple[str, ...]]:
+    """The label values of every series of a labelled gauge."""
+    return [
+        tuple(sample.labels[name] for name in gauge._labelnames)
+        for metric in gauge.collect()
+        for sample in metric.samples
+    ]

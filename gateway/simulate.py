@@ -1,42 +1,29 @@
-"""Simulated serial devices on a pseudo-terminal, so demos and tests need no hardware.
+"""Simulated serial devices, so demos, tests and benchmarks need no hardware.
 
 `gateway simulate serial --profile kv --link /tmp/ttySIM` opens a pty pair, points the symlink at
-the device side (open it as the gateway's `port:`) and plays a device on the other side.
+the device side (open it as the gateway's `port:`) and plays a device on the other side;
+`--port PATH` plays it on an existing tty instead (the far end of a socat pair, a USB-serial
+adapter looped back to the gateway's). Line devices (kv, json, nmea) report at `--rate`; the
+meter answers the gateway's polls (see `gateway.simdevices`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import random
+import selectors
 import signal
 import sys
 import time
 import tty
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-Profile = Callable[[random.Random, int], bytes]
+from gateway.simdevices import PROFILES, LineProfile, Meter, line_profiles
 
-
-def _kv(rng: random.Random, n: int, state: dict[str, float] = {"t": 21.0, "h": 40.0}) -> bytes:  # noqa: B006 - a random walk keeps its state between lines on purpose
-    state["t"] = min(35.0, max(5.0, state["t"] + rng.uniform(-0.1, 0.1)))
-    state["h"] = min(90.0, max(10.0, state["h"] + rng.uniform(-0.3, 0.3)))
-    return f"temp={state['t']:.2f},hum={state['h']:.1f},seq={n}\n".encode()
-
-
-def _json(rng: random.Random, n: int) -> bytes:
-    return (
-        json.dumps(
-            {"pm25": round(rng.uniform(2, 30), 1), "pm10": round(rng.uniform(5, 50), 1), "seq": n}
-        )
-        + "\n"
-    ).encode()
-
-
-PROFILES: dict[str, Profile] = {"kv": _kv, "json": _json}
+__all__ = ["PROFILES", "answer_polls", "play", "pty_device", "simulate_serial"]
 
 
 @contextlib.contextmanager
@@ -66,9 +53,20 @@ def pty_device(link: Path | None) -> Iterator[tuple[int, str]]:
         os.close(device)
 
 
-def play(fd: int, profile: Profile, rate: float, count: int | None, seed: int | None) -> int:
-    """Write lines at `rate` per second; a full buffer (nobody reading) drops the line, as a
-    real device would. Returns the number of lines written."""
+@contextlib.contextmanager
+def existing_port(path: Path) -> Iterator[tuple[int, str]]:
+    """An existing tty, raw and non-blocking; yields (fd, path)."""
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        tty.setraw(fd)
+        yield fd, str(path)
+    finally:
+        os.close(fd)
+
+
+def play(fd: int, profile: LineProfile, rate: float, count: int | None, seed: int | None) -> int:
+    """Write reports at `rate` per second; a full buffer (nobody reading) drops the report, as a
+    real device would. Returns the number of reports written."""
     rng = random.Random(seed)
     interval = 1.0 / rate
     next_at = time.monotonic()
@@ -88,15 +86,51 @@ def play(fd: int, profile: Profile, rate: float, count: int | None, seed: int | 
     return written
 
 
+def answer_polls(fd: int, meter: Meter, count: int | None, seed: int | None) -> int:
+    """Answer the gateway's requests until `count` answers; returns the answers sent."""
+    rng = random.Random(seed)
+    answered = 0
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while count is None or answered < count:
+            selector.select()
+            try:
+                data = os.read(fd, 4096)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                if exc.errno != errno.EIO:  # EIO: nobody has the device side open right now
+                    raise
+                time.sleep(0.05)
+                continue
+            for answer in meter.receive(data, rng):
+                with contextlib.suppress(BlockingIOError):
+                    os.write(fd, answer)
+                answered += 1
+    return answered
+
+
 def simulate_serial(
-    profile: str, link: Path | None, rate: float, count: int | None, seed: int | None
+    profile: str,
+    link: Path | None,
+    rate: float,
+    count: int | None,
+    seed: int | None,
+    *,
+    port: Path | None = None,
+    miss_every: int = 0,
 ) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with pty_device(link) as (fd, path):
-        print(f"simulating a {profile} device on {link or path}", file=sys.stderr, flush=True)
+    opened = existing_port(port) if port is not None else pty_device(link)
+    with opened as (fd, path):
+        where = port or link or path
+        print(f"simulating a {profile} device on {where}", file=sys.stderr, flush=True)
         try:
-            written = play(fd, PROFILES[profile], rate, count, seed)
+            if profile == "meter":
+                sent = answer_polls(fd, Meter(miss_every=miss_every), count, seed)
+            else:
+                sent = play(fd, line_profiles()[profile], rate, count, seed)
         except KeyboardInterrupt:
             return 0
-        print(f"wrote {written} lines", file=sys.stderr)
+        print(f"wrote {sent} {'answers' if profile == 'meter' else 'lines'}", file=sys.stderr)
     return 0

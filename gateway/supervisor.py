@@ -6,6 +6,12 @@ handle whatever happened. The supervisor enters the link under the link's open t
 classifies the failure, backs off (exponential, full jitter, capped) and re-enters it, forever.
 A failing link never cancels or stalls its siblings: every exception except cancellation is
 caught in the link's own task. Cancellation (shutdown, `stop()`) always propagates.
+
+Progress (what the systemd watchdog asks, `stalled()`): the supervisor's heartbeat task ticks,
+and no link overstays a transitional state: `starting` beyond its open timeout, `backing_off`
+beyond its drawn delay, closing its handle or a `stop()` beyond `stop_timeout`, each plus
+`stall_timeout`. A link may stay `up` (or `failed`) forever; that is not a stall. Each link's
+task also sets the logging context (`current_link`), so every line logged for a link names it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Protocol, Self
 
 from gateway.backoff import Backoff, BackoffPolicy
 from gateway.errors import FatalLinkError, LinkError
+from gateway.logs import current_link
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -58,15 +65,38 @@ class LinkStatus:
     last_error: str | None = None
     last_delay: float | None = None
     delays: list[float] = field(default_factory=list)  # recent backoff delays (bounded)
+    starts: int = 0  # times the link was entered (opened, connected) since the gateway started
     up_since: float | None = None  # monotonic time the link last came up, None while not up
+    # Monotonic time by which the link must leave its transitional state (None: no bound).
+    deadline: float | None = None
+    deadline_for: str = ""  # "starting", "backing_off", "closing" or "stopping"
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """Why the supervisor is not making progress."""
+
+    kind: str  # heartbeat, starting, backing_off, closing, stopping: a bounded metric label
+    detail: str
 
 
 class Supervisor:
     """Owns the TaskGroup in which every link runs."""
 
-    def __init__(self, metrics: Metrics, *, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        on_change: Callable[[], None] | None = None,
+        stall_timeout: float = 10.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
         self._metrics = metrics
         self._on_change = on_change
+        self._stall_timeout = stall_timeout
+        self._stop_timeout = stop_timeout
+        self.beat = time.monotonic()  # the heartbeat task's latest tick
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._tg = asyncio.TaskGroup()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._links: dict[str, Link] = {}
@@ -74,6 +104,7 @@ class Supervisor:
 
     async def __aenter__(self) -> Self:
         await self._tg.__aenter__()
+        self._heartbeat_task = self._tg.create_task(self._heartbeat(), name="supervisor-heartbeat")
         return self
 
     async def __aexit__(
@@ -85,6 +116,8 @@ class Supervisor:
         # Leaving the block ends every link: cancel them, then let the TaskGroup wait for them.
         for task in self._tasks.values():
             task.cancel()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
         await self._tg.__aexit__(exc_type, exc, tb)
         return None
 
@@ -97,7 +130,9 @@ class Supervisor:
     def start(self, link: Link) -> None:
         if link.name in self._tasks:
             raise ValueError(f"link {link.name} is already running")
-        self.status[link.name] = LinkStatus(link.name)
+        previous = self.status.get(link.name)
+        # A restarted link (reload) keeps counting: `starts` is since the gateway started.
+        self.status[link.name] = LinkStatus(link.name, starts=previous.starts if previous else 0)
         self._links[link.name] = link
         task = self._tg.create_task(self._supervise(link), name=f"link[{link.name}]")
         self._tasks[link.name] = task
@@ -108,6 +143,8 @@ class Supervisor:
         task = self._tasks.get(name)
         if task is None:
             return
+        status = self.status[name]
+        status.deadline, status.deadline_for = time.monotonic() + self._stop_timeout, "stopping"
         task.cancel()
         # asyncio.wait does not re-raise the task's CancelledError, but our own cancellation
         # (the caller being cancelled) still propagates.
@@ -122,15 +159,37 @@ class Supervisor:
                 # Cancelled before it first ran, so _supervise's `finally` never ran either.
                 self._set(status, "stopped")
 
-    def _set(self, status: LinkStatus, state: str) -> None:
+    async def _heartbeat(self) -> None:
+        interval = min(1.0, self._stall_timeout / 4)
+        while True:
+            self.beat = time.monotonic()
+            await asyncio.sleep(interval)
+
+    def stalled(self) -> Stall | None:
+        """Why the supervisor is stuck, or None while it makes progress (see the module doc)."""
+        now = time.monotonic()
+        if (age := now - self.beat) > self._stall_timeout:
+            return Stall("heartbeat", f"supervisor heartbeat is {age:.1f}s old")
+        for status in self.status.values():
+            if status.deadline is not None and now > status.deadline + self._stall_timeout:
+                overdue = now - status.deadline
+                what = status.deadline_for
+                return Stall(what, f"link {status.name} is {overdue:.1f}s overdue {what}")
+        return None
+
+    def _set(self, status: LinkStatus, state: str, within: float | None = None) -> None:
         if status.state != state:
             log.info("link %s: %s -> %s", status.name, status.state, state)
         status.state, status.since = state, time.time()
+        if status.deadline_for != "stopping" or state == "stopped":
+            status.deadline = None if within is None else time.monotonic() + within
+            status.deadline_for = state if within is not None else ""
         self._metrics.set_link_state(status.name, state)
         if self._on_change is not None:
             self._on_change()
 
     async def _supervise(self, link: Link) -> None:
+        current_link.set(link.name)  # this task's context: every line it logs names the link
         status = self.status[link.name]
         backoff = Backoff(link.backoff)
         try:
@@ -153,7 +212,7 @@ class Supervisor:
                 status.last_delay = delay
                 status.delays = [*status.delays[-31:], delay]
                 self._metrics.link_retries.labels(link.name).inc()
-                self._set(status, "backing_off")
+                self._set(status, "backing_off", within=delay)
                 log.info("link %s: retry %d in %.2fs", link.name, backoff.attempt, delay)
                 await asyncio.sleep(delay)
         finally:
@@ -162,7 +221,7 @@ class Supervisor:
 
     async def _run_once(self, link: Link, status: LinkStatus) -> None:
         status.up_since = None
-        self._set(status, "starting")
+        self._set(status, "starting", within=link.open_timeout)
         async with contextlib.AsyncExitStack() as stack:
             try:
                 async with asyncio.timeout(link.open_timeout):
@@ -171,9 +230,16 @@ class Supervisor:
                 raise LinkError(
                     f"could not open within {link.open_timeout:g}s", kind="timeout"
                 ) from exc
+            status.starts += 1
             status.up_since = time.monotonic()
             self._set(status, "up")
-            await link.run()
+            try:
+                await link.run()
+            finally:
+                # Leaving the link closes its handle; a close that never ends is a stall.
+                if status.deadline is None:
+                    status.deadline = time.monotonic() + self._stop_timeout
+                    status.deadline_for = "closing"
             # run() returning means the link ended on its own (e.g. EOF); retry like a failure.
             raise LinkError("link ended", kind="ended")
 

@@ -6,6 +6,7 @@ is missing, and guarantee cleanup (every process is killed and reaped, every fil
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,3 +99,28 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         d.close()
         if d.log_path.exists():
             print(f"--- daemon log ({d.log_path}) ---\n{d.log()}")
+
+
+# -- Bluetooth LE: a private D-Bus bus for the fake BlueZ ----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dbus_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private dbus-daemon; DBUS_SYSTEM_BUS_ADDRESS points at it for the rest of the test
+    process (bleak and bleak-retry-connector read it when BLE code first runs, and remember a
+    failed probe, so it must be set before that) and for the daemons it starts."""
+    _require("dbus-daemon")
+    from fakebluez import start_private_bus  # noqa: PLC0415 - needs dbus-fast, BLE tests only
+
+    proc, address = start_private_bus(tmp_path_factory.mktemp("dbus"))
+    before = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+    os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = address
+    try:
+        yield address
+    finally:
+        if before is None:
+            os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
+        else:
+            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = before
+        proc.terminate()
+        proc.wait(5)

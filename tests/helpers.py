@@ -450,6 +450,9 @@ def gateway_config(
             **(mqtt or {}),
         },
         "log": {"level": "DEBUG"},
+        # A free port for /metrics etc. (logged): tests never collide with each other or with
+        # a gateway running on the default port.
+        "metrics": {"port": 0},
         "devices": [dict(d) for d in devices],
     }
 

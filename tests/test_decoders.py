@@ -1,11 +1,12 @@
-"""Decoders (kv, json) and to_readings: good frames, rejected frames, and random input that may
-only ever raise DecodeError."""
+"""Decoders (kv, json, csv, regex, struct, nmea) and to_readings: good frames, rejected frames,
+and random input that may only ever raise DecodeError."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+import struct
 from typing import Any
 
 import pytest
@@ -13,10 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config import SensorSpec, SerialDevice
-from gateway.decoders import DECODERS, DecodeError, make_decoder, to_readings
+from gateway.decoders import DECODERS, DecodeError, make_decoder, sensor_specs, to_readings
 from gateway.decoders.jsonobj import decode_json
 from gateway.decoders.kv import decode_kv
+from gateway.decoders.nmea import decode_nmea
 from gateway.models import Reading, Value
+from gateway.simdevices import nmea_sentence
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -262,4 +265,191 @@ def test_make_decoder_follows_the_device_config() -> None:
     base = {"id": "boiler", "type": "serial", "port": "/dev/ttyUSB0"}
     assert make_decoder(SerialDevice.model_validate(base)) is decode_kv
     assert make_decoder(SerialDevice.model_validate({**base, "decoder": "json"})) is decode_json
-    assert set(DECODERS) == {"kv", "json"}
+    assert set(DECODERS) == {"kv", "json", "nmea"}
+
+
+# -- csv, regex, struct, nmea --------------------------------------------------------------------
+
+
+def serial(decoder: Any, **extra: Any) -> SerialDevice:
+    return SerialDevice.model_validate(
+        {"id": "dev", "type": "serial", "port": "/dev/ttyUSB0", "decoder": decoder, **extra}
+    )
+
+
+def decode(decoder: Any, frame: bytes, **extra: Any) -> dict[str, Value]:
+    return make_decoder(serial(decoder, **extra))(frame)
+
+
+def test_csv_named_columns_skipped_columns_and_empty_cells() -> None:
+    spec = {"type": "csv", "columns": ["temp", None, "hum", "state", "ok"]}
+    assert decode(spec, b"21.5,xx,40,idle,true") == {
+        "temp": 21.5,
+        "hum": 40,
+        "state": "idle",
+        "ok": True,
+    }
+    assert decode(spec, b'21.5,xx,,"two words",') == {"temp": 21.5, "state": "two words"}
+    semicolons = {**spec, "delimiter": ";"}
+    assert decode(semicolons, "1;2;3;°C;false".encode("latin-1"), encoding="latin-1") == {
+        "temp": 1,
+        "hum": 3,
+        "state": "°C",
+        "ok": False,
+    }
+
+
+@pytest.mark.parametrize(
+    "frame", [b"1,2,3", b"1,2,3,4,5,6", b",,,,", b"nan,1,2,3,4", b"\xff,1,2,3,4", b'"a,1,2,3,4']
+)
+def test_csv_rejects_frames_that_do_not_fit_the_columns(frame: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode({"type": "csv", "columns": ["a", "b", "c", "d", "e"]}, frame)
+
+
+def test_regex_named_groups() -> None:
+    spec = {"type": "regex", "pattern": r"T=(?P<temp>-?[\d.]+)C(?: H=(?P<hum>\d+)%)?"}
+    assert decode(spec, b"#12 T=-3.5C H=40% end") == {"temp": -3.5, "hum": 40}
+    assert decode(spec, b"T=21C") == {"temp": 21}  # a group that did not take part: no value
+    with pytest.raises(DecodeError, match="does not match"):
+        decode(spec, b"temp 21")
+
+
+def meter_decoder() -> dict[str, Any]:
+    return {
+        "type": "struct",
+        "format": ">HhIf?4s",
+        "skip": 1,
+        "fields": [
+            {"name": "voltage", "scale": 0.1, "unit": "V"},
+            {"name": "temp", "scale": 0.5, "offset": -40},
+            "energy",
+            "power",
+            None,
+            "model",
+        ],
+    }
+
+
+def test_struct_scales_offsets_and_names_fields() -> None:
+    frame = b"\x81" + struct.pack(">HhIf?4s", 2345, 130, 70000, 1.5, True, b"M1\0\0")
+    assert decode(meter_decoder(), frame) == {
+        "voltage": 234.5,  # 2345 * 0.1, not 234.50000000000003
+        "temp": 25.0,
+        "energy": 70000,
+        "power": 1.5,
+        "model": "M1",
+    }
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"",
+        b"\x81" + bytes(14),  # one byte short
+        b"\x81" + bytes(16),  # one byte long
+        b"\x81" + struct.pack(">HhIf?4s", 1, 1, 1, math.nan, False, b"xx"),
+        b"\x81" + struct.pack(">HhIf?4s", 1, 1, 1, 1.0, False, b"\xff\xfe"),
+    ],
+)
+def test_struct_rejects_frames_of_the_wrong_size_and_bad_values(frame: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode(meter_decoder(), frame)
+
+
+GGA = b"$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47"
+RMC = b"$GPRMC,123519,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W*6A"
+
+
+def test_nmea_gga_and_rmc() -> None:
+    assert decode_nmea(GGA) == {
+        "fix_quality": 1,
+        "satellites": 8,
+        "lat": 48.1173,
+        "lon": 11.5166667,
+        "hdop": 0.9,
+        "alt": 545.4,
+    }
+    assert decode_nmea(RMC) == {"lat": 48.1173, "lon": 11.5166667, "speed": 11.524, "course": 84.4}
+
+
+def test_nmea_southern_and_western_hemispheres_and_other_talkers() -> None:
+    fields = decode_nmea(nmea_sentence("GNGGA,0,3351.000,S,15112.600,W,2,12,1.0,-3.0,M,,,,"))
+    assert (fields["lat"], fields["lon"], fields["alt"]) == (-33.85, -151.21, -3.0)
+
+
+def test_nmea_without_fix_gives_no_position() -> None:
+    assert decode_nmea(nmea_sentence("GPGGA,0,,,,,0,00,,,M,,M,,")) == {
+        "fix_quality": 0,
+        "satellites": 0,
+    }
+    assert decode_nmea(nmea_sentence("GPRMC,0,V,,,,,,,230394,,")) == {}
+
+
+def test_nmea_other_sentences_are_ignored_not_errors() -> None:
+    assert decode_nmea(nmea_sentence("GPGSV,1,1,01,07,79,048,42")) == {}
+    assert decode_nmea(nmea_sentence("PUBX,00,foo")) == {}
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        GGA.replace(b"*47", b"*48"),  # wrong checksum
+        GGA.replace(b"545.4", b"545.5"),  # damaged in transit: the checksum catches it
+        GGA[:-3],  # no checksum
+        GGA.replace(b"*47", b"*4G"),
+        GGA[1:],
+        b"$" + b"x" * 200,
+        nmea_sentence("GPGGA,0,4807.038,N"),  # too short
+        nmea_sentence("GPGGA,0,9107.038,N,01131.000,E,1,08,0.9,545.4,M,,M,,"),  # lat > 90
+        nmea_sentence("GPGGA,0,4867.038,N,01131.000,E,1,08,0.9,545.4,M,,M,,"),  # 67 minutes
+        nmea_sentence("GPGGA,0,4807.038,X,01131.000,E,1,08,0.9,545.4,M,,M,,"),
+        nmea_sentence("GPGGA,0,4807.038,N,01131.000,E,1,08,0.9,nan,M,,M,,"),
+        nmea_sentence("GPRMC,0,A,4807.038,N,01131.000,E,fast,084.4,230394,,"),
+        "$GPGGA,ü*00".encode(),
+    ],
+)
+def test_nmea_rejects_damaged_sentences(frame: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_nmea(frame)
+
+
+def test_sensor_specs_add_decoder_units_under_the_configured_ones() -> None:
+    gps = serial("nmea", sensors={"alt": {"unit": "ft"}, "speed": {"type": "float"}})
+    specs = sensor_specs(gps)
+    assert specs["alt"] == SensorSpec(unit="ft")  # the config wins
+    assert specs["speed"] == SensorSpec(unit="m/s", type="float")  # the unit fills a gap
+    assert specs["lat"].unit == "°"
+    meter = serial(meter_decoder(), sensors={"energy": {"unit": "kWh"}})
+    specs = sensor_specs(meter)
+    assert (specs["voltage"].unit, specs["energy"].unit) == ("V", "kWh")
+    assert "temp" not in specs
+
+
+ANY_DECODER = st.sampled_from(
+    [
+        "kv",
+        "json",
+        "nmea",
+        {"type": "csv", "columns": ["a", None, "b"]},
+        {"type": "regex", "pattern": r"(?P<a>\w+)=(?P<b>[^,]*)"},
+        meter_decoder(),
+        {"type": "struct", "format": "<d", "fields": ["x"]},
+    ]
+)
+NMEA_LIKE = st.builds(
+    lambda body, damage: nmea_sentence(body) if not damage else b"$" + body.encode() + b"*00",
+    st.text(alphabet="GPAMRC0123456789.,NSEW-", max_size=70),
+    st.booleans(),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(decoder=ANY_DECODER, frame=st.binary(max_size=80) | NMEA_LIKE)
+def test_every_decoder_raises_only_decode_error(decoder: Any, frame: bytes) -> None:
+    try:
+        fields = make_decoder(serial(decoder))(frame)
+    except DecodeError:
+        return
+    if fields:
+        check_fields(fields)

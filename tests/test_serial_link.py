@@ -1,24 +1,39 @@
 """SerialLink on a real pseudo-terminal through pyserial-asyncio: the test plays the device on
-the controller side, the link opens the device side by its path."""
+the controller side, the link opens the device side by its path (or finds it by a by-id name)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import random
+import struct
+import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.config import SerialDevice
 from gateway.errors import LinkDownError, TransientLinkError
+from gateway.links.pipeline import FramePipeline
 from gateway.links.serial import CLOSE_TIMEOUT, SerialLink
 from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.models import Reading, Value
+from gateway.simdevices import (
+    METER_FORMAT,
+    METER_FRAMING,
+    METER_QUERY,
+    GpsReceiver,
+    Meter,
+    meter_frame,
+)
 from gateway.supervisor import Supervisor
 
 pytestmark = pytest.mark.timeout(10)
@@ -45,16 +60,37 @@ class Pty:
         loop = asyncio.get_running_loop()
         readable = asyncio.Event()
         loop.add_reader(self.controller, readable.set)
+        os.set_blocking(self.controller, False)  # a blocking read would stall the link too
         data = b""
         try:
             async with asyncio.timeout(WAIT):
                 while len(data) < size:
                     await readable.wait()
                     readable.clear()
-                    data += os.read(self.controller, size - len(data))
+                    with contextlib.suppress(BlockingIOError):  # readiness seen twice
+                        data += os.read(self.controller, size - len(data))
         finally:
             loop.remove_reader(self.controller)
+            os.set_blocking(self.controller, True)
         return data
+
+    async def send_all(self, data: bytes) -> None:
+        """Send more than the pty buffers, without blocking the event loop the link reads in."""
+        loop = asyncio.get_running_loop()
+        writable = asyncio.Event()
+        loop.add_writer(self.controller, writable.set)
+        os.set_blocking(self.controller, False)
+        view = memoryview(data)
+        try:
+            async with asyncio.timeout(WAIT):
+                while view:
+                    await writable.wait()
+                    writable.clear()
+                    with contextlib.suppress(BlockingIOError):
+                        view = view[os.write(self.controller, view) :]
+        finally:
+            loop.remove_writer(self.controller)
+            os.set_blocking(self.controller, True)
 
 
 @pytest.fixture
@@ -80,6 +116,14 @@ class Collector:
         async with asyncio.timeout(WAIT):
             return [await self.queue.get() for _ in range(count)]
 
+    async def get_until(self, last: Callable[[Reading], bool]) -> list[Reading]:
+        """Readings up to and including the first for which `last` is true."""
+        got: list[Reading] = []
+        async with asyncio.timeout(WAIT):
+            while not got or not last(got[-1]):
+                got.append(await self.queue.get())
+        return got
+
 
 def device(path: str, **overrides: Any) -> SerialDevice:
     return SerialDevice.model_validate(
@@ -101,6 +145,12 @@ def open_fds() -> dict[int, str]:
         with contextlib.suppress(OSError):  # the fd listdir itself used is gone already
             fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
     return fds
+
+
+def new_fds(before: dict[int, str]) -> dict[int, str]:
+    """The fds opened since `before` (or reused for something else). Fds that were closed
+    meanwhile do not count: an earlier test's socket may be garbage-collected at any moment."""
+    return {fd: path for fd, path in open_fds().items() if before.get(fd) != path}
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -169,7 +219,7 @@ async def test_unplug_makes_run_raise_and_exit_releases_the_fd(pty: Pty) -> None
             await link.write(b"x")
 
     # Only the test's own fds remain (its device fd now shows the pty as deleted).
-    assert set(open_fds()) == set(fds_before) - pty.closed
+    assert set(new_fds(fds_before)) <= {pty.device}
 
 
 async def test_cancelled_run_then_exit_closes_the_port_cleanly(pty: Pty) -> None:
@@ -181,7 +231,7 @@ async def test_cancelled_run_then_exit_closes_the_port_cleanly(pty: Pty) -> None
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
             await run
-    assert open_fds() == fds_before
+    assert new_fds(fds_before) == {}
 
 
 async def test_supervised_link_stopped_releases_the_port(pty: Pty) -> None:
@@ -199,7 +249,7 @@ async def test_supervised_link_stopped_releases_the_port(pty: Pty) -> None:
 
         await sup.stop("serial:boiler")
 
-        assert open_fds() == fds_before
+        assert new_fds(fds_before) == {}
         assert sup.status["serial:boiler"].state == "stopped"
         assert sample(metrics, "gateway_link_up", link="serial:boiler") == 0.0
 
@@ -221,7 +271,7 @@ async def test_stopping_a_link_whose_writes_are_stuck_still_releases_the_port(pt
         async with asyncio.timeout(CLOSE_TIMEOUT + WAIT):
             await sup.stop("serial:boiler")
 
-        assert open_fds() == fds_before
+        assert new_fds(fds_before) == {}
 
 
 async def test_exit_closes_the_fd(pty: Pty) -> None:
@@ -231,7 +281,7 @@ async def test_exit_closes_the_fd(pty: Pty) -> None:
         async with link:
             assert pty.path in open_fds().values()
         assert not link.is_up
-        assert open_fds() == fds_before
+        assert new_fds(fds_before) == {}
 
 
 async def test_missing_port_is_not_found(tmp_path: Path) -> None:
@@ -243,7 +293,7 @@ async def test_missing_port_is_not_found(tmp_path: Path) -> None:
     assert info.value.kind == "not_found"
     assert "plugged in" in str(info.value)  # advice for the user
     assert not link.is_up
-    assert open_fds() == fds_before
+    assert new_fds(fds_before) == {}
 
 
 async def test_second_opener_of_the_same_port_is_busy(pty: Pty) -> None:
@@ -261,7 +311,7 @@ async def test_second_opener_of_the_same_port_is_busy(pty: Pty) -> None:
 
     async with second:  # the lock went with the first link's fd
         assert second.is_up
-    assert open_fds() == fds_before
+    assert new_fds(fds_before) == {}
 
 
 async def test_write_fails_while_down_and_reaches_the_device_while_up(pty: Pty) -> None:
@@ -281,3 +331,260 @@ async def test_run_outside_the_context_is_refused(pty: Pty) -> None:
     link = SerialLink(device(pty.path), Collector(), Metrics())
     with pytest.raises(RuntimeError, match="outside"):
         await link.run()
+
+
+# -- binary framing, decoders, polling -----------------------------------------------------------
+
+METER = {
+    "framing": METER_FRAMING,
+    "decoder": {
+        "type": "struct",
+        "format": METER_FORMAT,
+        "fields": [
+            None,
+            {"name": "voltage", "scale": 0.1, "unit": "V"},
+            {"name": "current", "scale": 0.01, "unit": "A"},
+            {"name": "energy", "unit": "Wh"},
+            {"name": "power", "unit": "W"},
+        ],
+    },
+    "sensors": {},
+}
+
+
+def values(readings: list[Reading]) -> dict[str, tuple[Value, str | None]]:
+    return {r.sensor: (r.value, r.unit) for r in readings}
+
+
+async def test_binary_meter_frames_through_garbage(pty: Pty) -> None:
+    metrics, collect = Metrics(), Collector()
+    answer = meter_frame(struct.pack(METER_FORMAT, 0x81, 2301, 415, 12345, 955))
+    async with SerialLink(device(pty.path, **METER), collect, metrics) as link:
+        run = asyncio.create_task(link.run())
+        damaged = answer[:5] + b"\x00" + answer[6:]
+        pty.send(b"\x13\x37" + answer[:7])
+        pty.send(answer[7:] + damaged + answer)
+        first, second = await collect.get(4), await collect.get(4)
+        assert not run.done()
+        run.cancel()
+    assert (
+        values(first)
+        == values(second)
+        == {
+            "voltage": (230.1, "V"),
+            "current": (4.15, "A"),
+            "energy": (12345, "Wh"),
+            "power": (955, "W"),
+        }
+    )
+    errors = {
+        reason: sample(metrics, "gateway_frame_errors_total", device="boiler", reason=reason)
+        for reason in ("resync", "checksum")
+    }
+    assert errors == {"resync": 1.0, "checksum": 1.0}
+
+
+async def test_nmea_gps_on_a_line_device(pty: Pty) -> None:
+    collect = Collector()
+    async with SerialLink(device(pty.path, decoder="nmea", sensors={}), collect, Metrics()):
+        pty.send(GpsReceiver()(random.Random(1), 0))
+        gga, rmc = await collect.get(6), await collect.get(4)
+    assert set(values(gga)) == {"fix_quality", "satellites", "lat", "lon", "hdop", "alt"}
+    assert values(rmc)["speed"][1] == "m/s"
+    lat, unit = values(rmc)["lat"]
+    assert unit == "°"
+    assert lat == pytest.approx(48.1173, abs=0.001)
+
+
+class PlayedMeter:
+    """Plays the simulator's meter on the test's end of the pty: answers polls, misses some."""
+
+    def __init__(self, pty: Pty, miss_every: int) -> None:
+        self.pty = pty
+        self.meter = Meter(miss_every=miss_every)
+        self.rng = random.Random(7)
+
+    def __enter__(self) -> Meter:
+        asyncio.get_running_loop().add_reader(self.pty.controller, self._answer)
+        return self.meter
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.get_running_loop().remove_reader(self.pty.controller)
+
+    def _answer(self) -> None:
+        for frame in self.meter.receive(os.read(self.pty.controller, 4096), self.rng):
+            self.pty.send(frame)
+
+
+async def test_polled_meter_missed_responses_are_counted_and_asked_again(
+    pty: Pty, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    metrics, collect = Metrics(), Collector()
+    poll = {"query_hex": METER_QUERY.hex(" "), "interval": 0.05, "timeout": 0.03}
+    link = SerialLink(device(pty.path, **METER, poll=poll), collect, metrics)
+    with PlayedMeter(pty, miss_every=3) as meter:
+        async with link:
+            run = asyncio.create_task(link.run())
+            answers = [values(await collect.get(4)) for _ in range(4)]
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+    assert all(set(a) == {"voltage", "current", "energy", "power"} for a in answers)
+    assert answers[0]["voltage"][1] == "V"
+    polls = sample(metrics, "gateway_polls_total", device="boiler")
+    missed = sample(metrics, "gateway_polls_missed_total", device="boiler")
+    assert meter.requests == polls >= 5  # the third request went unanswered, then asked again
+    assert missed == meter.requests // 3
+    assert "no response to the poll within 0.03s" in caplog.text
+    assert "responding again after 1 missed poll(s)" in caplog.text
+
+
+async def test_text_query_is_written_as_is(pty: Pty) -> None:
+    poll = {"query": "READ?\r\n", "interval": 0.05, "timeout": 0.05}
+    link = SerialLink(device(pty.path, poll=poll), Collector(), Metrics())
+    async with link:
+        run = asyncio.create_task(link.run())
+        assert await pty.receive(14) == b"READ?\r\nREAD?\r\n"
+        run.cancel()
+
+
+async def test_random_bytes_never_stop_the_link(pty: Pty) -> None:
+    metrics, collect = Metrics(), Collector()
+    noise = random.Random(3).randbytes(20_000)
+    async with SerialLink(device(pty.path, **METER), collect, metrics) as link:
+        run = asyncio.create_task(link.run())
+        await pty.send_all(noise)
+        pty.send(meter_frame(struct.pack(METER_FORMAT, 0x81, 2300, 0, 1, 0)))
+        readings = await collect.get_until(lambda r: r.sensor == "voltage" and r.value == 230.0)
+        assert readings
+        assert not run.done()
+        run.cancel()
+    errors = metrics.registry.get_sample_value(
+        "gateway_frame_errors_total", {"device": "boiler", "reason": "resync"}
+    )
+    assert errors is not None
+    assert errors > 0
+
+
+async def test_binary_command_is_written_without_a_terminator(pty: Pty) -> None:
+    async with SerialLink(device(pty.path, **METER), Collector(), Metrics()) as link:
+        await link.execute("raw", METER_QUERY)
+        assert await pty.receive(len(METER_QUERY)) == METER_QUERY
+
+
+async def test_flow_control_settings_reach_the_port(pty: Pty) -> None:
+    link = SerialLink(device(pty.path, rtscts=True, xonxoff=True), Collector(), Metrics())
+    async with link:
+        [fd] = [fd for fd, path in open_fds().items() if path == pty.path and fd != pty.device]
+        iflag, _, cflag = termios.tcgetattr(fd)[:3]
+    assert cflag & termios.CRTSCTS
+    assert iflag & termios.IXON
+    assert iflag & termios.IXOFF
+
+
+# -- identity --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def second_pty() -> Iterator[Pty]:
+    controller, device_fd = os.openpty()
+    p = Pty(controller, device_fd, os.ttyname(device_fd))
+    yield p
+    for fd in (controller, device_fd):
+        if fd not in p.closed:
+            os.close(fd)
+
+
+def repoint(link: Path, target: str) -> None:
+    """Replace a symlink atomically, as udev does when the device comes back."""
+    tmp = link.with_name(link.name + ".new")
+    tmp.symlink_to(target)
+    tmp.replace(link)
+
+
+async def test_matched_device_is_found_again_under_a_new_tty(
+    pty: Pty, second_pty: Pty, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    name = by_id / "usb-Acme_Meter_42-if00-port0"
+    name.symlink_to(pty.path)
+    config = {"port": None, "match": {"by_id": "usb-Acme_*_42-*", "by_id_dir": str(by_id)}}
+    collect = Collector()
+    link = SerialLink(device("", **config), collect, Metrics())
+
+    async with link:
+        found = "(match by_id=usb-Acme_*_42-*: usb-Acme_Meter_42-if00-port0)"
+        assert f"opened {pty.path} {found} at 9600 baud" in caplog.text
+        pty.unplug()
+        with pytest.raises(TransientLinkError, match=f"{pty.path} went away"):
+            await link.run()
+    repoint(name, second_pty.path)  # replugged: ttyUSB1 now
+    async with link:
+        assert second_pty.path in open_fds().values()
+        assert pty.path not in open_fds().values()
+        second_pty.send(b"temp=19.5\n")
+        [reading] = await collect.get(1)
+    assert reading.value == 19.5
+
+
+async def test_no_match_and_two_matches_are_clear_errors(
+    pty: Pty, second_pty: Pty, tmp_path: Path
+) -> None:
+    match = {"by_id": "usb-Acme_*", "by_id_dir": str(tmp_path)}
+    link = SerialLink(device("", port=None, match=match), Collector(), Metrics())
+    with pytest.raises(TransientLinkError) as info:
+        async with link:
+            pass
+    assert info.value.kind == "not_found"
+    assert "no serial port matches by_id=usb-Acme_*" in str(info.value)
+    assert "`gateway ports`" in str(info.value)
+
+    (tmp_path / "usb-Acme_A").symlink_to(pty.path)
+    (tmp_path / "usb-Acme_B").symlink_to(second_pty.path)
+    with pytest.raises(TransientLinkError) as info:
+        async with link:
+            pass
+    assert info.value.kind == "ambiguous"
+    assert "2 serial ports match" in str(info.value)
+    assert "serial_number" in str(info.value)  # the advice
+
+
+# -- the pipeline on random input ---------------------------------------------------------------
+
+PIPELINE_DEVICES = [
+    {},
+    {"decoder": "json"},
+    {"decoder": "nmea"},
+    {"decoder": {"type": "csv", "columns": ["a", "b"]}, "terminator": "\r\n"},
+    {
+        "decoder": {"type": "regex", "pattern": "(?P<x>[0-9]+)"},
+        "framing": {"type": "delimiter", "delimiter": "00"},
+    },
+    METER,
+    {**METER, "framing": {"type": "fixed", "length": 13, "start": "aa", "checksum": "sum"}},
+    {
+        "framing": {"type": "fixed", "length": 4},
+        "decoder": {"type": "struct", "format": "<i", "fields": ["n"]},
+    },
+]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    config=st.sampled_from(PIPELINE_DEVICES),
+    chunks=st.lists(
+        st.binary(max_size=64) | st.sampled_from([METER_QUERY, b"temp=1\n"]), max_size=20
+    ),
+)
+def test_random_bytes_never_raise_out_of_the_pipeline(
+    config: dict[str, Any], chunks: list[bytes]
+) -> None:
+    readings: list[Reading] = []
+    pipeline = FramePipeline(device("/dev/null", **config), readings.append, Metrics())
+    for chunk in chunks:
+        pipeline.feed(chunk, 1.0)
+    for reading in readings:
+        assert isinstance(reading.value, bool | int | float | str)

@@ -316,7 +316,7 @@ async def test_link_tasks_are_named_and_do_not_outlive_the_block() -> None:
             sup.start(link)
         await pulse.until(lambda: links[0].work > 0 and links[1].entered >= 2)
         names = {task.get_name() for task in asyncio.all_tasks() - before}
-        assert names == {"link[fake:a]", "link[fake:b]"}
+        assert names == {"link[fake:a]", "link[fake:b]", "supervisor-heartbeat"}
 
     assert asyncio.all_tasks() == before
     assert all(link.opened == link.exited for link in links)

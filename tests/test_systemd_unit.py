@@ -76,8 +76,11 @@ def test_unit_matches_the_gateway() -> None:
     (stop_timeout,) = unit_values("TimeoutStopSec")
     seconds = float(stop_timeout.removesuffix("s"))
     assert seconds > GatewaySection.model_fields["shutdown_timeout"].default
-    # No watchdog until the gateway sends WATCHDOG=1, or systemd would kill it.
-    assert unit_values("WatchdogSec") == []
+    # The gateway pings while it makes progress; a stall must be noticed before systemd's
+    # deadline only if it is real: WatchdogSec above the gateway's own stall_timeout.
+    (watchdog,) = unit_values("WatchdogSec")
+    assert float(watchdog.removesuffix("s")) > GatewaySection.model_fields["stall_timeout"].default
+    assert unit_values("Restart") == ["on-failure"]  # a watchdog timeout is a failure
 
 
 def test_sysusers_declares_every_supplementary_group() -> None:

@@ -1,8 +1,11 @@
 """Decoders: pure functions from one frame (bytes) to named values.
 
-`make_decoder(device)` returns the decoder a device's config asks for. Decoders raise DecodeError
-for a frame they cannot read; the link counts it and skips the frame. `to_readings` applies the
-per-sensor spec (unit, type) and builds Readings.
+`make_decoder(device)` returns the decoder a device's config asks for: `kv`, `json`, `nmea` by
+name, `csv`, `regex` and `struct` built from their options. Decoders raise DecodeError (and
+nothing else) for a frame they cannot read; the link counts it and skips the frame. A decoder may
+return no values for a frame that carries none (an NMEA sentence type we do not read).
+`sensor_specs` merges the units a decoder knows (NMEA's, a struct field's) under the device's
+`sensors:`, and `to_readings` applies them (unit, type) and builds Readings.
 """
 
 from __future__ import annotations
@@ -10,19 +13,57 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
-from gateway.config import SensorSpec, SerialDevice
+from gateway.config import (
+    CsvDecoder,
+    RegexDecoder,
+    SensorSpec,
+    SerialDevice,
+    StructDecoder,
+)
+from gateway.decoders import nmea
+from gateway.decoders.binary import StructPayloadDecoder
+from gateway.decoders.csvline import CsvLineDecoder
 from gateway.decoders.jsonobj import decode_json
 from gateway.decoders.kv import decode_kv
+from gateway.decoders.nmea import decode_nmea
+from gateway.decoders.regex import RegexGroupDecoder
 from gateway.errors import DecodeError
 from gateway.models import Reading, Value
 
 Decoder = Callable[[bytes], dict[str, Value]]
 
-DECODERS: dict[str, Decoder] = {"kv": decode_kv, "json": decode_json}
+#: The decoders that take no options, by the name a config gives them.
+DECODERS: dict[str, Decoder] = {"kv": decode_kv, "json": decode_json, "nmea": decode_nmea}
 
 
 def make_decoder(device: SerialDevice) -> Decoder:
-    return DECODERS[device.decoder]
+    spec = device.decoder
+    match spec:
+        case CsvDecoder():
+            return CsvLineDecoder(spec, device.encoding)
+        case RegexDecoder():
+            return RegexGroupDecoder(spec, device.encoding)
+        case StructDecoder():
+            return StructPayloadDecoder(spec)
+    return DECODERS[spec]
+
+
+def sensor_specs(device: SerialDevice) -> dict[str, SensorSpec]:
+    """The device's `sensors:`, plus the units its decoder knows for sensors not listed there
+    (or listed without a unit)."""
+    known: dict[str, str] = {}
+    if device.decoder == "nmea":
+        known = nmea.UNITS
+    elif isinstance(device.decoder, StructDecoder):
+        known = {f.name: f.unit for f in device.decoder.field_specs() if f and f.unit}
+    specs = dict(device.sensors)
+    for name, unit in known.items():
+        spec = specs.get(name)
+        if spec is None:
+            specs[name] = SensorSpec(unit=unit)
+        elif spec.unit is None:
+            specs[name] = spec.model_copy(update={"unit": unit})
+    return specs
 
 
 _COERCE: dict[str, Callable[[Value], Value]] = {
@@ -53,4 +94,4 @@ def to_readings(
     return readings
 
 
-__all__ = ["DECODERS", "DecodeError", "Decoder", "make_decoder", "to_readings"]
+__all__ = ["DECODERS", "DecodeError", "Decoder", "make_decoder", "sensor_specs", "to_readings"]

@@ -1,10 +1,12 @@
 """A serial device link: owns one serial port (fd), frames and decodes what it reads.
 
-The port is opened in a worker thread (a USB-serial device can block in open()) under the
-supervisor's timeout; if that timeout fires while the thread is still opening, the port is closed
-as soon as the open returns, so no fd is ever orphaned. Reading is event driven: the protocol's
-`data_received` feeds the framer and decoder synchronously and hands readings to the queue, which
-never blocks, so reading never waits on publishing.
+The port is found (by path, or by USB identity / by-id name, looked up afresh at every open) and
+opened in a worker thread (a USB-serial device can block in open()) under the supervisor's
+timeout; if that timeout fires while the thread is still opening, the port is closed as soon as
+the open returns, so no fd is ever orphaned. Reading is event driven: the protocol's
+`data_received` feeds the frame pipeline synchronously and hands readings to the outbox, which
+never blocks, so reading never waits on publishing. A polled device gets its queries from a
+`Poller` task that lives inside `run()`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import termios
 import time
 from collections.abc import Callable
@@ -22,16 +25,41 @@ from typing import Any, Self
 import serial
 import serial_asyncio
 
-from gateway.config import SerialDevice
-from gateway.decoders import make_decoder, to_readings
-from gateway.errors import DecodeError, FatalLinkError, LinkDownError, TransientLinkError
-from gateway.framing import LineFramer
+from gateway.config import SerialDevice, hex_bytes
+from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
+from gateway.links.pipeline import FramePipeline
+from gateway.links.polling import Poller
+from gateway.links.serial_ports import describe, details, list_ports, matching
 from gateway.metrics import Metrics
 from gateway.models import Reading
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 2.0  # seconds to flush pending writes on close before aborting
+
+
+def _lock_holders(path: str) -> str:
+    """`pid 1234 (minicom)` for the processes holding an flock on `path`, from /proc/locks
+    (pyserial's `exclusive` is an flock; best effort, empty if anything is unreadable)."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return ""
+    # /proc/locks names a file as MAJOR:MINOR:INODE of the filesystem it is on (hex:hex:dec).
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    holders = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == inode:
+            pid = fields[4]
+            try:
+                with open(f"/proc/{pid}/comm", encoding="utf-8") as comm:
+                    holders.append(f"pid {pid} ({comm.read().strip()})")
+            except OSError:
+                holders.append(f"pid {pid}")
+    return ", ".join(dict.fromkeys(holders))
 
 
 def translate_open_error(port: str, exc: BaseException) -> Exception:
@@ -51,8 +79,9 @@ def translate_open_error(port: str, exc: BaseException) -> Exception:
             advice="add the gateway's user to the dialout group",
         )
     if "exclusively lock" in text or code in (errno.EBUSY, errno.EAGAIN):
+        holders = _lock_holders(port)
         return TransientLinkError(
-            f"{port} is in use by another program",
+            f"{port} is in use by another program{f': {holders}' if holders else ''}",
             kind="busy",
             advice="stop the other program or set exclusive: false",
         )
@@ -82,28 +111,64 @@ class SerialLink:
         self.name = f"serial:{device.id}"
         self.open_timeout = device.open_timeout
         self.backoff = device.backoff.policy()
-        self._submit = submit
         self._metrics = metrics
-        self._decode = make_decoder(device)
-        self._framer: LineFramer | None = None
+        self._pipeline = FramePipeline(device, submit, metrics, self.name)
         self._transport: serial_asyncio.SerialTransport | None = None
         self._protocol: _PortProtocol | None = None
-        self._received = metrics.readings_received.labels(device.id)
+        self._path = device.port or ""  # the tty opened last (a match resolves to one)
+        self._up = asyncio.Event()
 
     @property
     def is_up(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
 
-    def _open_port(self) -> Any:
+    async def wait_up(self) -> None:
+        await self._up.wait()
+
+    def _find_port(self) -> tuple[str, str]:
+        """(path to open, how it was found). Runs in the opening thread: a match lists the ports
+        again at every open, so a device that came back under a new tty name is found."""
         d = self.device
-        return serial.serial_for_url(
-            d.port,
-            baudrate=d.baudrate,
-            bytesize=d.bytesize,
-            parity=d.parity,
-            stopbits=d.stopbits,
-            exclusive=d.exclusive or None,
+        if d.match is None:
+            assert d.port is not None  # the config requires port or match
+            return d.port, ""
+        try:
+            ports = list_ports(d.match.by_id_dir)
+        except OSError as exc:  # sysfs or the by-id directory unreadable
+            raise TransientLinkError(f"cannot list serial ports: {exc}", kind="open") from exc
+        found = matching(d.match, ports)
+        if len(found) == 1:
+            return found[0].device, f" (match {d.match_text}: {details(found[0])})"
+        if not found:
+            raise TransientLinkError(
+                f"no serial port matches {d.match_text}",
+                kind="not_found",
+                advice="is the device plugged in? `gateway ports` lists the ports there are",
+            )
+        raise TransientLinkError(
+            f"{len(found)} serial ports match {d.match_text}: "
+            + ", ".join(describe(p) for p in found),
+            kind="ambiguous",
+            advice="add serial_number or by_id to the match",
         )
+
+    def _open_port(self) -> tuple[Any, str, str]:
+        d = self.device
+        path, how = self._find_port()
+        try:
+            port = serial.serial_for_url(
+                path,
+                baudrate=d.baudrate,
+                bytesize=d.bytesize,
+                parity=d.parity,
+                stopbits=d.stopbits,
+                rtscts=d.rtscts,
+                xonxoff=d.xonxoff,
+                exclusive=d.exclusive or None,
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise translate_open_error(path, exc) from exc
+        return port, path, how
 
     async def __aenter__(self) -> Self:
         if self._transport is not None:
@@ -111,21 +176,18 @@ class SerialLink:
         loop = asyncio.get_running_loop()
         opening = loop.run_in_executor(None, self._open_port)
         try:
-            port = await asyncio.shield(opening)
+            port, self._path, how = await asyncio.shield(opening)
         except asyncio.CancelledError:
             # Our deadline passed while the thread still opens: close the port when it is open.
             opening.add_done_callback(_close_when_opened)
             raise
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise translate_open_error(self.device.port, exc) from exc
-        self._framer = LineFramer(
-            self.device.terminator.encode(self.device.encoding), self.device.max_line
-        )
+        self._pipeline.restart()
         self._protocol = _PortProtocol(self._on_data)
         self._transport, _ = await serial_asyncio.connection_for_serial(
             loop, lambda: self._protocol, port
         )
-        log.info("%s: opened %s at %d baud", self.name, self.device.port, self.device.baudrate)
+        log.info("%s: opened %s%s at %d baud", self.name, self._path, how, self.device.baudrate)
+        self._up.set()
         return self
 
     async def __aexit__(
@@ -134,6 +196,7 @@ class SerialLink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._up.clear()
         transport, protocol = self._transport, self._protocol
         self._transport = self._protocol = None
         if transport is None or protocol is None:
@@ -156,52 +219,68 @@ class SerialLink:
     async def run(self) -> None:
         if self._protocol is None:
             raise RuntimeError("run() outside the link's context")
+        lost = self._protocol.lost
         # Shielded: cancelling run() (stop, shutdown) must not cancel the shared future that
         # __aexit__ waits on for the port to be closed.
-        exc = await asyncio.shield(self._protocol.lost)
+        if self.device.poll is None:
+            exc = await asyncio.shield(lost)
+        else:
+            async with asyncio.TaskGroup() as tg:
+                poller = tg.create_task(self._make_poller().run(), name=f"poll[{self.name}]")
+                exc = await asyncio.shield(lost)
+                poller.cancel()
         raise TransientLinkError(
-            f"{self.device.port} went away: {exc or 'end of file'}",
+            f"{self._path} went away: {exc or 'end of file'}",
             kind="unplugged",
             advice="reopening with backoff until it is back",
         ) from exc
 
-    async def write(self, data: bytes) -> None:
-        """Write to the device (MQTT commands). Fails clearly while the port is down."""
+    def _make_poller(self) -> Poller:
+        spec = self.device.poll
+        assert spec is not None
+        query = (
+            hex_bytes(spec.query_hex)
+            if spec.query_hex is not None
+            else (spec.query or "").encode(self.device.encoding)
+        )
+        return Poller(spec, query, self._write_now, self._pipeline, self._metrics)
+
+    def _write_now(self, data: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
             raise LinkDownError(f"{self.name} is not connected")
         self._transport.write(data)
 
+    async def write(self, data: bytes) -> None:
+        """Write to the device (MQTT commands). Fails clearly while the port is down."""
+        self._write_now(data)
+
+    async def execute(self, command: str, payload: bytes) -> None:
+        """An MQTT command: `raw` writes the payload, other names fill the device's `commands`
+        templates. For a line-framed device the terminator is appended (unless already there);
+        binary devices get the bytes as they are."""
+        template = self.device.commands.get(command)
+        if template is not None:
+            try:
+                text = template.format(payload=payload.decode(self.device.encoding))
+            except (UnicodeDecodeError, KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"cannot fill the {command!r} template: {exc}") from exc
+            data = text.encode(self.device.encoding)
+        elif command == "raw":
+            data = payload
+        else:
+            known = ", ".join(sorted({"raw", *self.device.commands}))
+            raise ValueError(f"unknown command {command!r} (known: {known})")
+        if self.device.framing == "line":
+            terminator = self.device.terminator.encode(self.device.encoding)
+            if not data.endswith(terminator):
+                data += terminator
+        await self.write(data)
+
     def _on_data(self, data: bytes) -> None:
-        # Called by the transport for every chunk read: must never raise.
-        framer = self._framer
-        assert framer is not None
-        before = framer.oversized
-        ts = time.time()
-        for frame in framer.feed(data):
-            self._on_frame(frame, ts)
-        if framer.oversized != before:
-            self._frame_error("oversized", framer.oversized - before, "frame longer than max_line")
-
-    def _on_frame(self, frame: bytes, ts: float) -> None:
-        d = self.device
-        try:
-            readings = to_readings(d.id, self._decode(frame), d.sensors, ts)
-        except DecodeError as exc:
-            self._frame_error("decode", 1, f"{exc}; frame {frame[:60]!r}")
-            return
-        except Exception:  # a decoder bug must not kill the link: count, log, skip
-            log.exception("%s: decoder crashed on %r", self.name, frame[:60])
-            self._frame_error("decoder_bug", 1, "decoder crashed")
-            return
-        self._received.inc(len(readings))
-        for reading in readings:
-            self._submit(reading)
-
-    def _frame_error(self, reason: str, count: int, detail: str) -> None:
-        self._metrics.frame_errors.labels(self.device.id, reason).inc(count)
-        log.debug("%s: skipped %d frame(s) (%s): %s", self.name, count, reason, detail)
+        # Called by the transport for every chunk read: the pipeline never raises.
+        self._pipeline.feed(data, time.time())
 
 
 def _close_when_opened(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled() and fut.exception() is None:
-        fut.result().close()
+        fut.result()[0].close()

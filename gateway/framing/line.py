@@ -1,24 +1,39 @@
-"""Framers: pure, incremental splitting of a byte stream into frames.
+"""Line (and delimiter) framing: split a byte stream at a terminator, bounded.
 
-A framer is fed whatever the port delivered (any chunking) and returns the complete frames. It
-never holds more than `max_len` bytes of an unfinished frame: a longer one is discarded up to the
-next terminator (resynchronisation) and counted in `oversized`.
+The framer never holds more than `max_len` bytes of an unfinished frame: a longer one is
+discarded up to the next terminator (resynchronisation) and counted as `oversized`.
 """
 
 from __future__ import annotations
 
+from gateway.framing.base import ErrorCounts
 
-class LineFramer:
-    def __init__(self, terminator: bytes = b"\n", max_len: int = 4096) -> None:
+
+class LineFramer(ErrorCounts):
+    def __init__(
+        self, terminator: bytes = b"\n", max_len: int = 4096, *, strip_cr: bool | None = None
+    ) -> None:
+        super().__init__()
         if not terminator:
             raise ValueError("terminator must not be empty")
         self.terminator = terminator
         self.max_len = max_len
-        self.oversized = 0  # frames discarded for exceeding max_len
         self._buf = bytearray()
         self._skipping = False  # inside an oversized frame: discard until the next terminator
-        # "\n"-terminated devices very often send "\r\n": drop the "\r" too.
-        self._strip_cr = terminator == b"\n"
+        # "\n"-terminated devices very often send "\r\n": drop the "\r" too (text lines only;
+        # a binary delimiter framer passes strip_cr=False).
+        self._strip_cr = terminator == b"\n" if strip_cr is None else strip_cr
+
+    @property
+    def oversized(self) -> int:
+        """Frames discarded for exceeding max_len."""
+        return self.errors["oversized"]
+
+    def reset(self) -> int:
+        dropped = len(self._buf)
+        self._buf.clear()
+        self._skipping = False
+        return dropped
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buf += data
@@ -33,7 +48,7 @@ class LineFramer:
                 self._skipping = False
                 continue
             if len(frame) > self.max_len:
-                self.oversized += 1
+                self._count("oversized")
                 continue
             if self._strip_cr and frame.endswith(b"\r"):
                 frame = frame[:-1]
@@ -45,7 +60,7 @@ class LineFramer:
             # An unterminated frame is already too long: drop it now, not when it ends, so a
             # device that never sends a terminator cannot grow our memory without bound.
             if not self._skipping:
-                self.oversized += 1
+                self._count("oversized")
             self._skipping = True
             # Keep a tail that might hold the start of a split terminator.
             del buf[: len(buf) - (tlen - 1)]

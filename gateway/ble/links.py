@@ -1,0 +1,51 @@
+"""Building the BLE links from the config: one per device, one scanner per adapter in use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.ble.advert import AdvertLink, UnknownDevices
+from gateway.ble.gatt import GattLink
+from gateway.ble.hub import BleHub, adapters_in_use
+from gateway.ble.scanner import ScannerLink
+from gateway.config import BleAdvertDevice, BleGattDevice, Config
+from gateway.models import Reading
+
+EXIT_ADAPTER_DEAD = 3  # the daemon's exit status when the silent-scanner ladder gives up
+
+
+def device_link(
+    hub: BleHub, device: BleAdvertDevice | BleGattDevice, submit: Callable[[Reading], None]
+) -> AdvertLink | GattLink:
+    adapter = hub.adapter_of(device)
+    if isinstance(device, BleAdvertDevice):
+        return AdvertLink(device, adapter, submit, hub.metrics)
+    return GattLink(device, adapter, submit, hub.metrics)
+
+
+def scanner_adapters(cfg: Config) -> list[str]:
+    """Adapters that need a scanner: those of the BLE devices, and the default adapter when
+    unknown devices are published."""
+    names = adapters_in_use(cfg)
+    if cfg.ble.unknown_devices == "publish" and cfg.ble.adapter not in names:
+        names.append(cfg.ble.adapter)
+    return names
+
+
+def scanner_links(
+    hub: BleHub, cfg: Config, submit: Callable[[Reading], None], on_fatal: Callable[[str], None]
+) -> list[ScannerLink]:
+    hub.configure(cfg.ble)
+    unknown = None
+    if cfg.ble.unknown_devices == "publish":
+        unknown = UnknownDevices(cfg.ble, submit, hub.metrics)
+    return [
+        ScannerLink(hub.adapter(name), cfg.ble, hub.metrics, on_fatal=on_fatal, on_unknown=unknown)
+        for name in scanner_adapters(cfg)
+    ]
+
+
+def scanners_changed(old: Config, new: Config) -> bool:
+    """Whether a reload must restart the scanner links (advert devices need no restart: their
+    links subscribe and unsubscribe by themselves)."""
+    return old.ble != new.ble or scanner_adapters(old) != scanner_adapters(new)

@@ -1,0 +1,89 @@
+"""`gateway scan`: listen on an adapter for a while and show every device heard, with the
+built-in decoder that reads its advertisements and what it reads. A user finds their sensors'
+addresses and decoders with it."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import TextIO
+
+from bleak import BleakScanner
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+
+from gateway.ble.errors import FOREIGN_ERRORS, translate
+from gateway.ble.scanner import to_advert
+from gateway.decoders.ble import Advert, detect, unit_of
+from gateway.decoders.ble.advert import BASE_UUID_SUFFIX
+
+START_TIMEOUT = 10.0  # seconds to start or stop the scan
+
+
+def describe(advert: Advert) -> tuple[str, str]:
+    """(decoder, values) columns for one advertisement."""
+    found = detect(advert)
+    if found is not None:
+        name, values = found
+        parts = [f"{k}={v}{unit_of(k) or ''}" for k, v in values.items()]
+        return name, " ".join(parts)
+    hints = [f"mfr 0x{k:04X}" for k in advert.manufacturer_data]
+    hints += [f"data {_short(u)}" for u in advert.service_data]
+    hints += [f"service {_short(u)}" for u in advert.service_uuids if u not in advert.service_data]
+    return "-", ", ".join(hints)
+
+
+def _short(uuid: str) -> str:
+    """0000180d-0000-1000-8000-00805f9b34fb -> 180d; other UUIDs stay whole."""
+    return uuid[4:8] if uuid.startswith("0000") and uuid.endswith(BASE_UUID_SUFFIX) else uuid
+
+
+def render(adverts: list[Advert]) -> str:
+    rows = [("ADDRESS", "NAME", "RSSI", "DECODER", "VALUES")]
+    for a in sorted(adverts, key=lambda a: -(a.rssi if a.rssi is not None else -999)):
+        decoder, values = describe(a)
+        rssi = "" if a.rssi is None else str(a.rssi)
+        rows.append((a.address, (a.name or "")[:24], rssi, decoder, values))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(col.ljust(w) for col, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
+        for r in rows
+    )
+
+
+async def scan(adapter: str, seconds: float, out: TextIO = sys.stdout) -> int:
+    seen: dict[str, Advert] = {}
+    started = time.monotonic()
+
+    def on_advert(device: BLEDevice, adv: AdvertisementData) -> None:
+        advert = to_advert(device, adv)
+        if advert.address not in seen:
+            decoder, values = describe(advert)
+            elapsed = time.monotonic() - started
+            print(
+                f"[{elapsed:5.1f}s] {advert.address} {advert.name or ''} {decoder} {values}",
+                file=out,
+                flush=True,
+            )
+        seen[advert.address] = advert
+
+    scanner = BleakScanner(detection_callback=on_advert, bluez={"adapter": adapter})
+    try:
+        async with asyncio.timeout(START_TIMEOUT):
+            await scanner.start()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            async with asyncio.timeout(START_TIMEOUT):
+                await scanner.stop()
+    except FOREIGN_ERRORS as exc:
+        print(f"gateway scan: {translate(exc, f'scanning on {adapter}')}", file=sys.stderr)
+        return 1
+    print(f"\n{len(seen)} device(s) heard on {adapter} in {seconds:g}s:", file=out)
+    print(render(list(seen.values())), file=out)
+    return 0
+
+
+def run_scan(adapter: str, seconds: float) -> int:
+    return asyncio.run(scan(adapter, seconds))

@@ -1,0 +1,102 @@
+"""Bluetooth LE advertisement decoders: pure functions from an `Advert` to sensor values.
+
+Sensor names follow Home Assistant's device classes (`temperature`, `humidity`, `pressure`,
+`battery`, `voltage`, `signal_strength`, ...); `UNITS` gives each its unit. Every decoder raises
+DecodeError, and nothing else, for an advertisement that is not for it or is malformed.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from gateway.config import BleAdvertDevice
+from gateway.decoders.ble.advert import Advert, AdvertDecoder, uuid16
+from gateway.decoders.ble.bthome import decode_bthome
+from gateway.decoders.ble.ibeacon import decode_ibeacon
+from gateway.decoders.ble.ruuvi import decode_ruuvi
+from gateway.decoders.ble.structfmt import decode_struct
+from gateway.decoders.ble.xiaomi import decode_atc, decode_pvvx
+from gateway.errors import DecodeError
+from gateway.models import Value
+
+#: Decoders that need no per-device settings, in the order `detect` tries them.
+BUILTIN: dict[str, AdvertDecoder] = {
+    "bthome": decode_bthome,
+    "pvvx": decode_pvvx,
+    "atc": decode_atc,
+    "ruuvi": decode_ruuvi,
+    "ibeacon": decode_ibeacon,
+}
+
+UNITS: dict[str, str] = {
+    "temperature": "°C",
+    "dew_point": "°C",
+    "humidity": "%",
+    "moisture": "%",
+    "battery": "%",
+    "pressure": "hPa",
+    "illuminance": "lx",
+    "voltage": "V",
+    "current": "A",
+    "power": "W",
+    "energy": "kWh",
+    "signal_strength": "dBm",
+    "tx_power": "dBm",
+    "carbon_dioxide": "ppm",
+    "pm25": "µg/m³",
+    "pm10": "µg/m³",
+    "volatile_organic_compounds": "µg/m³",
+    "mass": "kg",
+    "distance": "mm",
+    "duration": "s",
+    "speed": "m/s",
+    "acceleration_x": "g",
+    "acceleration_y": "g",
+    "acceleration_z": "g",
+    "heart_rate": "bpm",
+    "energy_expended": "kJ",
+    "rr_interval": "s",
+    "rotation": "°",
+    "volume": "L",
+    "water": "L",
+    "gas": "m³",
+}
+
+
+def unit_of(sensor: str) -> str | None:
+    """`temperature_2` has the unit of `temperature`."""
+    base, _, suffix = sensor.rpartition("_")
+    return UNITS.get(sensor) or (UNITS.get(base) if suffix.isdigit() else None)
+
+
+def make_advert_decoder(device: BleAdvertDevice) -> AdvertDecoder:
+    if device.decoder == "struct":
+        assert device.struct is not None  # the config model guarantees it
+        return functools.partial(decode_struct, spec=device.struct)
+    if device.decoder == "bthome" and device.bindkey is not None:
+        key = bytes.fromhex(device.bindkey.get_secret_value())
+        return functools.partial(decode_bthome, bindkey=key)
+    return BUILTIN[device.decoder]
+
+
+def detect(advert: Advert) -> tuple[str, dict[str, Value]] | None:
+    """The first built-in decoder that reads this advertisement, and what it reads."""
+    for name, decode in BUILTIN.items():
+        try:
+            return name, decode(advert)
+        except DecodeError:
+            continue
+    return None
+
+
+__all__ = [
+    "BUILTIN",
+    "UNITS",
+    "Advert",
+    "AdvertDecoder",
+    "DecodeError",
+    "detect",
+    "make_advert_decoder",
+    "unit_of",
+    "uuid16",
+]

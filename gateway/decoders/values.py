@@ -1,0 +1,43 @@
+"""Text to a sensor value, for decoders whose fields are free text (csv columns, regex groups)."""
+
+from __future__ import annotations
+
+import math
+
+from gateway.errors import DecodeError
+from gateway.models import Value
+
+MAX_TEXT = 256  # characters of a string value: a sensor value, not a document
+
+
+def parse_value(text: str) -> Value | None:
+    """Numbers become int or float, true/false bools, anything else stays a string; empty text
+    is None (no value: the sensor is skipped for this frame)."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(number):  # NaN and inf have no JSON form
+            raise DecodeError(f"value {text[:40]!r} is not a finite number")
+        return number
+    lowered = text.lower()
+    if lowered in {"true", "false"}:
+        return lowered == "true"
+    if len(text) > MAX_TEXT:
+        raise DecodeError(f"value of {len(text)} characters is too long for a sensor value")
+    return text
+
+
+def decode_text(frame: bytes, encoding: str) -> str:
+    try:
+        return frame.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"not {encoding} text: {exc.reason}") from exc

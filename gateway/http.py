@@ -1,0 +1,150 @@
+"""The HTTP endpoint (aiohttp): `/metrics`, `/healthz`, `/readyz`, `/status`.
+
+`HttpServer` is an async context manager that owns the listening socket: entering binds it (port
+0 picks a free port, logged), leaving closes it and the open connections within a bounded time.
+It runs on the gateway's event loop, in the lifecycle's scope, not in a thread: `/healthz`
+answering is itself the proof that the loop is responsive.
+
+| path | 200 when | body |
+|---|---|---|
+| `/metrics` | always | Prometheus text format |
+| `/healthz` | the loop answers and the supervisor makes progress (503 otherwise) | JSON |
+| `/readyz` | MQTT connected, outbox below `metrics.outbox_high_water` (503 otherwise) | JSON |
+| `/status` | always | JSON: links, states, last reading per device, outbox |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from gateway.errors import GatewayError
+from gateway.health import Verdict
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 2.0  # seconds for open connections to finish when the server closes
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HttpServerError(GatewayError):
+    """The HTTP endpoint cannot listen (address in use, not available, no permission)."""
+
+
+class Endpoints:
+    """The four routes over callables that read the gateway (see `health.py`)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        refresh: Callable[[], None],
+        liveness: Callable[[], Verdict],
+        readiness: Callable[[], Verdict],
+        status: Callable[[], dict[str, Any]],
+    ) -> None:
+        self._registry = registry
+        self._refresh = refresh
+        self._liveness = liveness
+        self._readiness = readiness
+        self._status = status
+
+    def application(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/status", self.status)
+        return app
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        self._refresh()
+        body = generate_latest(self._registry)
+        # CONTENT_TYPE_LATEST carries a charset parameter, which aiohttp wants separately.
+        content_type, _, charset = CONTENT_TYPE_LATEST.partition("; charset=")
+        return web.Response(body=body, content_type=content_type, charset=charset or None)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return _verdict(self._liveness())
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        return _verdict(self._readiness())
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(self._status())
+
+
+def _verdict(verdict: Verdict) -> web.Response:
+    return web.json_response(verdict.document(), status=200 if verdict.ok else 503)
+
+
+def _advice(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "another program (another gateway?) uses it: change metrics.port, or 0 for any"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "this host has no such address: check metrics.host"
+    if exc.errno == errno.EACCES:
+        return "ports below 1024 need privileges: use a higher metrics.port"
+    return "check metrics.host and metrics.port"
+
+
+class HttpServer:
+    """Owns the listening socket of the HTTP endpoint."""
+
+    def __init__(self, host: str, port: int, app: web.Application) -> None:
+        self.host = host
+        self.port = port  # the bound port once entered (also when 0 was asked for)
+        self._app = app
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> Self:
+        runner = web.AppRunner(
+            self._app, handle_signals=False, access_log=None, shutdown_timeout=CLOSE_TIMEOUT
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port, reuse_address=True).start()
+        except OSError as exc:
+            await runner.cleanup()
+            where = f"{self.host}:{self.port}"
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise HttpServerError(f"cannot listen on {where}: {reason} ({_advice(exc)})") from exc
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        addresses = [a for a in runner.addresses if isinstance(a, tuple)]
+        if addresses:
+            self.port = int(addresses[0][1])
+        urls = ", ".join(_url(a) for a in addresses)
+        log.info("http: serving /metrics, /healthz, /readyz, /status on %s", urls)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        try:
+            # aiohttp bounds the wait for open requests by shutdown_timeout; this bounds the rest.
+            async with asyncio.timeout(CLOSE_TIMEOUT + 1.0):
+                await runner.cleanup()
+        except TimeoutError:
+            log.warning("http: the server did not close within %gs", CLOSE_TIMEOUT + 1.0)
+
+
+def _url(address: tuple[Any, ...]) -> str:
+    host, port = address[0], address[1]
+    return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"

@@ -1,0 +1,456 @@
+# ruff: noqa: N802 - D-Bus method and property names are CamelCase by specification
+"""A fake BlueZ (`org.bluez` on a private D-Bus bus) that drives the real bleak and
+bleak-retry-connector, extended from shared/reference/fake-bluez.
+
+What it plays: adapters (`hci0`, ...) with a writable `Powered`, discovery sessions (one per
+D-Bus client, like BlueZ), several devices whose advertisements carry manufacturer and service
+data (BTHome, pvvx, ATC, Ruuvi, ...), connections with a GATT database, notifications, reads and
+writes, connect failures, devices that drop, and an adapter that goes silent: it keeps
+"discovering" but nothing is heard until the scan is restarted, or until the adapter is
+powered off and on, or never.
+
+`FakeBlueZ` runs in the caller's event loop (async tests); `ThreadedFakeBlueZ` runs one in a
+thread of its own for synchronous end-to-end tests, where the daemon is a subprocess.
+
+No `from __future__ import annotations` here: dbus-fast reads the D-Bus signatures from the
+methods' annotations, and takes a postponed `-> None` for a signature.
+"""
+
+import asyncio
+import concurrent.futures
+import os
+import subprocess
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from dbus_fast import DBusError, Message, Variant
+from dbus_fast.aio import MessageBus
+from dbus_fast.annotations import DBusSignature
+from dbus_fast.constants import PropertyAccess
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+
+T = TypeVar("T")
+
+BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig><type>session</type><listen>unix:path={sock}</listen><auth>EXTERNAL</auth>
+<policy context="default"><allow send_destination="*" eavesdrop="true"/>
+<allow eavesdrop="true"/><allow own="*"/></policy></busconfig>
+"""
+
+Dict = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
+Bytes = Annotated[bytes, DBusSignature("ay")]
+ObjPath = Annotated[str, DBusSignature("o")]
+Bool = Annotated[bool, DBusSignature("b")]
+
+# A characteristic: uuid -> (flags, initial value); a GATT database: service uuid -> those.
+Gatt = Mapping[str, Mapping[str, tuple[list[str], bytes]]]
+Recovery = Literal["restart", "power_cycle", "never"]
+
+
+def start_private_bus(tmpdir: Path) -> tuple[subprocess.Popen[str], str]:
+    """dbus-daemon on a unix socket in tmpdir; returns (process, address)."""
+    conf, sock = tmpdir / "bus.conf", tmpdir / "bus.sock"
+    conf.write_text(BUS_CONF.format(sock=sock))
+    proc = subprocess.Popen(
+        ["dbus-daemon", f"--config-file={conf}", "--nofork", "--print-address=1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # "Failed to set fd limit" when not privileged enough
+        text=True,
+    )
+    assert proc.stdout is not None
+    with proc.stdout:  # it prints the address once, then nothing
+        address = proc.stdout.readline().strip()
+    return proc, address
+
+
+def prop(sig: str, name: str) -> Any:
+    """A read-only D-Bus property backed by self.p[name]."""
+
+    def get(self: "Obj") -> Any:
+        return self.p[name]
+
+    get.__name__, get.__annotations__ = name, {"return": sig}
+    return dbus_property(access=PropertyAccess.READ)(get)
+
+
+class Obj(ServiceInterface):
+    def __init__(self, iface: str, **props: Any) -> None:
+        super().__init__(iface)
+        self.p: dict[str, Any] = props
+
+    def set(self, **changed: Any) -> None:
+        self.p.update(changed)
+        self.emit_properties_changed(changed)
+
+
+class FakeAdapter(Obj):
+    Address, Name, Alias = prop("s", "Address"), prop("s", "Name"), prop("s", "Alias")
+    Discovering = prop("b", "Discovering")
+    Roles, UUIDs = prop("as", "Roles"), prop("as", "UUIDs")
+
+    def __init__(self, bluez: "FakeBlueZ", name: str, index: int) -> None:
+        super().__init__(
+            "org.bluez.Adapter1",
+            Address=f"00:00:5E:00:53:{index:02X}",
+            Name=name,
+            Alias=name,
+            Powered=True,
+            Discovering=False,
+            Roles=["central", "peripheral"],
+            UUIDs=[],
+        )
+        # (not `self.name`: ServiceInterface keeps the interface name there)
+        self.bluez, self.hci, self.path = bluez, name, f"/org/bluez/{name}"
+        self.sessions: set[str] = set()
+        self.filters: list[dict[str, Variant]] = []
+        self.silent = False  # discovering, but nothing is heard
+        self.recovers_on: Recovery = "restart"
+        self.power_log: list[bool] = []
+        self.starts = 0
+
+    @dbus_property()
+    def Powered(self) -> Bool:
+        return bool(self.p["Powered"])
+
+    @Powered.setter  # type: ignore[no-redef]
+    def Powered(self, value: Bool) -> None:
+        self.power_log.append(value)
+        if not value:
+            self.sessions.clear()
+            if self.p["Discovering"]:
+                self.set(Discovering=False)
+            for dev in self.bluez.devices:
+                if dev.adapter is self:
+                    dev.drop()
+        elif self.recovers_on == "power_cycle":
+            self.silent = False
+        self.set(Powered=value)
+
+    @dbus_method()
+    def SetDiscoveryFilter(self, flt: Dict) -> None:
+        self.filters.append(flt)
+
+    @dbus_method()
+    def StartDiscovery(self) -> None:
+        caller = self.bluez.caller
+        if not self.p["Powered"]:
+            raise DBusError("org.bluez.Error.NotReady", "Resource Not Ready")
+        if caller in self.sessions:  # BlueZ: one discovery session per D-Bus client
+            raise DBusError("org.bluez.Error.InProgress", "Operation already in progress")
+        self.starts += 1
+        if self.silent and self.recovers_on == "restart" and self.starts > 1:
+            self.silent = False
+        self.sessions.add(caller)
+        if not self.p["Discovering"]:
+            self.set(Discovering=True)
+
+    @dbus_method()
+    def StopDiscovery(self) -> None:
+        if self.bluez.caller not in self.sessions:
+            raise DBusError("org.bluez.Error.Failed", "No discovery started")
+        self.sessions.discard(self.bluez.caller)
+        if not self.sessions:
+            self.set(Discovering=False)
+
+    @dbus_method()
+    def RemoveDevice(self, device: ObjPath) -> None:
+        dev = next((d for d in self.bluez.devices if d.path == device), None)
+        if dev is None:
+            raise DBusError("org.bluez.Error.DoesNotExist", "Does Not Exist")
+        self.bluez.remove_device(dev)
+
+    def go_silent(self, recovers_on: Recovery) -> None:
+        self.silent, self.recovers_on, self.starts = True, recovers_on, 1
+
+
+class Characteristic(Obj):
+    UUID, Service, Value = prop("s", "UUID"), prop("o", "Service"), prop("ay", "Value")
+    Notifying, Flags, MTU = prop("b", "Notifying"), prop("as", "Flags"), prop("q", "MTU")
+
+    def __init__(self, path: str, service: str, uuid: str, flags: list[str], value: bytes) -> None:
+        super().__init__(
+            "org.bluez.GattCharacteristic1",
+            UUID=uuid,
+            Service=service,
+            Value=value,
+            Notifying=False,
+            Flags=flags,
+            MTU=247,
+        )
+        self.path = path
+        self.writes: list[tuple[bytes, str]] = []
+
+    @dbus_method()
+    def ReadValue(self, options: Dict) -> Bytes:
+        return bytes(self.p["Value"])
+
+    @dbus_method()
+    def WriteValue(self, value: Bytes, options: Dict) -> None:
+        self.writes.append((bytes(value), options.get("type", Variant("s", "")).value))
+        self.p["Value"] = value  # BlueZ does not signal Value on write
+
+    @dbus_method()
+    def StartNotify(self) -> None:
+        if not {"notify", "indicate"} & set(self.p["Flags"]):
+            raise DBusError("org.bluez.Error.NotSupported", "Operation is not supported")
+        self.set(Notifying=True)
+
+    @dbus_method()
+    def StopNotify(self) -> None:
+        self.set(Notifying=False)
+
+    def notify(self, value: bytes) -> None:  # the peripheral sends a notification
+        if self.p["Notifying"]:
+            self.set(Value=value)
+
+
+class Service(Obj):
+    UUID, Primary, Device = prop("s", "UUID"), prop("b", "Primary"), prop("o", "Device")
+
+
+class Device(Obj):
+    Address, AddressType = prop("s", "Address"), prop("s", "AddressType")
+    Name, Alias, Adapter = prop("s", "Name"), prop("s", "Alias"), prop("o", "Adapter")
+    Connected, ServicesResolved = prop("b", "Connected"), prop("b", "ServicesResolved")
+    Paired, Bonded, Trusted = prop("b", "Paired"), prop("b", "Bonded"), prop("b", "Trusted")
+    RSSI, TxPower, UUIDs = prop("n", "RSSI"), prop("n", "TxPower"), prop("as", "UUIDs")
+    ManufacturerData = prop("a{qv}", "ManufacturerData")
+    ServiceData = prop("a{sv}", "ServiceData")
+
+    def __init__(
+        self,
+        bluez: "FakeBlueZ",
+        adapter: FakeAdapter,
+        address: str,
+        name: str,
+        gatt: Gatt,
+        manufacturer_data: Mapping[int, bytes] | None = None,
+        service_data: Mapping[str, bytes] | None = None,
+        rssi: int = -60,
+    ) -> None:
+        super().__init__(
+            "org.bluez.Device1",
+            Address=address,
+            AddressType="public",
+            Name=name,
+            Alias=name,
+            Adapter=adapter.path,
+            Connected=False,
+            ServicesResolved=False,
+            Paired=False,
+            Bonded=False,
+            Trusted=False,
+            RSSI=rssi,
+            TxPower=0,
+            UUIDs=list(gatt) + list(service_data or {}),
+            ManufacturerData=_variants(manufacturer_data),
+            ServiceData=_variants(service_data),
+        )
+        self.bluez, self.adapter, self.gatt = bluez, adapter, gatt
+        self.path = f"{adapter.path}/dev_{address.replace(':', '_')}"
+        self.exported = False
+        self.chars: dict[str, Characteristic] = {}
+        self.gatt_paths: list[str] = []
+        self.connect_count = self.disconnect_calls = 0
+        # e.g. [("org.bluez.Error.Failed", "le-connection-abort-by-local")]
+        self.connect_errors: list[tuple[str, str]] = []
+        self.connect_delay = 0.01
+
+    def advertise(
+        self,
+        manufacturer_data: Mapping[int, bytes] | None = None,
+        service_data: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """New advertisement content (heard on the next advertising round)."""
+        if manufacturer_data is not None:
+            self.p["ManufacturerData"] = _variants(manufacturer_data)
+        if service_data is not None:
+            self.p["ServiceData"] = _variants(service_data)
+        self.p["fresh"] = True
+
+    @dbus_method()
+    async def Connect(self) -> None:
+        if self.p["Connected"]:
+            return
+        await asyncio.sleep(self.connect_delay)
+        if self.connect_errors:
+            name, text = self.connect_errors.pop(0)
+            self.set(Connected=True)  # BlueZ toggles Connected before a connection error
+            self.set(Connected=False)
+            raise DBusError(name, text)
+        self.connect_count += 1
+        self.set(Connected=True)
+        self._export_gatt()
+        self.bluez.connected_now += 1
+        self.bluez.max_connected = max(self.bluez.max_connected, self.bluez.connected_now)
+        asyncio.get_running_loop().call_later(0.01, lambda: self.set(ServicesResolved=True))
+
+    def _export_gatt(self) -> None:
+        bus, handle = self.bluez.bus, 0x0A
+        for s_uuid, chars in self.gatt.items():
+            s_path = f"{self.path}/service{handle:04x}"
+            service = Service("org.bluez.GattService1", UUID=s_uuid, Primary=True, Device=self.path)
+            bus.export(s_path, service)
+            self.gatt_paths.append(s_path)
+            for c_uuid, (flags, value) in chars.items():
+                handle += 2
+                c = Characteristic(f"{s_path}/char{handle:04x}", s_path, c_uuid, flags, value)
+                bus.export(c.path, c)
+                self.chars[c_uuid] = c
+                self.gatt_paths.append(c.path)
+            handle += 2
+
+    @dbus_method()
+    async def Disconnect(self) -> None:
+        self.disconnect_calls += 1
+        await asyncio.sleep(0.01)
+        self.drop()
+
+    def drop(self) -> None:
+        """Link loss, the peripheral went away, or a local disconnect."""
+        if not self.p["Connected"]:
+            return
+        for path in reversed(self.gatt_paths):  # GATT objects vanish (InterfacesRemoved)
+            self.bluez.bus.unexport(path)
+        self.chars, self.gatt_paths = {}, []
+        self.bluez.connected_now -= 1
+        self.set(ServicesResolved=False)
+        self.set(Connected=False)
+
+
+def _variants(data: Mapping[Any, bytes] | None) -> dict[Any, Variant]:
+    return {k: Variant("ay", bytes(v)) for k, v in (data or {}).items()}
+
+
+class FakeBlueZ:
+    def __init__(self, adapters: tuple[str, ...] = ("hci0",), adv_interval: float = 0.05) -> None:
+        self.adapter_names = adapters
+        self.adv_interval = adv_interval
+        self.devices: list[Device] = []
+        self.adapters: dict[str, FakeAdapter] = {}
+        self.caller = ""
+        self.connected_now = self.max_connected = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, address: str) -> "FakeBlueZ":
+        self.bus = await MessageBus(bus_address=address).connect()
+        self.bus.add_message_handler(self._remember_caller)
+        for i, name in enumerate(self.adapter_names):
+            adapter = FakeAdapter(self, name, i)
+            self.adapters[name] = adapter
+            self.bus.export(adapter.path, adapter)
+        await self.bus.request_name("org.bluez")
+        self._task = asyncio.create_task(self._advertise_loop(), name="fake-bluez-adverts")
+        return self
+
+    def _remember_caller(self, message: Message) -> None:
+        # Dispatch of a method call is synchronous: this is its sender while it runs.
+        self.caller = message.sender or ""
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        # Say goodbye like bluetoothd would (InterfacesRemoved), so that bleak's process-wide
+        # BlueZ manager does not keep this fake's objects for the next test.
+        for dev in list(self.devices):
+            self.remove_device(dev)
+        for adapter in self.adapters.values():
+            self.bus.unexport(adapter.path)
+        self.bus.disconnect()
+        await self.bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+
+    @property
+    def hci0(self) -> FakeAdapter:
+        return self.adapters["hci0"]
+
+    def add_device(
+        self, address: str, name: str, gatt: Gatt | None = None, adapter: str = "hci0", **kw: Any
+    ) -> Device:
+        dev = Device(self, self.adapters[adapter], address, name, gatt or {}, **kw)
+        self.devices.append(dev)
+        return dev
+
+    def remove_device(self, dev: Device) -> None:
+        """The device disappears (InterfacesRemoved)."""
+        dev.drop()
+        self.devices.remove(dev)
+        if dev.exported:
+            self.bus.unexport(dev.path)
+            dev.exported = False
+
+    async def _advertise_loop(self) -> None:
+        """Every interval each device that is not connected advertises once on its adapter,
+        if that adapter discovers and is not silent."""
+        while True:
+            for dev in list(self.devices):
+                adapter = dev.adapter
+                if not adapter.p["Discovering"] or adapter.silent or dev.p["Connected"]:
+                    continue
+                if not dev.exported:
+                    dev.exported = True
+                    self.bus.export(dev.path, dev)  # InterfacesAdded -> advertisement callback
+                    continue
+                changed: dict[str, Any] = {"RSSI": dev.p["RSSI"] + (1 if dev.p["RSSI"] % 2 else -1)}
+                if dev.p.pop("fresh", False):
+                    changed["ManufacturerData"] = dev.p["ManufacturerData"]
+                    changed["ServiceData"] = dev.p["ServiceData"]
+                dev.set(**changed)  # PropertiesChanged -> advertisement callback
+            await asyncio.sleep(self.adv_interval)
+
+
+class ThreadedFakeBlueZ:
+    """A FakeBlueZ in its own thread and event loop; `call` runs a function there."""
+
+    def __init__(self, address: str, **kw: Any) -> None:
+        self.fake = FakeBlueZ(**kw)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-bluez")
+        self._thread.start()
+        self._run(self.fake.start(address))
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn())
+            except Exception as exc:  # handed to the caller's thread
+                future.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(run)
+        return future.result(10)
+
+    def close(self) -> None:
+        try:
+            self._run(self.fake.stop())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+
+
+def dbus_env(address: str) -> dict[str, str]:
+    """The environment for a daemon subprocess that must use the private bus."""
+    return {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": address}
+
+
+async def close_bleak_manager() -> None:
+    """Close the D-Bus connection bleak keeps per event loop (its BlueZ manager).
+
+    bleak keeps it open after the loop ends until it creates a manager for another loop or the
+    garbage collector runs; in a test process that means sockets closing at random times, which
+    upsets other tests' checks for leaked fds. Call it before the test's loop ends."""
+    from bleak.backends.bluezdbus import manager  # noqa: PLC0415 - bleak's internals, tests only
+
+    instance = manager._global_instances.pop(asyncio.get_running_loop(), None)
+    bus = None if instance is None else instance._bus
+    if bus is not None:
+        bus.disconnect()
+        await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]

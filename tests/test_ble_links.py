@@ -1,0 +1,399 @@
+"""BLE links in process: real bleak and bleak-retry-connector against the fake BlueZ on a private
+D-Bus bus (tests/fakebluez.py), run under the real Supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from bleak.exc import BleakCharacteristicNotFoundError, BleakDBusError, BleakError
+from bleak_retry_connector import BleakNotFoundError, BleakOutOfConnectionSlotsError
+from dbus_fast import DBusError
+from fakebluez import FakeBlueZ, Recovery, close_bleak_manager
+
+from gateway.ble.errors import translate
+from gateway.ble.gatt import GattLink
+from gateway.ble.hub import BleHub
+from gateway.ble.links import device_link, scanner_links
+from gateway.config import Config
+from gateway.decoders.ble import uuid16
+from gateway.decoders.ble.bthome import encode_bthome
+from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
+from gateway.metrics import Metrics
+from gateway.models import Reading
+from gateway.supervisor import Supervisor
+
+pytestmark = pytest.mark.timeout(20)
+
+FAST = {"initial": 0.02, "max": 0.1, "multiplier": 2.0, "reset_after": 1.0}
+PVVX_ADDR, ATC_ADDR, BTHOME_ADDR, RUUVI_ADDR = (
+    "A4:C1:38:12:34:56",
+    "A4:C1:38:65:43:21",
+    "54:48:E6:8F:80:A5",
+    "CB:B8:33:4C:88:4F",
+)
+HEART_ADDR, THERMO_ADDR = "AA:BB:CC:DD:EE:01", "AA:BB:CC:DD:EE:02"
+ENV = uuid16(0x181A)
+BTHOME = uuid16(0xFCD2)
+BINDKEY = "231d39c1d7cc1ab1aee224cd096db932"
+HR_SVC, HR_MEAS = uuid16(0x180D), uuid16(0x2A37)
+BATT_SVC, BATT_LEVEL = uuid16(0x180F), uuid16(0x2A19)
+CMD_CHAR = "6e400002-b5a3-f393-e0a9-e50e24dcca9e"
+HEART_GATT = {
+    HR_SVC: {HR_MEAS: (["notify"], b"\x00\x48"), CMD_CHAR: (["write"], b"")},
+    BATT_SVC: {BATT_LEVEL: (["read"], b"\x5a")},
+}
+
+
+def pvvx(temp: float, hum: float, batt: int = 95, mv: int = 2950) -> bytes:
+    mac = bytes.fromhex(PVVX_ADDR.replace(":", ""))[::-1]
+    return (
+        mac
+        + round(temp * 100).to_bytes(2, "little", signed=True)
+        + round(hum * 100).to_bytes(2, "little")
+        + mv.to_bytes(2, "little")
+        + bytes([batt, 1, 4])
+    )
+
+
+RUUVI = bytes.fromhex("0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F")
+ATC = bytes.fromhex("A4C13865432100D72E5F0B8612")
+
+
+@pytest_asyncio.fixture
+async def bluez(dbus_address: str) -> AsyncIterator[FakeBlueZ]:
+    fake = await FakeBlueZ(adv_interval=0.02).start(dbus_address)
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+        await close_bleak_manager()
+
+
+def config(devices: list[dict[str, Any]], **ble: Any) -> Config:
+    for d in devices:
+        d.setdefault("backoff", FAST)
+    return Config.model_validate(
+        {"gateway": {"id": "gw"}, "devices": devices, "ble": {"backoff": FAST, **ble}}
+    )
+
+
+class Readings:
+    """What the links submit, with a way to wait for a value."""
+
+    def __init__(self) -> None:
+        self.items: list[Reading] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, reading: Reading) -> None:
+        self.items.append(reading)
+        self._changed.set()
+
+    def of(self, device: str, sensor: str) -> list[Reading]:
+        return [r for r in self.items if r.device == device and r.sensor == sensor]
+
+    async def wait(self, check: Callable[[], bool], within: float = 5.0) -> None:
+        async with asyncio.timeout(within):
+            while not check():
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def wait_value(self, device: str, sensor: str, value: object) -> Reading:
+        await self.wait(lambda: any(r.value == value for r in self.of(device, sensor)))
+        return next(r for r in self.of(device, sensor) if r.value == value)
+
+
+async def until(check: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll state that has no event to wait on (the fake's, the supervisor's)."""
+    async with asyncio.timeout(within):
+        while not check():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+class Running:
+    """The gateway's BLE part: a hub, scanner links and device links under a Supervisor."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.hub = BleHub(cfg.ble, self.metrics)
+        self.readings = Readings()
+        self.fatal: list[str] = []
+        self.sup = Supervisor(self.metrics)
+
+    async def __aenter__(self) -> Running:
+        await self.sup.__aenter__()
+        for link in scanner_links(self.hub, self.cfg, self.readings, self.fatal.append):
+            self.sup.start(link)
+        for device in self.cfg.devices:
+            assert device.type != "serial"
+            self.sup.start(device_link(self.hub, device, self.readings))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.sup.__aexit__(None, None, None)
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    def state(self, link: str) -> str | None:
+        status = self.sup.status.get(link)
+        return None if status is None else status.state
+
+
+async def test_adverts_of_several_formats_become_readings(bluez: FakeBlueZ) -> None:
+    key = bytes.fromhex(BINDKEY)
+    bluez.add_device(PVVX_ADDR, "ATC_123456", service_data={ENV: pvvx(21.55, 46.2)})
+    bluez.add_device(ATC_ADDR, "ATC_654321", service_data={ENV: ATC})
+    sealed = encode_bthome(b"\x02\xca\x09\x03\xbf\x13", mac=BTHOME_ADDR, bindkey=key, counter=7)
+    bluez.add_device(BTHOME_ADDR, "BTHome", service_data={BTHOME: sealed})
+    bluez.add_device(RUUVI_ADDR, "Ruuvi 884F", manufacturer_data={0x0499: RUUVI})
+    bluez.add_device("11:22:33:44:55:66", "passer-by", service_data={ENV: pvvx(30, 30)})
+    cfg = config(
+        [
+            {"id": "kitchen", "type": "ble_advert", "address": PVVX_ADDR, "decoder": "pvvx"},
+            {"id": "hall", "type": "ble_advert", "name": "ATC_6543*", "decoder": "atc"},
+            {
+                "id": "bath",
+                "type": "ble_advert",
+                "address": BTHOME_ADDR,
+                "decoder": "bthome",
+                "bindkey": BINDKEY,
+            },
+            {
+                "id": "garden",
+                "type": "ble_advert",
+                "address": RUUVI_ADDR,
+                "decoder": "ruuvi",
+                "rssi": True,
+            },
+        ]
+    )
+    async with Running(cfg) as gw:
+        r = gw.readings
+        temp = await r.wait_value("kitchen", "temperature", 21.55)
+        assert temp.unit == "°C"
+        await r.wait_value("kitchen", "humidity", 46.2)
+        await r.wait_value("hall", "temperature", 21.5)
+        await r.wait_value("bath", "temperature", 25.06)
+        await r.wait_value("bath", "humidity", 50.55)
+        await r.wait_value("garden", "pressure", 1000.44)
+        await r.wait(lambda: bool(r.of("garden", "signal_strength")))
+        assert gw.state("ble_scanner:hci0") == "up"
+        assert gw.state("ble_advert:kitchen") == "up"
+        # Unchanged values are not republished within republish_after (60 s by default).
+        await until(
+            lambda: gw.metric("gateway_ble_readings_suppressed_total", device="kitchen") > 10
+        )
+        assert len(r.of("kitchen", "temperature")) == 1
+        # A change is published at once; only the changed sensor.
+        bluez.devices[0].advertise(service_data={ENV: pvvx(21.9, 46.2)})
+        await r.wait_value("kitchen", "temperature", 21.9)
+        assert len(r.of("kitchen", "humidity")) == 1
+        # The passer-by is not configured: ignored.
+        assert {x.device for x in r.items} == {"kitchen", "hall", "bath", "garden"}
+
+
+def heart_device(**extra: Any) -> dict[str, Any]:
+    return {
+        "id": "heart",
+        "type": "ble_gatt",
+        "address": HEART_ADDR,
+        "notify": [{"characteristic": "2a37", "format": "heart_rate"}],
+        "poll": [{"characteristic": "2a19", "format": "battery", "interval": 0.1}],
+        "commands": {
+            "led": {"characteristic": CMD_CHAR, "payload": "text"},
+            "reset": {"characteristic": CMD_CHAR, "value": "ff00", "response": False},
+        },
+        **extra,
+    }
+
+
+async def test_gatt_notify_poll_command_and_reconnect_after_a_drop(bluez: FakeBlueZ) -> None:
+    heart = bluez.add_device(HEART_ADDR, "HRM", HEART_GATT)
+    async with Running(config([heart_device()])) as gw:
+        link = gw.sup.link("ble_gatt:heart")
+        assert isinstance(link, GattLink)
+        await asyncio.wait_for(link.wait_up(), 5)
+        assert link.is_up
+        await gw.readings.wait_value("heart", "battery", 90)  # poll-read
+        heart.chars[HR_MEAS].notify(b"\x16\x4b\x00\x04")  # contact, 75 bpm, RR 1.0 s
+        bpm = await gw.readings.wait_value("heart", "heart_rate", 75)
+        assert bpm.unit == "bpm"
+        assert gw.readings.of("heart", "sensor_contact")[-1].value is True
+        assert gw.readings.of("heart", "rr_interval")[-1].value == 1.0
+
+        await link.execute("led", b"on")
+        await link.execute("reset", b"ignored")
+        assert heart.chars[CMD_CHAR].writes == [(b"on", "request"), (b"\xff\x00", "command")]
+        with pytest.raises(ValueError, match="unknown command"):
+            await link.execute("nope", b"")
+
+        heart.drop()  # link loss: the link goes down and the supervisor reconnects
+        await until(
+            lambda: (
+                gw.metric("gateway_link_failures_total", link="ble_gatt:heart", kind="disconnected")
+                == 1
+            )
+        )
+        with pytest.raises(LinkDownError):
+            await link.execute("led", b"off")
+        await until(lambda: heart.connect_count == 2 and link.is_up)
+        heart.chars[HR_MEAS].notify(b"\x00\x50")
+        await gw.readings.wait_value("heart", "heart_rate", 80)
+    # Stopping disconnects (Disconnect called, not just dropped) and frees the slot.
+    assert heart.disconnect_calls == 1
+    assert not heart.p["Connected"]
+    assert gw.metric("gateway_ble_connection_slots_in_use", adapter="hci0") == 0
+
+
+async def test_transient_connect_errors_are_retried_and_counted(bluez: FakeBlueZ) -> None:
+    heart = bluez.add_device(HEART_ADDR, "HRM", HEART_GATT)
+    heart.connect_errors = [
+        ("org.bluez.Error.Failed", "le-connection-abort-by-local"),
+        ("org.bluez.Error.InProgress", "Operation already in progress"),
+    ] + 3 * [("org.bluez.Error.Failed", "le-connection-abort-by-local")]
+    async with Running(config([heart_device(connect_attempts=2)])) as gw:
+        await until(lambda: gw.state("ble_gatt:heart") == "up", within=10)
+        attempts = gw.metric("gateway_ble_connect_attempts_total", device="heart")
+        retries = gw.metric("gateway_ble_connect_retries_total", device="heart")
+        failures = gw.sup.status["ble_gatt:heart"].failures
+    # bleak retries le-connection-abort-by-local itself within one attempt; whatever the split,
+    # every error was consumed, the device is connected once, and each attempt after the first
+    # of a connect is counted as a retry.
+    assert not heart.connect_errors
+    assert heart.connect_count == 1
+    assert attempts >= 2
+    assert retries == attempts - (failures + 1)
+    assert gw.metric("gateway_link_retries_total", link="ble_gatt:heart") == failures
+
+
+async def test_a_device_never_heard_is_not_found_with_advice(bluez: FakeBlueZ) -> None:
+    cfg = config([heart_device(find_timeout=0.2)])
+    async with Running(cfg) as gw:
+        await until(lambda: gw.sup.status["ble_gatt:heart"].failures >= 2)
+        error = gw.sup.status["ble_gatt:heart"].last_error or ""
+    assert "not heard by the scanner" in error
+    assert "gateway scan" in error
+
+
+async def test_connection_slots_limit_simultaneous_connections(bluez: FakeBlueZ) -> None:
+    bluez.add_device(HEART_ADDR, "HRM", HEART_GATT)
+    bluez.add_device(THERMO_ADDR, "HRM2", HEART_GATT)
+    second = heart_device(id="heart2", address=THERMO_ADDR)
+    async with Running(config([heart_device(), second], max_connections=1)) as gw:
+        await until(lambda: "up" in (gw.state("ble_gatt:heart"), gw.state("ble_gatt:heart2")))
+        await until(lambda: gw.metric("gateway_ble_connection_slot_waiters", adapter="hci0") == 1)
+        first = "ble_gatt:heart" if gw.state("ble_gatt:heart") == "up" else "ble_gatt:heart2"
+        waiting = "ble_gatt:heart2" if first == "ble_gatt:heart" else "ble_gatt:heart"
+        assert gw.state(waiting) == "starting"  # waiting, not failing
+        assert gw.sup.status[waiting].failures == 0
+        await gw.sup.stop(first)
+        await until(lambda: gw.state(waiting) == "up")
+    assert bluez.max_connected == 1
+
+
+async def test_unknown_devices_are_published_when_asked(bluez: FakeBlueZ) -> None:
+    bluez.add_device(RUUVI_ADDR, "Ruuvi", manufacturer_data={0x0499: RUUVI})
+    bluez.add_device(PVVX_ADDR, "ATC", service_data={ENV: pvvx(20.0, 50.0)})
+    cfg = config([], unknown_devices="publish", allow=["cb:b8:*"])
+    async with Running(cfg) as gw:
+        await gw.readings.wait_value("ble_cbb8334c884f", "temperature", 24.3)
+        await asyncio.sleep(0.2)
+    assert {r.device for r in gw.readings.items} == {"ble_cbb8334c884f"}  # allow-list
+
+
+@pytest.mark.parametrize(
+    ("recovers_on", "steps"),
+    [
+        ("restart", {"restart": 1}),
+        ("power_cycle", {"restart": 1, "power_cycle": 1}),
+        ("never", {"restart": 1, "power_cycle": 1, "exit": 1}),
+    ],
+)
+async def test_silent_scanner_ladder(
+    bluez: FakeBlueZ, recovers_on: Recovery, steps: dict[str, int]
+) -> None:
+    bluez.add_device(PVVX_ADDR, "ATC", service_data={ENV: pvvx(20.0, 50.0)})
+    device = {
+        "id": "kitchen",
+        "type": "ble_advert",
+        "address": PVVX_ADDR,
+        "decoder": "pvvx",
+        "republish_after": 0,
+    }
+    cfg = config([device], silence_timeout=0.3, restarts=1, power_cycles=1)
+    async with Running(cfg) as gw:
+        await gw.readings.wait_value("kitchen", "temperature", 20.0)
+        bluez.hci0.go_silent(recovers_on)
+        heard = len(gw.readings.items)
+        if recovers_on == "never":
+            await until(lambda: gw.fatal != [], within=10)
+            assert gw.state("ble_scanner:hci0") == "failed"
+        else:
+            await until(lambda: len(gw.readings.items) > heard + 4, within=10)
+            assert gw.state("ble_scanner:hci0") == "up"
+    for step in ("restart", "power_cycle", "exit"):
+        expected = steps.get(step, 0)
+        assert gw.metric("gateway_ble_scanner_recoveries_total", adapter="hci0", step=step) == (
+            expected
+        ), step
+    assert bluez.hci0.power_log == ([False, True] if "power_cycle" in steps else [])
+    assert gw.metric("gateway_link_failures_total", link="ble_scanner:hci0", kind="silent") == (
+        sum(steps.values())
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "fatal"),
+    [
+        (BleakDBusError("org.bluez.Error.InProgress", ["Operation already in progress"]),
+         "in_progress", False),
+        (BleakDBusError("org.bluez.Error.Failed", ["le-connection-abort-by-local"]),
+         "aborted", False),
+        (BleakDBusError("org.bluez.Error.NotReady", ["Resource Not Ready"]), "adapter_off", False),
+        (DBusError("org.freedesktop.DBus.Error.ServiceUnknown", "no org.bluez"), "dbus", False),
+        (BleakOutOfConnectionSlotsError("out of slots"), "no_slots", False),
+        (BleakNotFoundError("gone"), "not_found", False),
+        (BleakCharacteristicNotFoundError("2a37"), "config", True),
+        (EOFError(), "dbus", False),
+        (TimeoutError(), "timeout", False),
+        (BleakError("something else"), "ble", False),
+    ],
+)  # fmt: skip
+def test_foreign_errors_are_translated_with_kind_and_advice(
+    exc: BaseException, kind: str, fatal: bool
+) -> None:
+    error = translate(exc, "ble_gatt:heart: connecting")
+    assert error.kind == kind
+    assert isinstance(error, FatalLinkError if fatal else TransientLinkError)
+    assert str(error).startswith("ble_gatt:heart: connecting: ")
+
+
+def socket_fds() -> set[str]:
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:  # closed meanwhile (listdir's own fd, for one)
+            continue
+        if target.startswith("socket:"):
+            found.add(target)
+    return found
+
+
+async def test_links_leave_no_d_bus_connection_behind(bluez: FakeBlueZ) -> None:
+    bluez.add_device(HEART_ADDR, "HRM", HEART_GATT)
+    bluez.add_device(PVVX_ADDR, "ATC", service_data={ENV: pvvx(20.0, 50.0)})
+    before = socket_fds()
+    device = {"id": "kitchen", "type": "ble_advert", "address": PVVX_ADDR, "decoder": "pvvx"}
+    async with Running(config([heart_device(), device])) as gw:
+        await gw.readings.wait_value("kitchen", "temperature", 20.0)
+        await until(lambda: gw.state("ble_gatt:heart") == "up")
+    await close_bleak_manager()
+    assert socket_fds() <= before

@@ -1,0 +1,196 @@
+"""Serial devices as they are in the field, end to end: `gateway run` as a subprocess, a real
+mosquitto, socat pty pairs and `gateway simulate serial` playing the devices.
+
+- a device matched by its by-id name follows it to a new tty across five unplug/replug cycles
+  and leaks no fd;
+- the NMEA GPS and the polled binary meter of the simulator arrive as readings with units;
+- a port another program holds is reported with that program, and opened once it lets go.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import serial
+from helpers import (
+    FAST_BACKOFF,
+    Broker,
+    Daemon,
+    SerialPairFactory,
+    Subscriber,
+    gateway_config,
+    send_until_seen,
+    serial_device,
+    wait_path,
+)
+
+from gateway.simdevices import METER_FORMAT, METER_FRAMING, METER_QUERY
+
+pytestmark = pytest.mark.timeout(40)
+
+PREFIX = "gateway"
+
+
+def repoint(link: Path, target: str) -> None:
+    """Replace a symlink atomically, as udev does when a device comes back."""
+    tmp = link.with_name(link.name + ".new")
+    tmp.symlink_to(target)
+    tmp.replace(link)
+
+
+def test_device_matched_by_id_follows_it_to_new_ttys_without_leaking_fds(
+    tmp_path: Path,
+    broker: Broker,
+    make_serial_pair: SerialPairFactory,
+    subscriber: Subscriber,
+    daemon: Daemon,
+) -> None:
+    by_id = tmp_path / "by-id"  # a by-id directory of our own: /dev/serial/by-id in the field
+    by_id.mkdir()
+    name = by_id / "usb-Acme_Sensor_42-if00-port0"
+    pairs = [make_serial_pair("A"), make_serial_pair("B")]
+    pairs[1].unplug()
+    repoint(name, pairs[0].dev)
+    device = {
+        "id": "sensor",
+        "type": "serial",
+        "match": {"by_id": "usb-Acme_*_42-*", "by_id_dir": str(by_id)},
+        "backoff": dict(FAST_BACKOFF),
+    }
+    daemon.start(gateway_config(broker, [device]))
+    daemon.wait_log("mqtt: connected")
+    send_until_seen(pairs[0], subscriber, PREFIX, "sensor")
+    baseline = daemon.fds()
+    assert daemon.pty_fds() == [pairs[0].realpath]
+
+    for cycle in range(1, 6):
+        old, new = pairs[(cycle - 1) % 2], pairs[cycle % 2]
+        new.plug()  # while the old tty still exists: the device comes back under a new name
+        old_tty = old.realpath
+        old.unplug()
+        daemon.wait_log("went away", count=cycle)
+        assert daemon.pty_fds() == [], f"cycle {cycle}: the unplugged pty is still open"
+        repoint(name, new.dev)
+        assert new.realpath != old_tty
+        daemon.wait_log(f"opened {new.realpath} (match by_id=usb-Acme_*_42-*: ")
+        send_until_seen(new, subscriber, PREFIX, "sensor")
+        assert daemon.pty_fds() == [new.realpath], f"cycle {cycle}"
+
+    assert len(daemon.fds()) == len(baseline), (baseline, daemon.fds())
+    assert daemon.alive
+
+
+@pytest.fixture
+def simulate(tmp_path: Path) -> Iterator[Any]:
+    """Start `gateway simulate serial` on a new pty behind a symlink; returns its path."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(profile: str, *args: str) -> str:
+        link = tmp_path / f"tty{profile}"
+        log = (tmp_path / f"simulate-{profile}.log").open("ab")
+        cmd = [sys.executable, "-m", "gateway", "simulate", "serial", "--profile", profile]
+        procs.append(subprocess.Popen([*cmd, "--link", str(link), *args], stderr=log))
+        log.close()
+        wait_path(str(link))
+        return str(link)
+
+    yield start
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(5)
+
+
+def test_nmea_gps_readings_with_units(
+    broker: Broker, subscriber: Subscriber, daemon: Daemon, simulate: Any
+) -> None:
+    port = simulate("nmea", "--rate", "10", "--seed", "1")
+    gps = {"id": "gps", "type": "serial", "port": port, "decoder": "nmea", "baudrate": 4800}
+    daemon.start(gateway_config(broker, [gps]))
+
+    def reading(sensor: str) -> Any:
+        topic = f"{PREFIX}/gps/{sensor}"
+        return subscriber.wait_for(lambda m: m.topic == topic, timeout=10, what=topic).data
+
+    lat, lon, alt, speed = (reading(s) for s in ("lat", "lon", "alt", "speed"))
+    assert (lat["unit"], lon["unit"], alt["unit"], speed["unit"]) == ("°", "°", "m", "m/s")
+    assert lat["value"] == pytest.approx(48.1173, abs=0.01)
+    assert lon["value"] == pytest.approx(11.5167, abs=0.01)
+    assert reading("fix_quality")["value"] == 1
+    assert 0.5 < speed["value"] < 2.5
+    assert "GSV" not in daemon.log()  # other sentences are ignored, not errors
+
+
+def test_polled_binary_meter_with_missed_responses(
+    broker: Broker, subscriber: Subscriber, daemon: Daemon, simulate: Any
+) -> None:
+    port = simulate("meter", "--miss-every", "3")
+    meter = {
+        "id": "meter",
+        "type": "serial",
+        "port": port,
+        "framing": METER_FRAMING,
+        "decoder": {
+            "type": "struct",
+            "format": METER_FORMAT,
+            "fields": [
+                None,
+                {"name": "voltage", "scale": 0.1, "unit": "V"},
+                {"name": "current", "scale": 0.01, "unit": "A"},
+                {"name": "energy", "unit": "Wh"},
+                {"name": "power", "unit": "W"},
+            ],
+        },
+        "poll": {"query_hex": METER_QUERY.hex(" "), "interval": 0.2, "timeout": 0.1},
+        "backoff": dict(FAST_BACKOFF),
+    }
+    daemon.start(gateway_config(broker, [meter]))
+    daemon.wait_log("no response to the poll within 0.1s")  # the 3rd poll
+    daemon.wait_log("responding again after 1 missed poll(s)")  # the 4th
+
+    volts = [m for m in subscriber.messages if m.topic == f"{PREFIX}/meter/voltage"]
+    assert len(volts) >= 3
+    for message in volts:
+        assert message.data is not None
+        assert message.data["unit"] == "V"
+        assert 215 <= message.data["value"] <= 245
+    energy = subscriber.wait_for(lambda m: m.topic == f"{PREFIX}/meter/energy", what="energy")
+    assert energy.data is not None
+    assert energy.data["unit"] == "Wh"
+    assert daemon.log_count("frame(s) (") == 0  # no frame was damaged or undecodable
+
+
+def test_port_held_by_another_program_is_named_then_opened_when_free(
+    broker: Broker,
+    make_serial_pair: SerialPairFactory,
+    subscriber: Subscriber,
+    daemon: Daemon,
+) -> None:
+    pair = make_serial_pair("GW0")
+    holding = (
+        "import serial, sys, time\n"
+        "port = serial.Serial(sys.argv[1], exclusive=True)\n"
+        "print('holding', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    cmd = [sys.executable, "-c", holding, pair.dev]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE) as holder:
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == b"holding\n"
+            daemon.start(gateway_config(broker, [serial_device("boiler", pair)]))
+            # The lock's owner, from /proc/locks: socat has the pty open too, but no lock.
+            daemon.wait_log(f"{pair.dev} is in use by another program: pid {holder.pid} (python")
+            assert "stop the other program or set exclusive: false" in daemon.log()
+        finally:
+            holder.kill()
+    send_until_seen(pair, subscriber, PREFIX, "boiler")
+
+    # Now the gateway holds it: a second program that asks for the port exclusively is refused.
+    with pytest.raises(serial.SerialException, match="Could not exclusively lock port"):
+        serial.Serial(pair.dev, exclusive=True)
