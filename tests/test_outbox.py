@@ -16,7 +16,7 @@ import pytest
 from gateway.config import OutboxConfig
 from gateway.metrics import Metrics
 from gateway.models import Reading
-from gateway.mqtt.outbox import Outbox, Record
+from gateway.mqtt.outbox import Checkpointer, Outbox, Record
 
 
 class Clock:
@@ -247,3 +247,23 @@ async def test_disk_full_degrades_to_memory_and_keeps_delivering(tiny_tmpfs: Pat
     assert not box.degraded
     assert metrics.registry.get_sample_value("gateway_outbox_degraded") == 0
     box.close()
+
+
+async def test_checkpoints_happen_off_the_event_loop(tmp_path: Path) -> None:
+    db = tmp_path / "o.sqlite3"
+    box = make(db)
+    box._checkpointer.stop()  # restart it with a short interval for the test
+    box._checkpointer = Checkpointer(db, 0.05)
+    box._checkpointer.start()
+    before = db.stat().st_size
+    for i in range(2000):
+        box.put(reading(i), "gateway/boiler/temp", 1)
+    await settle()
+    wal = Path(f"{db}-wal")
+    assert wal.stat().st_size > 100_000, "commits only append to the WAL"
+    # The worker thread copies the WAL into the database file.
+    async with asyncio.timeout(10):
+        while db.stat().st_size <= before + 100_000:
+            await asyncio.sleep(0.05)
+    box.close()
+    assert not box._checkpointer._thread

@@ -126,6 +126,7 @@ class MqttSession:
         self._client: aiomqtt.Client | None = None
         self._by_mid: dict[int, tuple[Record, float]] = {}  # in flight: mid -> (record, sent)
         self._window_open = asyncio.Event()
+        self._published: dict[str, Any] = {}  # device -> its readings_published counter
         self._failed: asyncio.Future[None] | None = None
         self.connected = asyncio.Event()
         # Shutdown shortens this to what is left of gateway.shutdown_timeout.
@@ -245,7 +246,12 @@ class MqttSession:
             log.warning("mqtt: broker refused %s: %s", record.topic, rc)
             self._metrics.readings_dropped.labels(record.device, "refused").inc()
         else:
-            self._metrics.readings_published.labels(record.device).inc()
+            counter = self._published.get(record.device)
+            if counter is None:  # labels() costs more than the increment: look it up once
+                counter = self._published[record.device] = self._metrics.readings_published.labels(
+                    record.device
+                )
+            counter.inc()
             self._metrics.publish_latency.observe(max(0.0, time.time() - record.ts))
         self._window_open.set()
 
