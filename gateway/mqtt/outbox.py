@@ -80,6 +80,7 @@ def _ranges(ids: Iterable[int]) -> list[tuple[int, int]]:
 
 
 CHECKPOINT_INTERVAL = 1.0  # seconds between WAL checkpoints (the WAL stays small)
+ACK_FLUSH_DELAY = 0.5  # seconds an acknowledged record may stay on disk, waiting for a commit
 
 
 class Checkpointer:
@@ -155,6 +156,7 @@ class Outbox:
         self._count = 0
         self._degraded_until = 0.0  # monotonic time of the next disk retry while degraded
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._flush_soon = False  # whether the scheduled flush is for new records
         self._ready_event = asyncio.Event()
         self._drained = asyncio.Event()
         self._closed = False
@@ -276,11 +278,22 @@ class Outbox:
     def degraded(self) -> bool:
         return self._degraded_until > 0
 
-    def _schedule_flush(self) -> None:
-        if self._flush_handle is not None or self._closed:
+    def _schedule_flush(self, *, soon: bool = True) -> None:
+        """`soon`: new records wait to be committed (they are published only then). Otherwise
+        only deletes of acknowledged records wait: they ride along with the next commit of new
+        records, or go within ACK_FLUSH_DELAY, which halves the transactions at a steady low
+        rate. (A crash in that window costs duplicates, never losses.)"""
+        if self._closed:
             return
         loop = asyncio.get_running_loop()
-        if self.cfg.commit_interval > 0:
+        if self._flush_handle is not None:
+            if not soon or self._flush_soon:
+                return
+            self._flush_handle.cancel()  # a lazy delete-only flush: make it prompt
+        self._flush_soon = soon
+        if not soon:
+            self._flush_handle = loop.call_later(ACK_FLUSH_DELAY, self.flush)
+        elif self.cfg.commit_interval > 0:
             self._flush_handle = loop.call_later(self.cfg.commit_interval, self.flush)
         else:
             self._flush_handle = loop.call_soon(self.flush)
@@ -291,6 +304,7 @@ class Outbox:
         now = time.monotonic()
         if self.degraded and now < self._degraded_until:
             if self._pending or self._acked:
+                self._flush_soon = True
                 self._flush_handle = asyncio.get_running_loop().call_later(
                     self._degraded_until - now, self.flush
                 )
@@ -509,7 +523,7 @@ class Outbox:
         self._count -= 1
         if self._pending.pop(record.id, None) is None:  # (degraded: never written, no delete)
             self._acked.add(record.id)
-            self._schedule_flush()
+            self._schedule_flush(soon=False)
         self._changed()
 
     def requeue(self, records: Iterable[Record]) -> None:
