@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import re
 
+from gateway.decoders.values import parse_number
 from gateway.errors import DecodeError
 from gateway.models import Value
 
@@ -15,18 +15,8 @@ _WORD = re.compile(r"^[A-Za-z0-9_.:+-]{1,64}$")
 
 def parse_scalar(text: str) -> Value:
     """Numbers become int or float, true/false become bools, plain words stay strings."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
-        pass
-    else:
-        if math.isfinite(number):  # NaN and inf have no JSON form
-            return number
-        raise DecodeError(f"value {text!r} is not a finite number")
+    if (number := parse_number(text)) is not None:
+        return number
     lowered = text.lower()
     if lowered in {"true", "false"}:
         return lowered == "true"

@@ -10,12 +10,9 @@ from gateway.models import Value
 MAX_TEXT = 256  # characters of a string value: a sensor value, not a document
 
 
-def parse_value(text: str) -> Value | None:
-    """Numbers become int or float, true/false bools, anything else stays a string; empty text
-    is None (no value: the sensor is skipped for this frame)."""
-    text = text.strip()
-    if not text:
-        return None
+def parse_number(text: str) -> int | float | None:
+    """An int or a finite float; None when the text is not a number at all. NaN and inf are
+    errors: they have no JSON form."""
     try:
         return int(text)
     except ValueError:
@@ -23,10 +20,19 @@ def parse_value(text: str) -> Value | None:
     try:
         number = float(text)
     except ValueError:
-        pass
-    else:
-        if not math.isfinite(number):  # NaN and inf have no JSON form
-            raise DecodeError(f"value {text[:40]!r} is not a finite number")
+        return None
+    if not math.isfinite(number):
+        raise DecodeError(f"value {text[:40]!r} is not a finite number")
+    return number
+
+
+def parse_value(text: str) -> Value | None:
+    """Numbers become int or float, true/false bools, anything else stays a string; empty text
+    is None (no value: the sensor is skipped for this frame)."""
+    text = text.strip()
+    if not text:
+        return None
+    if (number := parse_number(text)) is not None:
         return number
     lowered = text.lower()
     if lowered in {"true", "false"}:
