@@ -162,6 +162,7 @@ class MqttSession:
             raise
         self._client = client
         self._install_ack_handler(client)
+        _write_from_the_loop(client)
         try:
             await self.restore_state(client)
         except BaseException:
@@ -371,6 +372,40 @@ class MqttSession:
                 retain=True,
                 timeout=self.cfg.publish_timeout,
             )
+
+
+def _write_from_the_loop(client: aiomqtt.Client) -> None:
+    """Register paho's socket for writing directly on the event loop.
+
+    aiomqtt does it with `call_soon_threadsafe` because paho may call from its connect thread;
+    once connected, paho is only called from the loop. The thread-safe path wakes the loop
+    through its self-pipe for every burst of publishes (two more syscalls and a loop iteration
+    each) and, when the connection breaks before the callback runs, registers a closed fd."""
+    inner = client._client
+    loop = asyncio.get_running_loop()
+
+    def register(c: paho.Client, userdata: Any, sock: Any) -> None:
+        fd = sock.fileno()
+        if fd < 0:
+            return
+
+        def writable() -> None:
+            try:
+                c.loop_write()
+            except Exception as exc:  # a broken socket: fail the session, as aiomqtt does
+                disconnected = client._disconnected
+                if not disconnected.done():
+                    disconnected.set_exception(exc)
+
+        loop.add_writer(fd, writable)
+
+    def unregister(c: paho.Client, userdata: Any, sock: Any) -> None:
+        fd = sock.fileno()
+        if fd >= 0:
+            loop.remove_writer(fd)
+
+    inner.on_socket_register_write = register
+    inner.on_socket_unregister_write = unregister
 
 
 def _force_close(client: aiomqtt.Client) -> None:
