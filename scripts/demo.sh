@@ -147,7 +147,7 @@ if [ "$DEMO_SECONDS" -eq 0 ]; then
 else
     say "starting: gateway run -c config/demo.yaml for ${DEMO_SECONDS}s (Ctrl-C stops earlier)"
 fi
-export DEMO_MQTT_PORT=$PORT DEMO_TTY=$RUN/ttySIM
+export DEMO_MQTT_PORT=$PORT DEMO_TTY=$RUN/ttySIM DEMO_METRICS_PORT=${DEMO_METRICS_PORT:-0}
 start gateway "$RUN/gateway.log" "$BIN/gateway" run -c config/demo.yaml
 
 SECONDS=0
