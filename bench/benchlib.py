@@ -224,6 +224,25 @@ def start_mosquitto_pub(pty: Path, port: int, qos: int, topic: str) -> subproces
 
 
 # -- /proc ---------------------------------------------------------------------------------------
+def start_mosquitto_sub(port: int, qos: int) -> subprocess.Popen[bytes]:
+    """`mosquitto_sub -v` on everything under PREFIX, its output on a pipe."""
+    return subprocess.Popen(
+        [
+            *("mosquitto_sub", "-h", "127.0.0.1", "-p", str(port)),
+            *("-q", str(qos), "-t", f"{PREFIX}/#", "-v"),
+        ],
+        stdout=subprocess.PIPE,
+    )
+
+
+def publish_probe(port: int, topic: str, message: str) -> None:
+    """One message with mosquitto_pub: a subscriber that sees it is subscribed."""
+    subprocess.run(
+        [*("mosquitto_pub", "-h", "127.0.0.1", "-p", str(port)), *("-t", topic, "-m", message)],
+        check=True,
+    )
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the whole process (all threads), in seconds (resolution 1/CLK_TCK)."""
     fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()

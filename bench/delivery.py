@@ -62,8 +62,10 @@ from benchlib import (
     missing_tools,
     peak_rss_mb,
     pty_pair,
+    publish_probe,
     start_gateway,
     start_mosquitto_pub,
+    start_mosquitto_sub,
     stop,
     wait_until,
     write_gateway_config,
@@ -164,13 +166,7 @@ class Receiver:
         self._probed = threading.Event()
         self._batches: list[Batch] = []
         self._changed = threading.Condition()
-        self._proc = subprocess.Popen(
-            [
-                *("mosquitto_sub", "-h", "127.0.0.1", "-p", str(port)),
-                *("-q", str(qos), "-t", f"{PREFIX}/#", "-v"),
-            ],
-            stdout=subprocess.PIPE,
-        )
+        self._proc = start_mosquitto_sub(port, qos)
         self._reader = threading.Thread(target=self._read, name="mosquitto_sub", daemon=True)
         self._reader.start()
         try:  # subscribed once a probe comes back
@@ -180,13 +176,7 @@ class Receiver:
             raise
 
     def _probe(self, port: int) -> bool:
-        subprocess.run(
-            [
-                *("mosquitto_pub", "-h", "127.0.0.1", "-p", str(port)),
-                *("-t", f"{PREFIX}/probe", "-m", "probe"),
-            ],
-            check=True,
-        )
+        publish_probe(port, f"{PREFIX}/probe", "probe")
         return self._probed.wait(0.2)
 
     def _read(self) -> None:

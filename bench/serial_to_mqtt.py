@@ -46,8 +46,10 @@ from benchlib import (
     missing_tools,
     peak_rss_mb,
     pty_pair,
+    publish_probe,
     start_gateway,
     start_mosquitto_pub,
+    start_mosquitto_sub,
     stop,
     wait_until,
     write_gateway_config,
@@ -144,13 +146,7 @@ class MosquittoSubscriber(Counter):
 
     def __init__(self, port: int, qos: int) -> None:
         super().__init__()
-        self._proc = subprocess.Popen(
-            [
-                *("mosquitto_sub", "-h", "127.0.0.1", "-p", str(port)),
-                *("-q", str(qos), "-t", f"{PREFIX}/#", "-v"),
-            ],
-            stdout=subprocess.PIPE,
-        )
+        self._proc = start_mosquitto_sub(port, qos)
         self._reader = threading.Thread(target=self._read, name="mosquitto_sub", daemon=True)
         self._reader.start()
         try:  # subscribed once a probe comes back
@@ -160,13 +156,7 @@ class MosquittoSubscriber(Counter):
             raise
 
     def _probe(self, port: int) -> bool:
-        subprocess.run(
-            [
-                *("mosquitto_pub", "-h", "127.0.0.1", "-p", str(port)),
-                *("-t", f"{PREFIX}/probe/warm", "-m", "warm"),
-            ],
-            check=True,
-        )
+        publish_probe(port, f"{PREFIX}/probe/warm", "warm")
         return self.warm.wait(0.2)
 
     def _read(self) -> None:
