@@ -95,12 +95,17 @@ def config(broker: Broker, pair: SerialPair, **gateway: Any) -> dict[str, Any]:
     return cfg
 
 
+def wait_ready(daemon: Daemon) -> None:
+    """The session is connected and the port open: readings written now are read."""
+    daemon.wait_log("mqtt: connected")
+    daemon.wait_log("opened ")
+
+
 def test_broker_killed_while_readings_flow_loses_nothing(
     broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
 ) -> None:
     daemon.start(config(broker, serial_pair))
-    daemon.wait_log("mqtt: connected")
-    daemon.wait_log("opened ")
+    wait_ready(daemon)
     feeder = Feeder(serial_pair, rate=1000)
     feeder.start()
     try:
@@ -152,8 +157,7 @@ def test_gateway_sigkilled_then_restarted_delivers_every_committed_reading(
     tmp_path: Path,
 ) -> None:
     daemon.start(config(broker, serial_pair))
-    daemon.wait_log("mqtt: connected")
-    daemon.wait_log("opened ")
+    wait_ready(daemon)
     broker.freeze()  # nothing gets acknowledged: readings pile up in the outbox
     try:
         serial_pair.write("".join(f"n={i}\n" for i in range(1, 501)).encode())
@@ -188,8 +192,7 @@ def test_frozen_broker_is_detected_and_delivery_resumes(
     broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
 ) -> None:
     daemon.start(config(broker, serial_pair))
-    daemon.wait_log("mqtt: connected")
-    daemon.wait_log("opened ")
+    wait_ready(daemon)
     broker.freeze()
     frozen_at = time.monotonic()
     try:
@@ -224,8 +227,7 @@ def test_black_hole_path_is_detected_and_delivery_resumes(
     cfg = config(broker, serial_pair)
     cfg["mqtt"]["port"] = proxy.port
     daemon.start(cfg)
-    daemon.wait_log("mqtt: connected")
-    daemon.wait_log("opened ")
+    wait_ready(daemon)
     proxy.blackhole = True  # bytes vanish both ways; TCP stays "up"
     began = time.monotonic()
     serial_pair.write(b"n=1\n")
@@ -243,8 +245,7 @@ def test_full_outbox_drops_oldest_and_keeps_running(
 ) -> None:
     cfg = config(broker, serial_pair, outbox={"max_bytes": 20_000})
     daemon.start(cfg)
-    daemon.wait_log("mqtt: connected")
-    daemon.wait_log("opened ")
+    wait_ready(daemon)
     broker.kill()
     serial_pair.write("".join(f"n={i}\n" for i in range(1, 1001)).encode())
     daemon.wait_log("dropped", timeout=10)
@@ -273,8 +274,7 @@ def test_disk_full_keeps_delivering(
         cfg["gateway"]["state_dir"] = str(state)
         cfg["outbox"] = {"retry_interval": 0.2}
         daemon.start(cfg)
-        daemon.wait_log("mqtt: connected")
-        daemon.wait_log("opened ")
+        wait_ready(daemon)
         fd = os.open(state / "filler", os.O_WRONLY | os.O_CREAT)
         try:
             while os.write(fd, b"x" * 4096):
@@ -298,8 +298,7 @@ def test_replayed_payload_keeps_timestamp_and_sequence(
     broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
 ) -> None:
     daemon.start(config(broker, serial_pair))
-    daemon.wait_log("mqtt: connected")
-    daemon.wait_log("opened ")
+    wait_ready(daemon)
     broker.kill()
     written = time.time()
     serial_pair.write(b"n=1\nn=2\n")
