@@ -408,7 +408,7 @@ class Throughput:
 
 def throughput(program: Program, args: argparse.Namespace) -> Throughput:
     lines: int = args.lines
-    with rig(program, "throughput") as parts:
+    with rig(program, "throughput", sub_qos=args.sub_qos) as parts:
         assert parts.proc is not None
         stamper = Stamper()
         cpu0, _ = parts.stats()
@@ -705,6 +705,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=60.0, help="s to wait for messages")
     parser.add_argument(
         "--quiet", type=float, default=5.0, help="give up a drain that made no progress this long"
+    )
+    parser.add_argument(
+        "--sub-qos",
+        type=int,
+        choices=[0, 1],
+        default=1,
+        help="QoS of the subscriber in the throughput run (publishing is QoS 1 either way)",
     )
     parser.add_argument("--inflight", type=int, help="the gateway's mqtt.inflight (default 64)")
     parser.add_argument(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import faulthandler
 import logging
 import os
@@ -24,7 +23,6 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from gateway.ble.hub import BleHub
 from gateway.ble.links import EXIT_ADAPTER_DEAD, device_link, scanner_links, scanners_changed
@@ -71,18 +69,6 @@ def make_link(
                 raise ValueError(f"{device.type} devices need the gateway's BleHub")
             return device_link(ble, device, submit)
     raise AssertionError(f"no link for device type {device.type}")  # pragma: no cover
-
-
-def _quiet_stale_writer(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """aiomqtt schedules `add_writer(fd)` with call_soon_threadsafe; when the connection breaks
-    before that callback runs, the fd is already closed and asyncio logs a scary traceback for
-    what is a harmless race (the session is reconnecting anyway). Log it quietly instead."""
-    exc = context.get("exception")
-    handle = repr(context.get("handle", ""))
-    if isinstance(exc, OSError) and exc.errno == errno.EBADF and "add_writer" in handle:
-        log.debug("ignored a write registration for a socket that is already closed")
-        return
-    loop.default_exception_handler(context)
 
 
 def link_name(device: Device) -> str:
@@ -145,7 +131,6 @@ class Gateway:
         outbox = Outbox(cfg.gateway.state_dir / cfg.outbox.file, cfg.outbox, self.metrics)
         self.outbox = outbox
         outbox.open()
-        asyncio.get_running_loop().set_exception_handler(_quiet_stale_writer)
         try:
             with self._signals():
                 async with (

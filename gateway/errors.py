@@ -1,8 +1,9 @@
 """The gateway's own error types.
 
-Foreign exceptions (pyserial, paho/aiomqtt, OSError, yaml, pydantic) are translated into these at
-the module that talks to the foreign code, with `raise ... from exc`, so that the supervisor only
-has to know two things about a failure: is it worth retrying, and what should the user be told.
+Foreign exceptions (pyserial, bleak, sqlite3, OSError, ssl, yaml, pydantic) are translated into
+these at the module that talks to the foreign code, with `raise ... from exc`, so that the
+supervisor only has to know two things about a failure: is it worth retrying, and what should the
+user be told.
 """
 
 from __future__ import annotations

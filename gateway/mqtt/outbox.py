@@ -543,6 +543,22 @@ class Outbox:
             self._schedule_flush(soon=False)
         self._changed()
 
+    def ack_many(self, records: list[Record]) -> None:
+        """`ack` for the acknowledgements of one read, with one flush scheduled."""
+        inflight, pending, acked = self._inflight, self._pending, self._acked
+        deletes = False
+        for record in records:
+            if inflight.pop(record.id, None) is None:
+                continue
+            self._bytes -= record.size
+            self._count -= 1
+            if pending.pop(record.id, None) is None:  # (degraded: never written, no delete)
+                acked.add(record.id)
+                deletes = True
+        if deletes:
+            self._schedule_flush(soon=False)
+        self._changed()
+
     def requeue(self, records: Iterable[Record]) -> None:
         """Records whose publish did not complete go back to the front, in order."""
         back = sorted(

@@ -1,4 +1,4 @@
-"""The MQTT session link: owns one aiomqtt client (one broker connection).
+"""The MQTT session link: owns one broker connection (client.MqttConnection).
 
 Entering connects (TLS and credentials from config, a last will `offline` on the status topic)
 and restores the session's state (`restore_state`: status `online`, command subscriptions,
@@ -7,16 +7,13 @@ retained device availability, and any hooks added later such as Home Assistant d
 
 - the publisher: takes records from the durable outbox and keeps up to `mqtt.inflight` of them
   unacknowledged at once; a record leaves the outbox only when the broker acknowledged it
-  (PUBACK at QoS 1), never because the client library queued it;
-- the watcher: iterates incoming messages (commands), which is also what notices a dropped
-  connection while nothing is being published;
+  (PUBACK at QoS 1, PUBCOMP at QoS 2), never because a client library queued it;
+- the keepalive: pings a quiet line and fails the session when the broker says nothing for
+  1.5 x `mqtt.keepalive` (a frozen broker, a black-holed path);
 - the ack watchdog: a publish unacknowledged for `mqtt.publish_timeout` means a half-open
   connection: the session fails and is re-entered (records in flight go back to the outbox);
+- the command runner: incoming commands, at most MAX_CONCURRENT_COMMANDS at once;
 - the availability publisher: retained `<prefix>/<device>/availability` on every change.
-
-Publishing goes straight to paho's `publish` with our own window and acknowledgement tracking:
-aiomqtt's awaited `publish` adds an Event, a `wait_for` and a scan of every pending call to each
-message, which at thousands of readings a second costs more than the rest of the pipeline.
 """
 
 from __future__ import annotations
@@ -27,42 +24,52 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self, cast
-
-import aiomqtt
-import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
+from typing import Any, Self
 
 from gateway.commands import Command, CommandRouter, parse_topic, result_topic
 from gateway.config import MqttSection, default_client_id
 from gateway.errors import TransientLinkError
 from gateway.metrics import Metrics
+from gateway.mqtt import wire
+from gateway.mqtt.client import (
+    BrokerSilentError,
+    ConnectRefusedError,
+    MqttConnection,
+    MqttError,
+    RefusedError,
+    ssl_context,
+)
 from gateway.mqtt.outbox import Outbox, Record
 from gateway.mqtt.topics import availability_topic, status_topic
 
 log = logging.getLogger(__name__)
 
 ANNOUNCE_TIMEOUT = 2.0  # seconds for the `offline` announcement on a clean shutdown
-MAX_CONCURRENT_COMMANDS = 8  # more wait; commands are rare and short
+MAX_CONCURRENT_COMMANDS = 8  # more wait in the queue; commands are rare and short
+QOS2_WINDOW_3_1_1 = 20  # unacknowledged QoS 2 publishes at once over MQTT 3.1.1 (see below)
+MAX_QUEUED_COMMANDS = 100  # beyond this a command is answered `error: busy` at once
 
-ConnectHook = Callable[[aiomqtt.Client], Awaitable[None]]
+ConnectHook = Callable[[MqttConnection], Awaitable[None]]
 
 
-def translate(exc: aiomqtt.MqttError, what: str) -> TransientLinkError:
-    """aiomqtt/paho errors -> the gateway's, with advice where we can give one."""
-    text = str(exc)
-    if isinstance(exc, aiomqtt.MqttCodeError) and exc.rc in (4, 5, 134, 135):
+def translate(exc: BaseException, what: str) -> TransientLinkError:
+    """Connection errors -> the gateway's, with advice where we can give one."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, ConnectRefusedError) and exc.auth:
         return TransientLinkError(
             f"{what}: {text}", kind="auth", advice="check mqtt.username and the password"
         )
-    if "certificate" in text.lower() or "ssl" in text.lower():
+    if isinstance(exc, ssl.SSLError) or "certificate" in text.lower():
         return TransientLinkError(
             f"{what}: {text}", kind="tls", advice="check mqtt.tls (CA, client certificate, key)"
         )
-    kind = "timeout" if "timed out" in text.lower() else "mqtt"
-    return TransientLinkError(f"{what}: {text}", kind=kind)
+    if isinstance(exc, TimeoutError | BrokerSilentError):
+        return TransientLinkError(f"{what}: {text}", kind="timeout")
+    if isinstance(exc, ConnectionRefusedError):
+        return TransientLinkError(
+            f"{what}: {text}", kind="refused", advice="is the broker running at mqtt.host:port?"
+        )
+    return TransientLinkError(f"{what}: {text}", kind="mqtt")
 
 
 class Availability:
@@ -82,22 +89,28 @@ class Availability:
         self.states.pop(device, None)
 
 
-def tls_parameters(cfg: MqttSection) -> tuple[aiomqtt.TLSParameters | None, bool | None]:
+def tls_context(cfg: MqttSection) -> ssl.SSLContext | None:
     tls = cfg.tls
     if tls is None:
-        return None, None
+        return None
     if tls.insecure:
         log.warning(
             "mqtt.tls.insecure is set: the broker's certificate and host name are NOT checked; "
             "anyone on the path can read and change the gateway's traffic"
         )
-    params = aiomqtt.TLSParameters(
-        ca_certs=str(tls.ca_file) if tls.ca_file else None,
-        certfile=str(tls.cert_file) if tls.cert_file else None,
-        keyfile=str(tls.key_file) if tls.key_file else None,
-        cert_reqs=ssl.CERT_NONE if tls.insecure else ssl.CERT_REQUIRED,
-    )
-    return params, (True if tls.insecure else None)
+    try:
+        return ssl_context(
+            str(tls.ca_file) if tls.ca_file else None,
+            str(tls.cert_file) if tls.cert_file else None,
+            str(tls.key_file) if tls.key_file else None,
+            insecure=tls.insecure,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise TransientLinkError(
+            f"cannot load the TLS files: {exc}",
+            kind="tls",
+            advice="check mqtt.tls (CA, client certificate, key)",
+        ) from exc
 
 
 class MqttSession:
@@ -114,57 +127,58 @@ class MqttSession:
         availability: Availability | None = None,
     ) -> None:
         self.cfg = cfg
-        self.open_timeout = cfg.connect_timeout + 1.0  # aiomqtt applies connect_timeout itself
+        self.open_timeout = cfg.connect_timeout + 1.0  # __aenter__ applies connect_timeout
         self.backoff = cfg.backoff.policy()
         self.client_id = cfg.client_id or default_client_id(gateway_id)
         self.status_topic = status_topic(cfg.topic_prefix, gateway_id)
         self.connect_hooks: list[ConnectHook] = []  # e.g. Home Assistant discovery
+        self._v5 = cfg.protocol == "5"
         self._outbox = outbox
         self._metrics = metrics
         self._router = router
         self._availability = availability or Availability()
-        self._client: aiomqtt.Client | None = None
-        self._by_mid: dict[int, tuple[Record, float]] = {}  # in flight: mid -> (record, sent)
+        self._conn: MqttConnection | None = None
+        self._by_id: dict[int, tuple[Record, float]] = {}  # in flight: id -> (record, sent)
         self._window_open = asyncio.Event()
         self._published: dict[str, Any] = {}  # device -> its readings_published counter
-        self._failed: asyncio.Future[None] | None = None
+        self._commands: asyncio.Queue[tuple[wire.Message, Command]] = asyncio.Queue(
+            MAX_QUEUED_COMMANDS
+        )
         self.connected = asyncio.Event()
         # Shutdown shortens this to what is left of gateway.shutdown_timeout.
         self.announce_timeout = ANNOUNCE_TIMEOUT
 
     # -- connect / disconnect ----------------------------------------------------------------
     async def __aenter__(self) -> Self:
+        if self._conn is not None:
+            raise RuntimeError("the MQTT session is already connected (not reentrant)")
         cfg = self.cfg
-        tls_params, tls_insecure = tls_parameters(cfg)
-        client = aiomqtt.Client(
-            cfg.host,
-            cfg.port,
-            identifier=self.client_id,
+        connect = wire.connect_packet(
+            self.client_id,
+            keepalive=cfg.keepalive,
+            v5=self._v5,
             username=cfg.username,
             password=cfg.password.get_secret_value() if cfg.password else None,
-            protocol=aiomqtt.ProtocolVersion(paho.MQTTv5 if cfg.protocol == "5" else paho.MQTTv311),
-            keepalive=cfg.keepalive,
-            timeout=cfg.connect_timeout,
-            will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
-            # Unlimited in paho: our own window bounds what is in flight (paho's own limit
-            # rescans every queued message on each acknowledgement).
-            max_inflight_messages=0,
-            tls_params=tls_params,
-            tls_insecure=tls_insecure,
+            will=wire.Will(self.status_topic, b"offline", qos=1, retain=True),
         )
+        context = tls_context(cfg)
         try:
-            await client.__aenter__()
-        except aiomqtt.MqttError as exc:
-            _force_close(client)  # aiomqtt leaves the socket open when CONNACK never comes
+            async with asyncio.timeout(cfg.connect_timeout):
+                conn = await MqttConnection.open(
+                    cfg.host,
+                    cfg.port,
+                    connect,
+                    keepalive=cfg.keepalive,
+                    v5=self._v5,
+                    on_acks=self._on_acks,
+                    on_message=self._on_message,
+                    ssl_context=context,
+                )
+        except (MqttError, OSError, TimeoutError) as exc:
             raise translate(exc, f"cannot connect to {cfg.host}:{cfg.port}") from exc
-        except BaseException:  # cancelled by the supervisor's deadline
-            _force_close(client)
-            raise
-        self._client = client
-        self._install_ack_handler(client)
-        _write_from_the_loop(client)
+        self._conn = conn
         try:
-            await self.restore_state(client)
+            await self.restore_state(conn)
         except BaseException:
             await self._close(announce=False)
             raise
@@ -172,21 +186,19 @@ class MqttSession:
         self.connected.set()
         return self
 
-    async def restore_state(self, client: aiomqtt.Client) -> None:
+    async def restore_state(self, conn: MqttConnection) -> None:
         """Everything a fresh connection needs, in one place: status, command subscriptions,
         retained availability of every device, then the hooks (discovery plugs in here)."""
         cfg = self.cfg
         try:
-            await client.publish(
-                self.status_topic, b"online", qos=1, retain=True, timeout=cfg.publish_timeout
-            )
-            if cfg.commands and self._router is not None:
-                topic = f"{cfg.topic_prefix}/+/{cfg.command_verb}/+"
-                await client.subscribe(topic, qos=1, timeout=cfg.publish_timeout)
-            await self._publish_availability(client, dict(self._availability.states))
+            async with asyncio.timeout(cfg.publish_timeout):
+                await conn.publish_and_wait(self.status_topic, b"online", 1, retain=True)
+                if cfg.commands and self._router is not None:
+                    await conn.subscribe(f"{cfg.topic_prefix}/+/{cfg.command_verb}/+", 1)
+            await self._publish_availability(conn, dict(self._availability.states))
             for hook in self.connect_hooks:
-                await hook(client)
-        except aiomqtt.MqttError as exc:
+                await hook(conn)
+        except (MqttError, TimeoutError) as exc:
             raise translate(exc, "restoring session state") from exc
 
     async def __aexit__(
@@ -201,95 +213,122 @@ class MqttSession:
 
     async def _close(self, *, announce: bool) -> None:
         self.connected.clear()
-        client, self._client = self._client, None
-        self._give_back_inflight()
-        if client is None:
+        conn, self._conn = self._conn, None
+        self._give_back_inflight(conn)
+        if conn is None:
             return
         try:
             async with asyncio.timeout(self.announce_timeout):
-                if announce:
-                    await client.publish(self.status_topic, b"offline", qos=1, retain=True)
-                await client.__aexit__(None, None, None)
-        except (aiomqtt.MqttError, TimeoutError) as exc:
+                if announce and not conn.is_closed:
+                    await conn.publish_and_wait(self.status_topic, b"offline", 1, retain=True)
+                await conn.disconnect()
+        except (MqttError, TimeoutError) as exc:
             log.debug("mqtt: unclean disconnect: %s", exc)
         finally:
-            _force_close(client)  # no-op after a clean disconnect
+            conn.abort()  # no-op after a clean disconnect
 
-    def _give_back_inflight(self) -> None:
-        if self._by_mid:
-            log.info("mqtt: %d unacknowledged reading(s) go back to the outbox", len(self._by_mid))
-            self._outbox.requeue(record for record, _ in self._by_mid.values())
-            self._by_mid.clear()
+    def _give_back_inflight(self, conn: MqttConnection | None) -> None:
+        if self._by_id:
+            log.info("mqtt: %d unacknowledged reading(s) go back to the outbox", len(self._by_id))
+            if conn is not None:
+                conn.forget(list(self._by_id))
+            self._outbox.requeue(record for record, _ in self._by_id.values())
+            self._by_id.clear()
+        self._window_open.set()
 
     # -- acknowledgements --------------------------------------------------------------------
-    def _install_ack_handler(self, client: aiomqtt.Client) -> None:
-        """Route paho's on_publish for our own mids to the outbox, the rest to aiomqtt."""
-        inner = client._client
-        # aiomqtt registers a VERSION2 callback: (client, userdata, mid, reason, properties).
-        aiomqtt_handler = cast("Callable[..., None] | None", inner.on_publish)
-
-        def on_publish(
-            c: paho.Client, userdata: Any, mid: int, rc: ReasonCode, props: Properties
-        ) -> None:
-            entry = self._by_mid.pop(mid, None)
+    def _on_acks(self, acks: list[tuple[int, int]]) -> None:
+        """The acknowledgements that arrived in one read, handled as one batch: the outbox
+        forgets the records, the counters move once per device."""
+        by_id = self._by_id
+        records = []
+        for packet_id, code in acks:
+            entry = by_id.pop(packet_id, None)
             if entry is None:
-                if aiomqtt_handler is not None:
-                    aiomqtt_handler(c, userdata, mid, rc, props)
-                return
-            self._acknowledged(entry[0], rc)
+                continue
+            if code >= 0x80:
+                self._refused(entry[0], code)
+            else:
+                records.append(entry[0])
+        self._acknowledged(records)
 
-        inner.on_publish = on_publish
-
-    def _acknowledged(self, record: Record, rc: ReasonCode | int) -> None:
-        self._outbox.ack(record)
-        if isinstance(rc, ReasonCode) and rc.is_failure:
-            # MQTT 5 broker refused it (e.g. not authorized): retrying cannot help.
-            log.warning("mqtt: broker refused %s: %s", record.topic, rc)
-            self._metrics.readings_dropped.labels(record.device, "refused").inc()
-        else:
-            counter = self._published.get(record.device)
+    def _acknowledged(self, records: list[Record]) -> None:
+        self._outbox.ack_many(records)
+        now, observe = time.time(), self._metrics.publish_latency.observe
+        counts: dict[str, int] = {}
+        for record in records:
+            counts[record.device] = counts.get(record.device, 0) + 1
+            observe(max(0.0, now - record.ts))
+        for device, count in counts.items():
+            counter = self._published.get(device)
             if counter is None:  # labels() costs more than the increment: look it up once
-                counter = self._published[record.device] = self._metrics.readings_published.labels(
-                    record.device
-                )
-            counter.inc()
-            self._metrics.publish_latency.observe(max(0.0, time.time() - record.ts))
+                counter = self._published[device] = self._metrics.readings_published.labels(device)
+            counter.inc(count)
         self._window_open.set()
+
+    def _refused(self, record: Record, code: int) -> None:
+        """MQTT 5: the broker refused the reading (e.g. not authorized): retrying cannot help;
+        it leaves the outbox like a delivered one, counted as dropped."""
+        log.warning("mqtt: broker refused %s: %s", record.topic, wire.reason_text(code, v5=True))
+        self._outbox.ack(record)
+        self._metrics.readings_dropped.labels(record.device, "refused").inc()
 
     # -- run ---------------------------------------------------------------------------------
     async def run(self) -> None:
-        client = self._client
-        if client is None:
+        conn = self._conn
+        if conn is None:
             raise RuntimeError("run() outside the session's context")
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._watch(client, tg), name="mqtt-watch")
-                tg.create_task(self._publish_loop(client), name="mqtt-publish")
+                tg.create_task(self._watch(conn), name="mqtt-watch")
+                tg.create_task(conn.keepalive(), name="mqtt-keepalive")
+                tg.create_task(self._publish_loop(conn), name="mqtt-publish")
                 tg.create_task(self._ack_watchdog(), name="mqtt-ack-watchdog")
-                tg.create_task(self._availability_loop(client), name="mqtt-availability")
-        except* aiomqtt.MqttError as group:
+                tg.create_task(self._command_loop(conn, tg), name="mqtt-commands")
+                tg.create_task(self._availability_loop(conn), name="mqtt-availability")
+        except* MqttError as group:
             first = group.exceptions[0]
-            assert isinstance(first, aiomqtt.MqttError)
             raise translate(first, "connection lost") from first
 
-    async def _publish_loop(self, client: aiomqtt.Client) -> None:
-        inner = client._client
-        window = self.cfg.inflight
+    @staticmethod
+    async def _watch(conn: MqttConnection) -> None:
+        """Raises as soon as the connection is gone, whatever the other tasks are doing."""
+        await conn.wait_closed()
+        raise MqttError("connection closed")
+
+    async def _publish_loop(self, conn: MqttConnection) -> None:
+        window = min(self.cfg.inflight, conn.receive_maximum)
+        if self.cfg.qos == 2 and not self._v5:
+            # MQTT 3.1.1 cannot tell us the broker's limit, and mosquitto answers a QoS 2
+            # publish beyond its max_inflight_messages (default 20) with a PUBREC that looks
+            # like success, then drops the message.
+            window = min(window, QOS2_WINDOW_3_1_1)
+        by_id = self._by_id
         while True:
-            while len(self._by_mid) >= window:
+            while len(by_id) >= window:
                 self._window_open.clear()
                 await self._window_open.wait()
-            batch = await self._outbox.take(window - len(self._by_mid))
+            await conn.wait_writable()
+            batch = await self._outbox.take(window - len(by_id))
             now = time.monotonic()
+            best_effort = []
             for i, record in enumerate(batch):
-                info = inner.publish(record.topic, record.payload, record.qos)
-                if info.rc != paho.MQTT_ERR_SUCCESS:
+                try:
+                    packet_id = conn.publish(record.topic, record.payload, record.qos)
+                except RefusedError as exc:  # over the broker's maximum packet size
+                    log.warning("mqtt: %s; reading dropped", exc)
+                    self._metrics.readings_dropped.labels(record.device, "too_large").inc()
+                    self._outbox.ack(record)
+                    continue
+                except MqttError:
                     self._outbox.requeue(batch[i:])
-                    raise aiomqtt.MqttCodeError(info.rc, "could not publish")
-                if info.is_published():  # (QoS 0 written at once)
-                    self._acknowledged(record, 0)
-                else:
-                    self._by_mid[info.mid] = (record, now)
+                    raise
+                if packet_id:
+                    by_id[packet_id] = (record, now)
+                else:  # QoS 0: best effort, done once written
+                    best_effort.append(record)
+            if best_effort:
+                self._acknowledged(best_effort)
 
     async def _ack_watchdog(self) -> None:
         """A publish that waits longer than publish_timeout means the connection is dead even if
@@ -297,39 +336,38 @@ class MqttSession:
         timeout = self.cfg.publish_timeout
         while True:
             await asyncio.sleep(min(1.0, timeout / 4))
-            if self._by_mid:
-                oldest = min(sent for _, sent in self._by_mid.values())
+            if self._by_id:
+                oldest = min(sent for _, sent in self._by_id.values())
                 if time.monotonic() - oldest > timeout:
-                    raise aiomqtt.MqttError(
+                    raise BrokerSilentError(
                         f"no acknowledgement for {timeout:g}s: connection presumed dead"
                     )
 
-    async def _watch(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
-        """Iterate incoming messages: commands. Raises as soon as the connection drops."""
-        slots = asyncio.Semaphore(MAX_CONCURRENT_COMMANDS)
-        async for message in client.messages:
-            command = self._parse_command(message)
-            if command is None:
-                continue
-            await slots.acquire()
-            tg.create_task(self._run_command(client, message, command, slots), name="mqtt-cmd")
-        raise aiomqtt.MqttError("message stream ended")
+    # -- commands ----------------------------------------------------------------------------
+    def _on_message(self, message: wire.Message) -> None:
+        """From the connection, for every incoming message: queue commands, ignore the rest."""
+        parsed = parse_topic(message.topic, self.cfg.topic_prefix, self.cfg.command_verb)
+        if parsed is None or self._router is None:
+            return
+        command = Command(parsed[0], parsed[1], message.payload)
+        try:
+            self._commands.put_nowait((message, command))
+        except asyncio.QueueFull:
+            log.warning("mqtt: %d commands waiting; %s refused", MAX_QUEUED_COMMANDS, message.topic)
+            self._metrics.commands.labels(command.device, "error").inc()
+            self._reply_soon(message, "error: busy, too many commands waiting")
 
-    def _parse_command(self, message: aiomqtt.Message) -> Command | None:
-        parsed = parse_topic(message.topic.value, self.cfg.topic_prefix, self.cfg.command_verb)
-        if parsed is None:
-            return None
-        payload = message.payload
-        if isinstance(payload, str):
-            payload = payload.encode()
-        elif not isinstance(payload, bytes | bytearray):
-            payload = b"" if payload is None else str(payload).encode()
-        return Command(parsed[0], parsed[1], bytes(payload))
+    async def _command_loop(self, conn: MqttConnection, tg: asyncio.TaskGroup) -> None:
+        slots = asyncio.Semaphore(MAX_CONCURRENT_COMMANDS)
+        while True:
+            message, command = await self._commands.get()
+            await slots.acquire()
+            tg.create_task(self._run_command(conn, message, command, slots), name="mqtt-cmd")
 
     async def _run_command(
         self,
-        client: aiomqtt.Client,
-        message: aiomqtt.Message,
+        conn: MqttConnection,
+        message: wire.Message,
         command: Command,
         slots: asyncio.Semaphore,
     ) -> None:
@@ -337,79 +375,47 @@ class MqttSession:
             assert self._router is not None
             reply = await self._router.handle(command)
             self._metrics.commands.labels(command.device, "ok" if reply == "ok" else "error").inc()
-            topic, props = result_topic(message.topic.value), None
-            request = message.properties
-            # MQTT 5: answer where the requester asked, with its correlation data.
-            response_topic = getattr(request, "ResponseTopic", None)
-            if isinstance(response_topic, str) and response_topic:
-                topic = response_topic
-                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                correlation = getattr(request, "CorrelationData", None)
-                if correlation:
-                    props.CorrelationData = correlation
-            await client.publish(
-                topic, reply.encode(), qos=1, properties=props, timeout=self.cfg.publish_timeout
-            )
+            topic, props = self._reply_address(message)
+            async with asyncio.timeout(self.cfg.publish_timeout):
+                await conn.publish_and_wait(topic, reply.encode(), 1, properties=props)
         finally:
             slots.release()
 
-    async def _availability_loop(self, client: aiomqtt.Client) -> None:
+    @staticmethod
+    def _reply_address(message: wire.Message) -> tuple[str, dict[int, Any]]:
+        """`<command topic>/result`, or (MQTT 5) where the requester asked, with its
+        correlation data."""
+        response_topic = message.properties.get(wire.RESPONSE_TOPIC)
+        if not response_topic:
+            return result_topic(message.topic), {}
+        props: dict[int, Any] = {}
+        if correlation := message.properties.get(wire.CORRELATION_DATA):
+            props[wire.CORRELATION_DATA] = correlation
+        return response_topic, props
+
+    def _reply_soon(self, message: wire.Message, reply: str) -> None:
+        conn = self._conn
+        if conn is not None and not conn.is_closed:
+            topic, props = self._reply_address(message)
+            conn.publish(topic, reply.encode(), 0, properties=props)
+
+    # -- availability ------------------------------------------------------------------------
+    async def _availability_loop(self, conn: MqttConnection) -> None:
         published = dict(self._availability.states)
         while True:
             await self._availability.changed.wait()
             self._availability.changed.clear()
             current = dict(self._availability.states)
             changes = {d: s for d, s in current.items() if published.get(d) != s}
-            await self._publish_availability(client, changes)
+            await self._publish_availability(conn, changes)
             published = current
 
-    async def _publish_availability(self, client: aiomqtt.Client, states: dict[str, str]) -> None:
-        for device, state in states.items():
-            await client.publish(
-                availability_topic(self.cfg.topic_prefix, device),
-                state.encode(),
-                qos=1,
-                retain=True,
-                timeout=self.cfg.publish_timeout,
-            )
-
-
-def _write_from_the_loop(client: aiomqtt.Client) -> None:
-    """Register paho's socket for writing directly on the event loop.
-
-    aiomqtt does it with `call_soon_threadsafe` because paho may call from its connect thread;
-    once connected, paho is only called from the loop. The thread-safe path wakes the loop
-    through its self-pipe for every burst of publishes (two more syscalls and a loop iteration
-    each) and, when the connection breaks before the callback runs, registers a closed fd."""
-    inner = client._client
-    loop = asyncio.get_running_loop()
-
-    def register(c: paho.Client, userdata: Any, sock: Any) -> None:
-        fd = sock.fileno()
-        if fd < 0:
-            return
-
-        def writable() -> None:
-            try:
-                c.loop_write()
-            except Exception as exc:  # a broken socket: fail the session, as aiomqtt does
-                disconnected = client._disconnected
-                if not disconnected.done():
-                    disconnected.set_exception(exc)
-
-        loop.add_writer(fd, writable)
-
-    def unregister(c: paho.Client, userdata: Any, sock: Any) -> None:
-        fd = sock.fileno()
-        if fd >= 0:
-            loop.remove_writer(fd)
-
-    inner.on_socket_register_write = register
-    inner.on_socket_unregister_write = unregister
-
-
-def _force_close(client: aiomqtt.Client) -> None:
-    """Close the client's socket (and stop its reader) whatever state the protocol is in."""
-    inner = client._client
-    if inner.socket() is not None:
-        inner._sock_close()
+    async def _publish_availability(self, conn: MqttConnection, states: dict[str, str]) -> None:
+        async with asyncio.timeout(self.cfg.publish_timeout):
+            for device, state in states.items():
+                await conn.publish_and_wait(
+                    availability_topic(self.cfg.topic_prefix, device),
+                    state.encode(),
+                    1,
+                    retain=True,
+                )
