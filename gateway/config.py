@@ -148,7 +148,12 @@ class MqttSection(Model):
         10.0, gt=0, description="Seconds to wait for a PUBACK before the session is reset."
     )
     inflight: int = Field(
-        64, ge=1, le=65535, description="Publishes awaiting acknowledgement at once."
+        256,
+        ge=1,
+        le=65535,
+        description="Publishes awaiting acknowledgement at once. An MQTT 5 broker's receive "
+        "maximum lowers it (mosquitto: max_inflight_messages, default 20); QoS 2 over MQTT "
+        "3.1.1 keeps at most 20.",
     )
     tls: TlsConfig | None = Field(None, description="Enable TLS (give at least `{}`).")
     command_verb: TopicLevel = Field(

@@ -52,13 +52,17 @@ class FramePipeline:
 
     def feed(self, data: bytes, ts: float) -> None:
         framer = self.framer
+        received = 0
         for frame in framer.feed(data):
-            self._on_frame(frame, ts)
+            received += self._on_frame(frame, ts)
+        if received:  # one increment per chunk, not per frame
+            self._received.inc(received)
         if errors := framer.take_errors():
             for reason, count in errors.items():
                 self.count_error(reason, count, f"framing ({len(data)} byte chunk)")
 
-    def _on_frame(self, frame: bytes, ts: float) -> None:
+    def _on_frame(self, frame: bytes, ts: float) -> int:
+        """Decode one frame and submit its readings; returns how many."""
         if self.on_frame is not None:
             self.on_frame()
         d = self.device
@@ -66,15 +70,14 @@ class FramePipeline:
             readings = to_readings(d.id, self._decode(frame), self._sensors, ts)
         except DecodeError as exc:
             self.count_error("decode", 1, f"{exc}; frame {frame[:60]!r}")
-            return
+            return 0
         except Exception:  # a decoder bug must not kill the link: count, log, skip
             log.exception("%s: decoder crashed on %r", self.name, frame[:60])
             self.count_error("decoder_bug", 1, "decoder crashed")
-            return
-        if readings:
-            self._received.inc(len(readings))
-            for reading in readings:
-                self._submit(reading)
+            return 0
+        for reading in readings:
+            self._submit(reading)
+        return len(readings)
 
     def count_error(self, reason: str, count: int, detail: str) -> None:
         self._metrics.frame_errors.labels(self.device.id, reason).inc(count)

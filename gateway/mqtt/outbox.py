@@ -278,9 +278,10 @@ class Outbox:
         self._pending[record.id] = record
         self._bytes += size
         self._count += 1
-        if self.degraded:
+        if self._degraded_until:
             self._make_ready([record])  # memory fallback: publish without waiting for the disk
-        self._schedule_flush()
+        if self._flush_handle is None or not self._flush_soon:  # (else: one is on its way)
+            self._schedule_flush()
 
     def _make_room(self, size: int, device: str) -> bool:
         """Apply the overflow policy; False when the new record must be dropped."""
