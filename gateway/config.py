@@ -684,6 +684,12 @@ class BleAdvertDevice(DeviceBase):
     stale_after: float = Field(
         900.0, gt=0, description="Not heard this long (s): the device's link goes down."
     )
+    repeat_window: float = Field(
+        4.0,
+        ge=0,
+        description="BTHome: an advert with the last packet id within this many seconds of "
+        "the previous copy is a repeat and dropped; after a longer silence, a new packet (s).",
+    )
 
     @field_validator("bindkey")
     @classmethod
@@ -764,10 +770,69 @@ class BleGattDevice(DeviceBase):
     disconnect_timeout: float = Field(5.0, gt=0, description="Disconnect on stop (s).")
 
 
+ScanningMode = Literal["active", "passive"]
+# AD types a passive-scanning pattern may name: those of bleak's AdvertisementDataType.
+AD_TYPES = frozenset({*range(0x01, 0x0B), 0x0D, 0x16, 0x20, 0x21, 0xFF})
+AD_DATA_MAX = 31  # bytes of data in a legacy advertisement, the most a pattern can match
+
+
+class PassivePattern(Model):
+    """A BlueZ advertisement monitor pattern: an advertisement matches when one of its AD
+    structures of type `ad_type` holds `data` at byte `start` of its data."""
+
+    ad_type: int = Field(
+        description="AD type: 0x16 service data (16-bit UUID), 0xFF manufacturer data, "
+        "0x09 complete local name, 0x03 16-bit service UUIDs, ..."
+    )
+    data: str = Field(
+        pattern=r"^([0-9A-Fa-f]{2})+$",
+        description="The bytes to find, hex, as sent (little endian): `9904` is Ruuvi's "
+        "company id 0x0499, `d2fc` BTHome's service UUID 0xFCD2.",
+    )
+    start: int = Field(0, ge=0, le=30, description="Where in the AD structure's data.")
+
+    @field_validator("ad_type")
+    @classmethod
+    def _known_type(cls, value: int) -> int:
+        if value not in AD_TYPES:
+            known = ", ".join(f"0x{t:02X}" for t in sorted(AD_TYPES))
+            raise ValueError(f"ad_type 0x{value:02X} is not one of {known}")
+        return value
+
+    @model_validator(mode="after")
+    def _fits(self) -> PassivePattern:
+        if self.start + len(self.data) // 2 > AD_DATA_MAX:
+            raise ValueError(f"start + length of data exceeds {AD_DATA_MAX} bytes")
+        return self
+
+
+class BleAdapterSpec(Model):
+    """Per-adapter settings, overriding the `ble` section's for one adapter."""
+
+    scanning_mode: ScanningMode | None = Field(None, description="Default: ble.scanning_mode.")
+    passive_patterns: list[PassivePattern] = Field(
+        default_factory=list, description="Added to ble.passive_patterns on this adapter."
+    )
+
+
 class BleSection(Model):
     """Bluetooth LE: the adapters' scanners and connection limits."""
 
     adapter: AdapterName = Field("hci0", description="Default adapter of BLE devices.")
+    scanning_mode: ScanningMode = Field(
+        "active",
+        description="active (scan requests: names and scan responses too) or passive (listen "
+        "only, through BlueZ's advertisement monitor with patterns from the devices' decoders; "
+        "needs BlueZ's experimental features, falls back to active where unsupported).",
+    )
+    passive_patterns: list[PassivePattern] = Field(
+        default_factory=list,
+        description="Passive scanning: patterns added to those derived from the decoders "
+        "(e.g. for ble_gatt devices, which have none).",
+    )
+    adapters: dict[AdapterName, BleAdapterSpec] = Field(
+        default_factory=dict, description="Per-adapter overrides: scanning_mode, patterns."
+    )
     unknown_devices: Literal["ignore", "publish"] = Field(
         "ignore",
         description="Adverts of unconfigured devices: ignore, or publish what a built-in "
@@ -796,6 +861,16 @@ class BleSection(Model):
     start_timeout: float = Field(10.0, gt=0, description="Start/stop of a scan (s).")
     power_timeout: float = Field(10.0, gt=0, description="Each step of a power cycle (s).")
     backoff: BackoffConfig = BackoffConfig()
+
+    def scanning_mode_of(self, adapter: str) -> ScanningMode:
+        spec = self.adapters.get(adapter)
+        if spec is None or spec.scanning_mode is None:
+            return self.scanning_mode
+        return spec.scanning_mode
+
+    def passive_patterns_of(self, adapter: str) -> list[PassivePattern]:
+        spec = self.adapters.get(adapter)
+        return [*self.passive_patterns, *(spec.passive_patterns if spec else ())]
 
 
 # -- end of Bluetooth LE ---------------------------------------------------------------------

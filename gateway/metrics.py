@@ -190,6 +190,26 @@ class Metrics:
             ["adapter"],
             registry=r,
         )
+        self.ble_adverts_dropped = Counter(
+            "gateway_ble_adverts_dropped_total",
+            "Advertisements dropped before they became readings: repeat (a packet already "
+            "handled), replay (an encrypted counter below the last accepted), unencrypted "
+            "(plain BTHome from a device with a bindkey).",
+            ["device", "reason"],
+            registry=r,
+        )
+        self.ble_scanner_passive = Gauge(
+            "gateway_ble_scanner_passive",
+            "1 while the adapter's scanner scans passively, 0 while it scans actively.",
+            ["adapter"],
+            registry=r,
+        )
+        self.ble_passive_fallbacks = Counter(
+            "gateway_ble_passive_fallbacks_total",
+            "Scanner starts that fell back from passive to active scanning, by reason.",
+            ["adapter", "reason"],
+            registry=r,
+        )
         # -- end of Bluetooth LE --
         self.reloads = Counter(
             "gateway_config_reloads_total", "Config reloads, by result.", ["result"], registry=r

@@ -9,6 +9,14 @@ writes, connect failures, devices that drop, and an adapter that goes silent: it
 "discovering" but nothing is heard until the scan is restarted, or until the adapter is
 powered off and on, or never.
 
+Passive scanning: each adapter has `org.bluez.AdvertisementMonitorManager1` (unless built with
+`monitors="absent"`, as BlueZ without its experimental features; `"not_supported"` answers
+RegisterMonitor with NotSupported). As in BlueZ, RegisterMonitor(app) watches the caller's
+ObjectManager at `app` (GetManagedObjects, then InterfacesAdded: bleak exports its monitor
+after registering), reads each AdvertisementMonitor1's Type and Patterns, calls Activate, and
+calls DeviceFound the first time a device whose advertised data matches a pattern is heard;
+only those devices then advertise (Device1 property changes), unless an active discovery runs.
+
 `FakeBlueZ` runs in the caller's event loop (async tests); `ThreadedFakeBlueZ` runs one in a
 thread of its own for synchronous end-to-end tests, where the daemon is a subprocess.
 
@@ -21,11 +29,12 @@ import concurrent.futures
 import os
 import subprocess
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from dbus_fast import DBusError, Message, Variant
+from dbus_fast import DBusError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusSignature
 from dbus_fast.constants import PropertyAccess
@@ -48,6 +57,12 @@ Bool = Annotated[bool, DBusSignature("b")]
 # A characteristic: uuid -> (flags, initial value); a GATT database: service uuid -> those.
 Gatt = Mapping[str, Mapping[str, tuple[list[str], bytes]]]
 Recovery = Literal["restart", "power_cycle", "never"]
+MonitorSupport = Literal["supported", "absent", "not_supported"]
+
+MONITOR_IFACE = "org.bluez.AdvertisementMonitor1"
+OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
+BASE_UUID = "-0000-1000-8000-00805f9b34fb"
+AD_MAX = 31  # bytes of data in an AD structure of a legacy advertisement
 
 
 def start_private_bus(tmpdir: Path) -> tuple[subprocess.Popen[str], str]:
@@ -110,6 +125,7 @@ class FakeAdapter(Obj):
         self.recovers_on: Recovery = "restart"
         self.power_log: list[bool] = []
         self.starts = 0
+        self.monitor_manager: MonitorManager | None = None
 
     @dbus_property()
     def Powered(self) -> Bool:
@@ -140,9 +156,7 @@ class FakeAdapter(Obj):
             raise DBusError("org.bluez.Error.NotReady", "Resource Not Ready")
         if caller in self.sessions:  # BlueZ: one discovery session per D-Bus client
             raise DBusError("org.bluez.Error.InProgress", "Operation already in progress")
-        self.starts += 1
-        if self.silent and self.recovers_on == "restart" and self.starts > 1:
-            self.silent = False
+        self.started()
         self.sessions.add(caller)
         if not self.p["Discovering"]:
             self.set(Discovering=True)
@@ -162,8 +176,119 @@ class FakeAdapter(Obj):
             raise DBusError("org.bluez.Error.DoesNotExist", "Does Not Exist")
         self.bluez.remove_device(dev)
 
+    def started(self) -> None:
+        """A scan (discovery or monitor) started: a silent adapter may recover on it."""
+        self.starts += 1
+        if self.silent and self.recovers_on == "restart" and self.starts > 1:
+            self.silent = False
+
     def go_silent(self, recovers_on: Recovery) -> None:
         self.silent, self.recovers_on, self.starts = True, recovers_on, 1
+
+    def monitors_for(self, dev: "Device") -> list["Monitor"]:
+        """The active monitors whose patterns match what the device advertises."""
+        if self.monitor_manager is None:
+            return []
+        structures = dev.ad_structures()
+        return [m for m in self.monitor_manager.monitors() if m.matches(structures)]
+
+
+@dataclass
+class Monitor:
+    """An application's AdvertisementMonitor1, as BlueZ keeps it."""
+
+    owner: str
+    path: str
+    patterns: list[tuple[int, int, bytes]]
+    calls: list[str] = field(default_factory=list)  # Activate, DeviceFound <path>, ...
+    found: set[str] = field(default_factory=set)
+
+    def matches(self, structures: list[tuple[int, bytes]]) -> bool:
+        return any(
+            ad_type == pattern_type and data[start : start + len(content)] == content
+            for start, pattern_type, content in self.patterns
+            for ad_type, data in structures
+        )
+
+
+@dataclass
+class MonitorApp:
+    owner: str
+    root: str
+    monitors: dict[str, Monitor] = field(default_factory=dict)
+    released: list[str] = field(default_factory=list)  # monitors BlueZ refused (Release)
+
+
+class MonitorManager(Obj):
+    """org.bluez.AdvertisementMonitorManager1 of one adapter."""
+
+    SupportedMonitorTypes = prop("as", "SupportedMonitorTypes")
+    SupportedFeatures = prop("as", "SupportedFeatures")
+
+    def __init__(self, adapter: FakeAdapter, support: MonitorSupport) -> None:
+        super().__init__(
+            "org.bluez.AdvertisementMonitorManager1",
+            SupportedMonitorTypes=["or_patterns"],
+            SupportedFeatures=[],
+        )
+        self.adapter, self.bluez, self.support = adapter, adapter.bluez, support
+        self.apps: dict[tuple[str, str], MonitorApp] = {}
+
+    def monitors(self) -> list[Monitor]:
+        return [m for app in self.apps.values() for m in app.monitors.values()]
+
+    @dbus_method()
+    async def RegisterMonitor(self, application: ObjPath) -> None:
+        owner = self.bluez.caller  # before any await: it is the caller only while dispatching
+        if self.support == "not_supported":
+            raise DBusError("org.bluez.Error.NotSupported", "Operation is not supported")
+        if (owner, application) in self.apps:
+            raise DBusError("org.bluez.Error.AlreadyExists", "Already Exists")
+        app = MonitorApp(owner, application)
+        self.apps[owner, application] = app
+        await self.bluez.watch(owner, application)  # before the reply: the app exports next
+        self.adapter.started()
+        self.bluez.spawn(self._fetch(app))
+
+    @dbus_method()
+    def UnregisterMonitor(self, application: ObjPath) -> None:
+        if self.apps.pop((self.bluez.caller, application), None) is None:
+            raise DBusError("org.bluez.Error.DoesNotExist", "Does Not Exist")
+
+    async def _fetch(self, app: MonitorApp) -> None:
+        reply = await self.bluez.bus.call(
+            Message(destination=app.owner, path=app.root, interface=OBJECT_MANAGER,
+                    member="GetManagedObjects")
+        )  # fmt: skip
+        if reply is not None and reply.message_type == MessageType.METHOD_RETURN:
+            for path, interfaces in reply.body[0].items():
+                self.interfaces_added(app.owner, path, interfaces)
+
+    def interfaces_added(self, owner: str, path: str, interfaces: dict[str, Any]) -> None:
+        props = interfaces.get(MONITOR_IFACE)
+        if props is None:
+            return
+        for app in self.apps.values():
+            inside = path == app.root or path.startswith(app.root + "/")
+            if app.owner == owner and inside and path not in app.monitors:
+                self._add(app, path, props)
+
+    def _add(self, app: MonitorApp, path: str, props: dict[str, Variant]) -> None:
+        kind = props.get("Type", Variant("s", "")).value
+        raw = props.get("Patterns", Variant("a(yyay)", [])).value
+        patterns = [(int(start), int(ad_type), bytes(data)) for start, ad_type, data in raw]
+        valid = patterns and all(0 < len(data) <= AD_MAX - start for start, _, data in patterns)
+        if kind != "or_patterns" or not valid:  # BlueZ refuses the monitor: Release
+            app.released.append(path)
+            self.bluez.spawn(self.bluez.call_app(app.owner, path, "Release"))
+            return
+        monitor = Monitor(app.owner, path, patterns)
+        app.monitors[path] = monitor
+        self.bluez.spawn(self.bluez.call_monitor(monitor, "Activate"))
+
+    def owner_gone(self, owner: str) -> None:
+        for key in [k for k in self.apps if k[0] == owner]:
+            del self.apps[key]
 
 
 class Characteristic(Obj):
@@ -271,6 +396,20 @@ class Device(Obj):
             self.p["ServiceData"] = _variants(service_data)
         self.p["fresh"] = True
 
+    def ad_structures(self) -> list[tuple[int, bytes]]:
+        """(AD type, data) of what the device advertises, as the radio would carry it."""
+        out: list[tuple[int, bytes]] = []
+        if self.p["Name"]:
+            out.append((0x09, self.p["Name"].encode()))
+        for company, value in self.p["ManufacturerData"].items():
+            out.append((0xFF, company.to_bytes(2, "little") + bytes(value.value)))
+        for uuid, value in self.p["ServiceData"].items():
+            out.append(_service_data_structure(uuid, bytes(value.value)))
+        short = [u for u in self.p["UUIDs"] if u.startswith("0000") and u.endswith(BASE_UUID)]
+        if short:
+            out.append((0x03, b"".join(int(u[4:8], 16).to_bytes(2, "little") for u in short)))
+        return out
+
     @dbus_method()
     async def Connect(self) -> None:
         if self.p["Connected"]:
@@ -325,23 +464,44 @@ def _variants(data: Mapping[Any, bytes] | None) -> dict[Any, Variant]:
     return {k: Variant("ay", bytes(v)) for k, v in (data or {}).items()}
 
 
+def _service_data_structure(uuid: str, data: bytes) -> tuple[int, bytes]:
+    """Service data AD structure: 0x16 (16-bit UUID), 0x20 (32-bit) or 0x21 (128-bit),
+    the UUID first, little endian."""
+    if uuid.endswith(BASE_UUID) and uuid.startswith("0000"):
+        return 0x16, int(uuid[4:8], 16).to_bytes(2, "little") + data
+    if uuid.endswith(BASE_UUID):
+        return 0x20, int(uuid[:8], 16).to_bytes(4, "little") + data
+    return 0x21, bytes.fromhex(uuid.replace("-", ""))[::-1] + data
+
+
 class FakeBlueZ:
-    def __init__(self, adapters: tuple[str, ...] = ("hci0",), adv_interval: float = 0.05) -> None:
+    def __init__(
+        self,
+        adapters: tuple[str, ...] = ("hci0",),
+        adv_interval: float = 0.05,
+        monitors: MonitorSupport = "supported",
+    ) -> None:
         self.adapter_names = adapters
         self.adv_interval = adv_interval
+        self.monitor_support = monitors
         self.devices: list[Device] = []
         self.adapters: dict[str, FakeAdapter] = {}
         self.caller = ""
         self.connected_now = self.max_connected = 0
         self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
 
     async def start(self, address: str) -> "FakeBlueZ":
         self.bus = await MessageBus(bus_address=address).connect()
         self.bus.add_message_handler(self._remember_caller)
+        self.bus.add_message_handler(self._on_signal)
         for i, name in enumerate(self.adapter_names):
             adapter = FakeAdapter(self, name, i)
             self.adapters[name] = adapter
             self.bus.export(adapter.path, adapter)
+            if self.monitor_support != "absent":
+                adapter.monitor_manager = MonitorManager(adapter, self.monitor_support)
+                self.bus.export(adapter.path, adapter.monitor_manager)
         await self.bus.request_name("org.bluez")
         self._task = asyncio.create_task(self._advertise_loop(), name="fake-bluez-adverts")
         return self
@@ -350,10 +510,59 @@ class FakeBlueZ:
         # Dispatch of a method call is synchronous: this is its sender while it runs.
         self.caller = message.sender or ""
 
+    # -- talking to monitor applications ------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name="fake-bluez-monitor-call")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def watch(self, owner: str, root: str) -> None:
+        """Signals BlueZ needs from a monitor application: its InterfacesAdded, its exit."""
+        for rule in (
+            f"type='signal',sender='{owner}',interface='{OBJECT_MANAGER}',"
+            f"member='InterfacesAdded',path_namespace='{root}'",
+            f"type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{owner}'",
+        ):
+            await self.bus.call(
+                Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                        interface="org.freedesktop.DBus", member="AddMatch", signature="s",
+                        body=[rule])
+            )  # fmt: skip
+
+    def _on_signal(self, message: Message) -> None:
+        if message.message_type != MessageType.SIGNAL:
+            return
+        managers = [a.monitor_manager for a in self.adapters.values() if a.monitor_manager]
+        if message.member == "InterfacesAdded" and message.interface == OBJECT_MANAGER:
+            path, interfaces = message.body
+            for manager in managers:
+                manager.interfaces_added(message.sender or "", path, interfaces)
+        elif message.member == "NameOwnerChanged" and not message.body[2]:
+            for manager in managers:
+                manager.owner_gone(message.body[0])
+
+    async def call_app(self, owner: str, path: str, member: str, *device: str) -> bool:
+        reply = await self.bus.call(
+            Message(destination=owner, path=path, interface=MONITOR_IFACE, member=member,
+                    signature="o" if device else "", body=list(device))
+        )  # fmt: skip
+        return reply is not None and reply.message_type == MessageType.METHOD_RETURN
+
+    async def call_monitor(self, monitor: Monitor, member: str, *device: str) -> None:
+        if await self.call_app(monitor.owner, monitor.path, member, *device):
+            monitor.calls.append(" ".join((member, *device)))
+
+    def monitors(self, adapter: str = "hci0") -> list[Monitor]:
+        manager = self.adapters[adapter].monitor_manager
+        return [] if manager is None else manager.monitors()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         # Say goodbye like bluetoothd would (InterfacesRemoved), so that bleak's process-wide
         # BlueZ manager does not keep this fake's objects for the next test.
         for dev in list(self.devices):
@@ -376,6 +585,10 @@ class FakeBlueZ:
 
     def remove_device(self, dev: Device) -> None:
         """The device disappears (InterfacesRemoved)."""
+        for monitor in self.monitors(dev.adapter.hci):
+            if dev.path in monitor.found:
+                monitor.found.discard(dev.path)
+                self.spawn(self.call_monitor(monitor, "DeviceLost", dev.path))
         dev.drop()
         self.devices.remove(dev)
         if dev.exported:
@@ -384,22 +597,33 @@ class FakeBlueZ:
 
     async def _advertise_loop(self) -> None:
         """Every interval each device that is not connected advertises once on its adapter,
-        if that adapter discovers and is not silent."""
+        if that adapter is powered, not silent, and discovers or monitors a pattern the
+        device's advertisement matches."""
         while True:
             for dev in list(self.devices):
                 adapter = dev.adapter
-                if not adapter.p["Discovering"] or adapter.silent or dev.p["Connected"]:
+                if not adapter.p["Powered"] or adapter.silent or dev.p["Connected"]:
                     continue
-                if not dev.exported:
-                    dev.exported = True
-                    self.bus.export(dev.path, dev)  # InterfacesAdded -> advertisement callback
+                monitors = adapter.monitors_for(dev)
+                if not adapter.p["Discovering"] and not monitors:
                     continue
-                changed: dict[str, Any] = {"RSSI": dev.p["RSSI"] + (1 if dev.p["RSSI"] % 2 else -1)}
-                if dev.p.pop("fresh", False):
-                    changed["ManufacturerData"] = dev.p["ManufacturerData"]
-                    changed["ServiceData"] = dev.p["ServiceData"]
-                dev.set(**changed)  # PropertiesChanged -> advertisement callback
+                self._advertise(dev)
+                for monitor in monitors:
+                    if dev.path not in monitor.found:
+                        monitor.found.add(dev.path)
+                        self.spawn(self.call_monitor(monitor, "DeviceFound", dev.path))
             await asyncio.sleep(self.adv_interval)
+
+    def _advertise(self, dev: Device) -> None:
+        if not dev.exported:
+            dev.exported = True
+            self.bus.export(dev.path, dev)  # InterfacesAdded -> advertisement callback
+            return
+        changed: dict[str, Any] = {"RSSI": dev.p["RSSI"] + (1 if dev.p["RSSI"] % 2 else -1)}
+        if dev.p.pop("fresh", False):
+            changed["ManufacturerData"] = dev.p["ManufacturerData"]
+            changed["ServiceData"] = dev.p["ServiceData"]
+        dev.set(**changed)  # PropertiesChanged -> advertisement callback
 
 
 class ThreadedFakeBlueZ:

@@ -11,16 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from gateway.ble.guard import PacketGuard
+from gateway.ble.links import scanners_changed
+from gateway.ble.patterns import scan_plan
 from gateway.ble.throttle import Throttle
 from gateway.config import AdvertStructSpec, Config, GattValueSpec
-from gateway.decoders.ble import BUILTIN, Advert, detect, unit_of, uuid16
-from gateway.decoders.ble.bthome import decode_bthome, encode_bthome
+from gateway.decoders.ble import BUILTIN, Advert, Decoded, detect, unit_of, uuid16
+from gateway.decoders.ble.bthome import decode_bthome, encode_bthome, parse_bthome
 from gateway.decoders.ble.gatt import decode_gatt
 from gateway.decoders.ble.ibeacon import decode_ibeacon
 from gateway.decoders.ble.ruuvi import decode_ruuvi
 from gateway.decoders.ble.structfmt import decode_struct
 from gateway.decoders.ble.xiaomi import decode_atc, decode_pvvx
 from gateway.errors import DecodeError
+from gateway.models import Value
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,13 +99,87 @@ def test_bthome_skips_text_and_raw_objects_by_their_length_byte() -> None:
     assert decode_bthome(svc(BTHOME, "4001505303686921")) == {"battery": 80}
 
 
+# -- BTHome events, packet ids and counters; repeats and replays ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("hexdata", "events"),
+    [
+        ("403a01", {"button": "press"}),  # bthome.io: 0x3A 0x01, a button press
+        ("403a04", {"button": "long_press"}),
+        ("403a80", {"button": "hold_press"}),
+        # Home Assistant's test sample: three buttons, the 2nd pressed, the 3rd triple-pressed
+        ("403a003a013a03", {"button_2": "press", "button_3": "triple_press"}),
+        ("403c0103", {"dimmer": "rotate_left", "dimmer_steps": 3}),  # bthome.io: left 3 steps
+        ("403c0205", {"dimmer": "rotate_right", "dimmer_steps": 5}),
+        ("403a07", {}),  # an event type the format does not define: nothing to publish
+    ],
+)
+def test_bthome_button_and_dimmer_events(hexdata: str, events: dict[str, Any]) -> None:
+    decoded = parse_bthome(svc(BTHOME, hexdata))
+    assert decoded.events == events
+    assert decoded.values == {}
+
+
+def test_bthome_packet_id_counter_and_values_beside_events() -> None:
+    # A Shelly BLU Button-like packet: packet id 9, battery 100 %, a double press.
+    assert parse_bthome(svc(BTHOME, "4400090164" + "3a02")) == Decoded(
+        {"battery": 100}, {"button": "double_press"}, packet_id=9
+    )
+    # Only "no event": a valid packet with nothing to publish, not an error.
+    assert parse_bthome(svc(BTHOME, "4000053a00")) == Decoded({}, {}, packet_id=5)
+    # The published encrypted sample: its counter 0x33221100, authenticated by the decryption.
+    sealed = parse_bthome(svc(BTHOME, BT_SEALED.hex(), BT_MAC), BT_KEY)
+    assert sealed == Decoded({"temperature": 25.06, "humidity": 50.55}, counter=0x33221100)
+    assert parse_bthome(svc(BTHOME, "4002ca09")).counter is None  # plain: no counter
+
+
+def sealed(counter: int, objects: str = "02ca0903bf13") -> Decoded:
+    data = encode_bthome(bytes.fromhex(objects), mac=BT_MAC, bindkey=BT_KEY, counter=counter)
+    return parse_bthome(Advert(BT_MAC, service_data={BTHOME: data}), BT_KEY)
+
+
+def test_guard_drops_repeated_packet_ids_within_the_window() -> None:
+    guard = PacketGuard(encrypted=False, repeat_window=4.0)
+    packet = {n: parse_bthome(svc(BTHOME, f"4000{n:02x}3a01")) for n in (0, 5, 6, 100, 250, 255)}
+    assert guard.check(packet[5], 0.0) is None
+    assert guard.check(packet[5], 0.1) == "repeat"  # a copy of the same packet
+    assert guard.check(packet[5], 3.9) == "repeat"  # copies keep the window open ...
+    assert guard.check(packet[6], 4.0) is None  # ... a new id is a new packet at once
+    assert guard.check(packet[5], 4.1) == "repeat"  # a late copy of an older packet
+    assert guard.check(packet[6], 9.0) is None  # silent for longer than the window: new
+    assert guard.check(packet[250], 9.1) == "repeat"  # 12 behind 6 (ids wrap): a late copy
+    assert guard.check(packet[100], 9.2) is None  # ahead (by less than 192)
+    assert guard.check(packet[255], 9.3) is None
+    assert guard.check(packet[0], 9.4) is None  # ids wrap at 256
+    values_only = Decoded({"temperature": 21.5})
+    assert guard.check(values_only, 9.3) is None  # no packet id: nothing to compare
+    assert guard.check(values_only, 9.3) is None
+
+
+def test_guard_accepts_only_increasing_counters_of_an_encrypted_device() -> None:
+    guard = PacketGuard(encrypted=True, repeat_window=4.0)
+    assert guard.check(sealed(0x33221100), 0.0) is None
+    assert guard.check(sealed(0x33221100), 0.1) == "repeat"  # the same advertisement again
+    assert guard.check(sealed(0x33221101), 0.2) is None
+    assert guard.check(sealed(0x33221100), 10.0) == "replay"  # recorded, sent again later
+    assert guard.check(sealed(7), 10.1) == "replay"  # a restarted counter looks the same
+    assert guard.check(sealed(0x33221102), 10.2) is None
+    # A plaintext advertisement in the name of a device with a bindkey: a forgery.
+    plain = parse_bthome(svc(BTHOME, "4002ca0903bf13", BT_MAC))
+    assert guard.check(plain, 10.3) == "unencrypted"
+    assert guard.counter == 0x33221102
+
+
 # -- Xiaomi custom firmware (pvvx, atc), Ruuvi, iBeacon ------------------------------------------
 
 
 def test_pvvx_and_atc_layouts() -> None:
     # pvvx: reversed MAC, 21.55 °C, 46.20 %, 2950 mV, 95 %, counter, flags (little endian)
     pvvx = svc(ENV, "56341238c1a46b080c12860b5f1204")
-    expected = {"temperature": 21.55, "humidity": 46.2, "battery": 95, "voltage": 2.95}
+    expected: dict[str, Value] = {
+        "temperature": 21.55, "humidity": 46.2, "battery": 95, "voltage": 2.95
+    }  # fmt: skip
     assert decode_pvvx(pvvx) == expected
     # atc1441: MAC, 21.5 °C (x0.1), 46 %, 95 %, 2950 mV, counter (big endian)
     atc = svc(ENV, "a4c13812345600d72e5f0b8612")
@@ -111,7 +189,7 @@ def test_pvvx_and_atc_layouts() -> None:
         decode_atc(pvvx)
     with pytest.raises(DecodeError, match="15 bytes"):
         decode_pvvx(atc)
-    assert detect(pvvx) == ("pvvx", expected)
+    assert detect(pvvx) == ("pvvx", Decoded(expected))
 
 
 @pytest.mark.parametrize(
@@ -195,10 +273,12 @@ def test_advert_decoders_only_raise_decode_error(
     advert = Advert("A4:C1:38:12:34:56", service_data={uuid: data},
                     manufacturer_data={company: data})  # fmt: skip
     try:
-        values = BUILTIN[name](advert)
+        decoded = BUILTIN[name](advert)
     except DecodeError:
         return
-    assert values
+    values = {**decoded.values, **decoded.events}
+    if name != "bthome":  # BTHome may carry only "no event" button objects: nothing to publish
+        assert values
     assert all(isinstance(v, bool | int | float | str) for v in values.values())
 
 
@@ -358,3 +438,87 @@ def test_gatt_uuid_shorthands_and_errors() -> None:
         GattValueSpec(characteristic="2a1", format="battery")
     with pytest.raises(ValidationError, match="fields"):
         GattValueSpec(characteristic="2a19", format="battery", fields=["x"])
+
+
+def test_scanning_mode_defaults_to_active_and_adapters_override_it() -> None:
+    assert ble_config(adapter="hci0").ble.scanning_mode_of("hci0") == "active"
+    cfg = ble_config(
+        scanning_mode="passive",
+        passive_patterns=[{"ad_type": 0xFF, "data": "5900"}],
+        adapters={"hci1": {"scanning_mode": "active"},
+                  "hci2": {"passive_patterns": [{"ad_type": 0x09, "data": "4154435f"}]}},
+    )  # fmt: skip
+    assert [cfg.ble.scanning_mode_of(a) for a in ("hci0", "hci1", "hci2")] == [
+        "passive", "active", "passive"
+    ]  # fmt: skip
+    assert [p.data for p in cfg.ble.passive_patterns_of("hci2")] == ["5900", "4154435f"]
+
+
+@pytest.mark.parametrize(
+    ("ble", "message"),
+    [
+        ({"scanning_mode": "sleepy"}, "'active' or 'passive'"),
+        ({"passive_patterns": [{"ad_type": 0x42, "data": "00"}]}, "ad_type 0x42 is not one of"),
+        ({"passive_patterns": [{"ad_type": 0xFF, "data": "123"}]}, "pattern"),
+        ({"passive_patterns": [{"ad_type": 0xFF, "data": "00" * 30, "start": 2}]}, "31 bytes"),
+        ({"adapters": {"usb0": {"scanning_mode": "passive"}}}, "pattern"),
+    ],
+)
+def test_passive_scanning_config_errors(ble: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ble_config(**ble)
+
+
+def test_passive_patterns_come_from_the_decoders_and_the_config() -> None:
+    def advert(i: int, decoder: str, **extra: Any) -> dict[str, Any]:
+        return {"id": f"d{i}", "type": "ble_advert", "address": f"A4:C1:38:00:00:{i:02X}",
+                "decoder": decoder, **extra}  # fmt: skip
+
+    def struct(**source: Any) -> dict[str, Any]:
+        return {"format": "<h", "fields": ["temperature"], **source}
+
+    devices = [
+        advert(1, "bthome"), advert(2, "pvvx"), advert(3, "atc"), advert(4, "ruuvi"),
+        advert(5, "ibeacon"), advert(6, "struct", struct=struct(manufacturer_id=0x0059)),
+        advert(7, "struct", struct=struct(service_uuid="fe95")),
+        advert(8, "struct", struct=struct(service_uuid="6e400001-b5a3-f393-e0a9-e50e24dcca9e")),
+        advert(9, "pvvx", adapter="hci1"),
+        {"id": "heart", "type": "ble_gatt", "address": "AA:BB:CC:DD:EE:01"},
+    ]  # fmt: skip
+    cfg = ble_config(*devices, scanning_mode="passive")
+    plan = scan_plan(cfg, "hci0")
+    assert plan.mode == "passive"
+    assert [(p.start, p.ad_type, p.data.hex()) for p in plan.patterns] == [
+        (0, 0x16, "d2fc"),  # BTHome: service data of 0xFCD2, the UUID little endian
+        (0, 0x16, "1a18"),  # pvvx and atc: 0x181A, once
+        (0, 0xFF, "9904"),  # Ruuvi: manufacturer data of company 0x0499
+        (0, 0xFF, "4c000215"),  # iBeacon: Apple's 0x004C, type 0x02, length 0x15
+        (0, 0xFF, "5900"),
+        (0, 0x16, "95fe"),
+        (0, 0x21, "9ecadc240ee5a9e093f3a3b50100406e"),  # a 128-bit UUID, reversed
+    ]
+    assert plan.unmatched == ("heart",)  # a GATT device: nothing to derive
+    assert [str(p) for p in scan_plan(cfg, "hci1").patterns] == ["0x16:1a18"]
+    # Configured patterns are added; with them, GATT devices are assumed to be covered.
+    pattern = {"ad_type": 0x03, "data": "0d18", "start": 0}
+    cfg = ble_config(*devices, scanning_mode="passive", passive_patterns=[pattern])
+    assert str(scan_plan(cfg, "hci0").patterns[-1]) == "0x03:0d18"
+    assert scan_plan(cfg, "hci0").unmatched == ()
+    # unknown_devices: publish hears what any built-in decoder reads.
+    cfg = ble_config(scanning_mode="passive", unknown_devices="publish")
+    assert {str(p) for p in scan_plan(cfg, "hci0").patterns} == {
+        "0x16:d2fc", "0x16:1a18", "0xFF:9904", "0xFF:4c000215"
+    }  # fmt: skip
+    assert scan_plan(ble_config(*devices), "hci0").patterns == ()  # active: none
+
+
+def test_a_reload_restarts_a_passive_scanner_only_when_its_patterns_change() -> None:
+    kitchen = {"id": "kitchen", "type": "ble_advert", "address": "A4:C1:38:12:34:56",
+               "decoder": "pvvx"}  # fmt: skip
+    hall = {**kitchen, "id": "hall", "address": "A4:C1:38:65:43:21", "decoder": "atc"}
+    bath = {**kitchen, "id": "bath", "address": "54:48:E6:8F:80:A5", "decoder": "bthome"}
+    for mode, restarts in (("active", [False, False]), ("passive", [False, True])):
+        old = ble_config(kitchen, scanning_mode=mode)
+        added = [ble_config(kitchen, device, scanning_mode=mode) for device in (hall, bath)]
+        # hall's atc reads 0x181A like kitchen's pvvx: the same patterns; bath's BTHome adds one
+        assert [scanners_changed(old, new) for new in added] == restarts, mode

@@ -3,7 +3,8 @@ fake BlueZ on a private D-Bus bus (DBUS_SYSTEM_BUS_ADDRESS) and a real mosquitto
 
 Adverts -> decoded readings on MQTT; GATT notifications -> readings; an MQTT command -> a GATT
 write; a dropped device reconnects; SIGTERM disconnects cleanly; the silent-scanner ladder ends
-in exit status 3; `gateway scan` shows what is heard.
+in exit status 3; `gateway scan` shows what is heard; passive scanning (BlueZ's advertisement
+monitor) with BTHome button events.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from helpers import (
 )
 
 from gateway.decoders.ble import uuid16
+from gateway.decoders.ble.bthome import encode_bthome
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -35,6 +37,7 @@ HR_SVC, HR_MEAS = uuid16(0x180D), uuid16(0x2A37)
 LED = "6e400002-b5a3-f393-e0a9-e50e24dcca9e"
 HEART_GATT = {HR_SVC: {HR_MEAS: (["notify"], b"\x00\x48"), LED: (["write"], b"")}}
 PVVX = bytes.fromhex("56341238c1a46b080c12860b5f1204")  # 21.55 °C, 46.2 %, 95 %, 2.95 V
+REMOTE, BTHOME = "3C:2E:F5:00:11:22", uuid16(0xFCD2)
 
 
 @pytest.fixture
@@ -156,3 +159,38 @@ def test_reload_adds_advert_devices_and_restarts_the_scanner_only_when_ble_chang
     daemon.signal(signal.SIGHUP)
     daemon.wait_log("ble_scanner:hci0: scanning", count=2)
     assert daemon.log_count("link ble_advert:kitchen: up -> stopped") == 0  # devices untouched
+
+
+def test_passive_scanning_publishes_adverts_and_button_events_once(
+    broker: Broker, subscriber: Subscriber, daemon: Daemon, bluez: ThreadedFakeBlueZ
+) -> None:
+    def button(packet_id: int, event: int) -> dict[str, bytes]:
+        return {BTHOME: encode_bthome(bytes([0x00, packet_id, 0x3A, event]), trigger_based=True)}
+
+    fake = bluez.fake
+    bluez.call(lambda: fake.add_device(KITCHEN, "ATC_123456", service_data={ENV: PVVX}))
+    remote = bluez.call(lambda: fake.add_device(REMOTE, "SBBT-002C", service_data=button(1, 1)))
+    cfg = ble_config(broker, scanning_mode="passive")
+    cfg["devices"] = [
+        cfg["devices"][0],
+        {"id": "remote", "type": "ble_advert", "address": REMOTE, "decoder": "bthome",
+         "backoff": FAST_BACKOFF},
+    ]  # fmt: skip
+    daemon.start(cfg)
+
+    subscriber.wait_value(f"{PREFIX}/kitchen/temperature", 21.55, timeout=10)
+    subscriber.wait_value(f"{PREFIX}/remote/button", "press")
+    daemon.wait_log("ble_scanner:hci0: scanning (passive: 0x16:1a18, 0x16:d2fc)")
+    [monitor] = bluez.call(fake.monitors)
+    assert monitor.calls[0] == "Activate"
+    assert not bluez.call(lambda: fake.hci0.sessions)  # no active discovery
+    bluez.call(lambda: remote.advertise(service_data=button(2, 4)))
+    subscriber.wait_value(f"{PREFIX}/remote/button", "long_press")
+    # Each packet was advertised many times (every 50 ms); each event was published once.
+    assert [m.data["value"] for m in subscriber.on_topic(f"{PREFIX}/remote/button") if m.data] == [
+        "press", "long_press"
+    ]  # fmt: skip
+
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(15) == 0
+    assert bluez.call(fake.monitors) == []  # the monitor was unregistered

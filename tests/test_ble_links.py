@@ -4,8 +4,9 @@ D-Bus bus (tests/fakebluez.py), run under the real Supervisor."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -71,6 +72,27 @@ async def bluez(dbus_address: str) -> AsyncIterator[FakeBlueZ]:
         yield fake
     finally:
         await fake.stop()
+        await close_bleak_manager()
+
+
+MakeBlueZ = Callable[..., Awaitable[FakeBlueZ]]
+
+
+@pytest_asyncio.fixture
+async def make_bluez(dbus_address: str) -> AsyncIterator[MakeBlueZ]:
+    """A fake BlueZ with options: `await make_bluez(adapters=("hci0", "hci1"))` (one a test)."""
+    fakes: list[FakeBlueZ] = []
+
+    async def make(**options: Any) -> FakeBlueZ:
+        fake = await FakeBlueZ(adv_interval=0.02, **options).start(dbus_address)
+        fakes.append(fake)
+        return fake
+
+    try:
+        yield make
+    finally:
+        for fake in fakes:
+            await fake.stop()
         await close_bleak_manager()
 
 
@@ -397,3 +419,210 @@ async def test_links_leave_no_d_bus_connection_behind(bluez: FakeBlueZ) -> None:
         await until(lambda: gw.state("ble_gatt:heart") == "up")
     await close_bleak_manager()
     assert socket_fds() <= before
+
+
+# -- passive scanning ------------------------------------------------------------------------
+
+
+def advert_device(device_id: str, address: str, decoder: str, **extra: Any) -> dict[str, Any]:
+    return {"id": device_id, "type": "ble_advert", "address": address, "decoder": decoder,
+            **extra}  # fmt: skip
+
+
+async def test_passive_scanning_hears_only_devices_that_match_the_patterns(
+    make_bluez: MakeBlueZ,
+) -> None:
+    bluez = await make_bluez()
+    kitchen = bluez.add_device(PVVX_ADDR, "ATC_123456", service_data={ENV: pvvx(21.55, 46.2)})
+    garden = bluez.add_device(RUUVI_ADDR, "Ruuvi 884F", manufacturer_data={0x0499: RUUVI})
+    beacon = bluez.add_device("C0:FF:EE:00:00:01", "nRF", manufacturer_data={0x0059: b"\x01"})
+    # A BTHome sensor nobody configured: no pattern matches it, so BlueZ never reports it.
+    bath = bluez.add_device(BTHOME_ADDR, "BTHome", service_data={BTHOME: b"\x40\x02\xca\x09"})
+    devices = [advert_device("kitchen", PVVX_ADDR, "pvvx"), advert_device("garden", RUUVI_ADDR,
+               "ruuvi")]  # fmt: skip
+    extra = [{"ad_type": 0xFF, "data": "5900"}]  # Nordic's company id, as sent
+    async with Running(config(devices, scanning_mode="passive", passive_patterns=extra)) as gw:
+        await gw.readings.wait_value("kitchen", "temperature", 21.55)
+        await gw.readings.wait_value("garden", "pressure", 1000.44)
+        [monitor] = bluez.monitors()
+        await until(lambda: f"DeviceFound {beacon.path}" in monitor.calls)
+        await asyncio.sleep(0.2)  # ten more advertising rounds
+        assert monitor.patterns == [(0, 0x16, b"\x1a\x18"), (0, 0xFF, b"\x99\x04"),
+                                    (0, 0xFF, b"\x59\x00")]  # fmt: skip
+        assert monitor.calls[0] == "Activate"
+        found = {call.split()[1] for call in monitor.calls if call.startswith("DeviceFound")}
+        assert found == {kitchen.path, garden.path, beacon.path}
+        assert not bath.exported  # never heard
+        assert not bluez.hci0.sessions  # no active discovery
+        assert not bluez.hci0.p["Discovering"]
+        assert gw.metric("gateway_ble_scanner_passive", adapter="hci0") == 1
+        assert gw.state("ble_scanner:hci0") == "up"
+    assert bluez.monitors() == []  # unregistered on stop
+    assert gw.metric("gateway_ble_scanner_passive", adapter="hci0") == 0
+
+
+@pytest.mark.parametrize(
+    ("support", "reason", "why"),
+    [
+        ("absent", "no_monitor_api", "offers no advertisement monitor"),  # experimental off
+        ("not_supported", "not_supported", "org.bluez.Error.NotSupported"),
+    ],
+)
+async def test_passive_scanning_falls_back_to_active_where_bluez_cannot(
+    make_bluez: MakeBlueZ,
+    caplog: pytest.LogCaptureFixture,
+    support: str,
+    reason: str,
+    why: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.ble.scanner")
+    bluez = await make_bluez(monitors=support)
+    bluez.add_device(PVVX_ADDR, "ATC", service_data={ENV: pvvx(20.0, 50.0)})
+    device = advert_device("kitchen", PVVX_ADDR, "pvvx", republish_after=0)
+    cfg = config([device], scanning_mode="passive", silence_timeout=0.3, restarts=5)
+    async with Running(cfg) as gw:
+        await gw.readings.wait_value("kitchen", "temperature", 20.0)
+        assert gw.state("ble_scanner:hci0") == "up"
+        assert gw.sup.status["ble_scanner:hci0"].failures == 0  # no crash loop
+        assert bluez.hci0.sessions  # scanning actively instead
+        assert gw.metric("gateway_ble_scanner_passive", adapter="hci0") == 0
+        # A restart of the scanner (here: the silent-scanner ladder) tries passive again.
+        bluez.hci0.go_silent("restart")
+        await until(lambda: gw.metric("gateway_ble_scanner_recoveries_total", adapter="hci0",
+                                      step="restart") == 1)  # fmt: skip
+        heard = len(gw.readings.items)
+        await gw.readings.wait(lambda: len(gw.readings.items) > heard)
+    fallbacks = gw.metric("gateway_ble_passive_fallbacks_total", adapter="hci0", reason=reason)
+    assert fallbacks == 2
+    assert bluez.monitors() == []
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if "passive" in r.getMessage()]
+    assert [level for level, _ in messages] == [logging.WARNING, logging.INFO]  # warned once
+    warning = messages[0][1]
+    assert why in warning
+    assert "scanning actively instead" in warning
+    assert "bluetoothd --experimental" in warning
+
+
+async def test_passive_scanning_with_nothing_to_match_scans_actively(
+    make_bluez: MakeBlueZ,
+) -> None:
+    bluez = await make_bluez()
+    heart = bluez.add_device(HEART_ADDR, "HRM", HEART_GATT)
+    async with Running(config([heart_device()], scanning_mode="passive")) as gw:
+        await until(lambda: gw.state("ble_gatt:heart") == "up")
+        heart.chars[HR_MEAS].notify(b"\x00\x4b")
+        await gw.readings.wait_value("heart", "heart_rate", 75)
+    assert (
+        gw.metric("gateway_ble_passive_fallbacks_total", adapter="hci0", reason="no_patterns") == 1
+    )
+
+
+# -- more than one adapter -------------------------------------------------------------------
+
+
+async def test_devices_on_a_second_adapter_are_heard_and_connected_through_it(
+    make_bluez: MakeBlueZ,
+) -> None:
+    bluez = await make_bluez(adapters=("hci0", "hci1"))
+    bluez.add_device(PVVX_ADDR, "ATC_123456", service_data={ENV: pvvx(20.0, 50.0)})
+    bluez.add_device(ATC_ADDR, "ATC_654321", service_data={ENV: ATC}, adapter="hci1")
+    heart = bluez.add_device(HEART_ADDR, "HRM", HEART_GATT, adapter="hci1")
+    devices = [
+        advert_device("kitchen", PVVX_ADDR, "pvvx"),  # ble.adapter: hci0
+        advert_device("hall", ATC_ADDR, "atc", adapter="hci1"),
+        heart_device(adapter="hci1"),
+    ]
+    async with Running(config(devices)) as gw:
+        await gw.readings.wait_value("hall", "temperature", 21.5)
+        await gw.readings.wait_value("kitchen", "temperature", 20.0)
+        await until(lambda: gw.state("ble_gatt:heart") == "up")
+        heart.chars[HR_MEAS].notify(b"\x00\x4b")
+        await gw.readings.wait_value("heart", "heart_rate", 75)
+        assert gw.state("ble_scanner:hci0") == gw.state("ble_scanner:hci1") == "up"
+        assert bluez.hci0.sessions
+        assert bluez.adapters["hci1"].sessions  # a discovery session on each adapter
+        assert gw.metric("gateway_ble_adverts_total", adapter="hci1") > 0
+        assert gw.metric("gateway_ble_connection_slots_in_use", adapter="hci1") == 1
+        assert gw.metric("gateway_ble_connection_slots_in_use", adapter="hci0") == 0
+        assert heart.connect_count == 1
+
+
+async def test_one_adapter_can_scan_passively_beside_an_active_one(
+    make_bluez: MakeBlueZ,
+) -> None:
+    bluez = await make_bluez(adapters=("hci0", "hci1"))
+    bluez.add_device(PVVX_ADDR, "ATC_123456", service_data={ENV: pvvx(20.0, 50.0)})
+    heart = bluez.add_device(HEART_ADDR, "HRM", HEART_GATT, adapter="hci1")
+    # A GATT device has no decoder to derive a pattern from: match the Heart Rate service
+    # (0x180D) in its list of advertised 16-bit service UUIDs (AD type 0x03).
+    hci1 = {"scanning_mode": "passive", "passive_patterns": [{"ad_type": 3, "data": "0d18"}]}
+    devices = [advert_device("kitchen", PVVX_ADDR, "pvvx"), heart_device(adapter="hci1")]
+    async with Running(config(devices, adapters={"hci1": hci1})) as gw:
+        await gw.readings.wait_value("kitchen", "temperature", 20.0)
+        await until(lambda: gw.state("ble_gatt:heart") == "up")
+        [monitor] = bluez.monitors("hci1")
+        assert monitor.patterns == [(0, 3, b"\x0d\x18")]
+        assert f"DeviceFound {heart.path}" in monitor.calls
+        assert bluez.monitors("hci0") == []
+        assert bluez.hci0.sessions
+        assert not bluez.adapters["hci1"].sessions
+        assert gw.metric("gateway_ble_scanner_passive", adapter="hci1") == 1
+        assert gw.metric("gateway_ble_scanner_passive", adapter="hci0") == 0
+
+
+# -- BTHome events, repeats and replays ------------------------------------------------------
+
+
+async def test_button_events_are_published_once_per_packet(bluez: FakeBlueZ) -> None:
+    def packet(packet_id: int, event: int) -> dict[str, bytes]:
+        objects = bytes([0x00, packet_id, 0x01, 100, 0x3A, event])  # id, battery, button
+        return {BTHOME: encode_bthome(objects, trigger_based=True)}
+
+    remote = bluez.add_device(BTHOME_ADDR, "SBBT-002C", service_data=packet(1, 0x01))
+    async with Running(config([advert_device("remote", BTHOME_ADDR, "bthome")])) as gw:
+        r = gw.readings
+        await r.wait_value("remote", "button", "press")
+        # The fake sends the same packet every 20 ms, as a button repeats its advertisement.
+        await until(lambda: gw.metric("gateway_ble_adverts_dropped_total", device="remote",
+                                      reason="repeat") >= 10)  # fmt: skip
+        assert len(r.of("remote", "button")) == 1
+        remote.advertise(service_data=packet(2, 0x01))  # pressed again: the same event
+        await r.wait(lambda: len(r.of("remote", "button")) == 2)
+        remote.advertise(service_data=packet(3, 0x02))
+        await r.wait_value("remote", "button", "double_press")
+        await asyncio.sleep(0.2)
+    assert [x.value for x in r.of("remote", "button")] == ["press", "press", "double_press"]
+    assert len(r.of("remote", "battery")) == 1  # values are still throttled
+
+
+async def test_encrypted_adverts_with_an_old_counter_are_dropped_as_replays(
+    bluez: FakeBlueZ, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = bytes.fromhex(BINDKEY)
+
+    def sealed(temperature: float, counter: int) -> dict[str, bytes]:
+        objects = b"\x02" + round(temperature * 100).to_bytes(2, "little", signed=True)
+        return {BTHOME: encode_bthome(objects, mac=BTHOME_ADDR, bindkey=key, counter=counter)}
+
+    bath = bluez.add_device(BTHOME_ADDR, "BTHome", service_data=sealed(20.0, 100))
+    device = advert_device("bath", BTHOME_ADDR, "bthome", bindkey=BINDKEY)
+    async with Running(config([device])) as gw:
+        r = gw.readings
+        await r.wait_value("bath", "temperature", 20.0)
+        bath.advertise(service_data=sealed(21.0, 101))
+        await r.wait_value("bath", "temperature", 21.0)
+
+        def dropped(reason: str) -> float:
+            return gw.metric("gateway_ble_adverts_dropped_total", device="bath", reason=reason)
+
+        bath.advertise(service_data=sealed(20.0, 100))  # someone replays a recorded advert
+        await until(lambda: dropped("replay") >= 5)
+        # ... or forges a plaintext one in the name of the device
+        bath.advertise(service_data={BTHOME: encode_bthome(b"\x02\xd0\x07")})
+        await until(lambda: dropped("unencrypted") >= 5)
+        bath.advertise(service_data=sealed(22.0, 102))  # the device itself again
+        await r.wait_value("bath", "temperature", 22.0)
+    assert [x.value for x in r.of("bath", "temperature")] == [20.0, 21.0, 22.0]
+    warnings = [x.getMessage() for x in caplog.records if x.levelno == logging.WARNING]
+    assert len([w for w in warnings if "counter 100, below the last accepted 101" in w]) == 1
+    assert len([w for w in warnings if "dropped an unencrypted BTHome" in w]) == 1

@@ -17,11 +17,12 @@ from types import TracebackType
 from typing import Self
 
 from gateway.ble.errors import NOT_FOUND_ADVICE
+from gateway.ble.guard import PacketGuard
 from gateway.ble.hub import AdapterState, AdvertSink
 from gateway.ble.readings import ble_readings
 from gateway.ble.throttle import Throttle
 from gateway.config import BleAdvertDevice, BleSection
-from gateway.decoders.ble import Advert, detect, make_advert_decoder
+from gateway.decoders.ble import Advert, Decoded, detect, make_advert_parser
 from gateway.errors import DecodeError, TransientLinkError
 from gateway.metrics import Metrics
 from gateway.models import Reading
@@ -49,10 +50,15 @@ class AdvertLink:
         self._adapter = adapter
         self._submit = submit
         self._metrics = metrics
-        self._decode = make_advert_decoder(device)
+        self._parse = make_advert_parser(device)
         self._throttle = Throttle(device.republish_after, sticky={RSSI_SENSOR})
+        self._guard = PacketGuard(
+            encrypted=device.bindkey is not None, repeat_window=device.repeat_window
+        )
+        self._warned: str | None = None  # the drop reason last logged, until a packet passes
         self._received = metrics.readings_received.labels(device.id)
         self._suppressed = metrics.ble_suppressed.labels(device.id)
+        self._dropped = metrics.ble_adverts_dropped
         self._heard = asyncio.Event()
         self._subscribed = False
 
@@ -98,13 +104,24 @@ class AdvertLink:
         self._heard.set()
         d = self.device
         try:
-            values = self._decode(advert)
-            if d.rssi and advert.rssi is not None:
-                values[RSSI_SENSOR] = advert.rssi
-            due = self._throttle.due(values, now)
-            readings = ble_readings(d.id, due, d.sensors, now)
+            decoded = self._parse(advert)
         except DecodeError as exc:
             # Devices often alternate formats (pvvx + BTHome + MiBeacon): count, do not shout.
+            self._metrics.frame_errors.labels(d.id, "decode").inc()
+            log.debug("%s: advertisement not decoded: %s", self.name, exc)
+            return
+        if (reason := self._guard.check(decoded, now)) is not None:
+            self._drop(reason, decoded)
+            return
+        self._warned = None
+        values = dict(decoded.values)
+        if d.rssi and advert.rssi is not None:
+            values[RSSI_SENSOR] = advert.rssi
+        due = self._throttle.due(values, now)
+        try:
+            # Events are news each time: never throttled (repeats were dropped above).
+            readings = ble_readings(d.id, {**due, **decoded.events}, d.sensors, now)
+        except DecodeError as exc:  # a configured type coercion failed
             self._metrics.frame_errors.labels(d.id, "decode").inc()
             log.debug("%s: advertisement not decoded: %s", self.name, exc)
             return
@@ -114,6 +131,27 @@ class AdvertLink:
         for reading in readings:
             self._submit(reading)
 
+    def _drop(self, reason: str, decoded: Decoded) -> None:
+        self._dropped.labels(self.device.id, reason).inc()
+        if reason in ("repeat", self._warned):
+            return
+        self._warned = reason  # once per run of drops: an attack must not flood the log
+        if reason == "replay":
+            log.warning(
+                "%s: dropped an advertisement with encryption counter %s, below the last "
+                "accepted %s: a replay, or the device restarted its counter (then restart "
+                "the gateway to accept it again)",
+                self.name,
+                decoded.counter,
+                self._guard.counter,
+            )
+        else:
+            log.warning(
+                "%s: dropped an unencrypted BTHome advertisement: the device has a bindkey, "
+                "so only encrypted ones are accepted",
+                self.name,
+            )
+
 
 def unknown_device_id(address: str) -> str:
     return "ble_" + address.replace(":", "").lower()
@@ -121,17 +159,19 @@ def unknown_device_id(address: str) -> str:
 
 class UnknownDevices:
     """`ble.unknown_devices: publish`: what a built-in decoder reads from an unconfigured
-    device is published as device `ble_<address>` (limited by `ble.allow`), throttled like a
-    configured device with the default `republish_after`."""
+    device is published as device `ble_<address>` (limited by `ble.allow`), with repeats
+    dropped and values throttled like a configured device's (default settings)."""
 
     def __init__(
         self, section: BleSection, submit: Callable[[Reading], None], metrics: Metrics
     ) -> None:
         self._allow = [pattern.upper() for pattern in section.allow]
-        self._interval: float = BleAdvertDevice.model_fields["republish_after"].default
+        fields = BleAdvertDevice.model_fields
+        self._interval: float = fields["republish_after"].default
+        self._window: float = fields["repeat_window"].default
         self._submit = submit
         self._metrics = metrics
-        self._throttles: OrderedDict[str, Throttle] = OrderedDict()
+        self._tracked: OrderedDict[str, tuple[Throttle, PacketGuard]] = OrderedDict()
 
     def __call__(self, advert: Advert, now: float) -> None:
         address = advert.address
@@ -140,13 +180,25 @@ class UnknownDevices:
         found = detect(advert)
         if found is None:
             return
-        throttle = self._throttles.pop(address, None) or Throttle(self._interval)
-        self._throttles[address] = throttle  # most recently heard last
-        while len(self._throttles) > UNKNOWN_TRACKED:
-            self._throttles.popitem(last=False)
-        device_id = unknown_device_id(address)
-        readings = ble_readings(device_id, throttle.due(found[1], now), {}, now)
-        # One label for all of them: passers-by must not grow the metrics without bound.
+        throttle, guard = self._track(address)
+        decoded = found[1]
+        if (reason := guard.check(decoded, now)) is not None:
+            # One label for all of them: passers-by must not grow the metrics without bound.
+            self._metrics.ble_adverts_dropped.labels(UNKNOWN_LABEL, reason).inc()
+            return
+        due = {**throttle.due(decoded.values, now), **decoded.events}
+        readings = ble_readings(unknown_device_id(address), due, {}, now)
         self._metrics.readings_received.labels(UNKNOWN_LABEL).inc(len(readings))
         for reading in readings:
             self._submit(reading)
+
+    def _track(self, address: str) -> tuple[Throttle, PacketGuard]:
+        """This device's state, most recently heard last; the least recent is forgotten."""
+        state = self._tracked.pop(address, None) or (
+            Throttle(self._interval),
+            PacketGuard(encrypted=False, repeat_window=self._window),
+        )
+        self._tracked[address] = state
+        while len(self._tracked) > UNKNOWN_TRACKED:
+            self._tracked.popitem(last=False)
+        return state

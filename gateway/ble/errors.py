@@ -95,3 +95,24 @@ def translate(exc: BaseException, what: str) -> LinkError:
 
 #: What `translate` knows how to classify: catch these at the boundary, let bugs through.
 FOREIGN_ERRORS = (BleakError, DBusError, EOFError, OSError, TimeoutError)
+
+
+# D-Bus errors of a passive start that mean "BlueZ cannot do this here", not "try again".
+_PASSIVE_UNSUPPORTED = {
+    "org.freedesktop.DBus.Error.UnknownMethod": "no_monitor_api",
+    "org.freedesktop.DBus.Error.UnknownInterface": "no_monitor_api",
+    "org.bluez.Error.NotSupported": "not_supported",
+    "org.bluez.Error.InvalidArguments": "rejected",
+}
+
+
+def passive_unsupported(exc: BaseException) -> str | None:
+    """Why BlueZ cannot scan passively, if that is what a failed passive start says (a reason
+    of gateway_ble_passive_fallbacks_total); None for an ordinary failure."""
+    if isinstance(exc, BleakDBusError):
+        return _PASSIVE_UNSUPPORTED.get(exc.dbus_error)
+    # bleak turns UnknownMethod from RegisterMonitor into this BleakError ("passive scanning on
+    # Linux requires BlueZ >= 5.56 with --experimental enabled and Linux kernel >= 5.10").
+    if type(exc) is BleakError and "passive scanning" in str(exc):
+        return "no_monitor_api"
+    return None

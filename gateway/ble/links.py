@@ -7,6 +7,7 @@ from collections.abc import Callable
 from gateway.ble.advert import AdvertLink, UnknownDevices
 from gateway.ble.gatt import GattLink
 from gateway.ble.hub import BleHub, adapters_in_use
+from gateway.ble.patterns import ScanPlan, scan_plan
 from gateway.ble.scanner import ScannerLink
 from gateway.config import BleAdvertDevice, BleGattDevice, Config
 from gateway.models import Reading
@@ -40,12 +41,19 @@ def scanner_links(
     if cfg.ble.unknown_devices == "publish":
         unknown = UnknownDevices(cfg.ble, submit, hub.metrics)
     return [
-        ScannerLink(hub.adapter(name), cfg.ble, hub.metrics, on_fatal=on_fatal, on_unknown=unknown)
-        for name in scanner_adapters(cfg)
+        ScannerLink(
+            hub.adapter(plan.adapter), cfg.ble, hub.metrics, plan, on_fatal, on_unknown=unknown
+        )
+        for plan in scan_plans(cfg)
     ]
 
 
+def scan_plans(cfg: Config) -> list[ScanPlan]:
+    return [scan_plan(cfg, name) for name in scanner_adapters(cfg)]
+
+
 def scanners_changed(old: Config, new: Config) -> bool:
-    """Whether a reload must restart the scanner links (advert devices need no restart: their
-    links subscribe and unsubscribe by themselves)."""
-    return old.ble != new.ble or scanner_adapters(old) != scanner_adapters(new)
+    """Whether a reload must restart the scanner links. Advert devices need no restart (their
+    links subscribe and unsubscribe by themselves), unless they change the patterns of a
+    passive scanner."""
+    return old.ble != new.ble or scan_plans(old) != scan_plans(new)

@@ -25,7 +25,8 @@ def describe(advert: Advert) -> tuple[str, str]:
     """(decoder, values) columns for one advertisement."""
     found = detect(advert)
     if found is not None:
-        name, values = found
+        name, decoded = found
+        values = {**decoded.values, **decoded.events}
         parts = [f"{k}={v}{unit_of(k) or ''}" for k, v in values.items()]
         return name, " ".join(parts)
     hints = [f"mfr 0x{k:04X}" for k in advert.manufacturer_data]

@@ -2,7 +2,9 @@
 
 Sensor names follow Home Assistant's device classes (`temperature`, `humidity`, `pressure`,
 `battery`, `voltage`, `signal_strength`, ...); `UNITS` gives each its unit. Every decoder raises
-DecodeError, and nothing else, for an advertisement that is not for it or is malformed.
+DecodeError, and nothing else, for an advertisement that is not for it or is malformed. The
+parsers (`BUILTIN`, `make_advert_parser`) return a `Decoded`: values, and for BTHome also events
+and what identifies the packet (its id, the encryption counter).
 """
 
 from __future__ import annotations
@@ -10,22 +12,28 @@ from __future__ import annotations
 import functools
 
 from gateway.config import BleAdvertDevice
-from gateway.decoders.ble.advert import Advert, AdvertDecoder, uuid16
-from gateway.decoders.ble.bthome import decode_bthome
+from gateway.decoders.ble.advert import (
+    Advert,
+    AdvertDecoder,
+    AdvertParser,
+    Decoded,
+    plain,
+    uuid16,
+)
+from gateway.decoders.ble.bthome import parse_bthome
 from gateway.decoders.ble.ibeacon import decode_ibeacon
 from gateway.decoders.ble.ruuvi import decode_ruuvi
 from gateway.decoders.ble.structfmt import decode_struct
 from gateway.decoders.ble.xiaomi import decode_atc, decode_pvvx
 from gateway.errors import DecodeError
-from gateway.models import Value
 
-#: Decoders that need no per-device settings, in the order `detect` tries them.
-BUILTIN: dict[str, AdvertDecoder] = {
-    "bthome": decode_bthome,
-    "pvvx": decode_pvvx,
-    "atc": decode_atc,
-    "ruuvi": decode_ruuvi,
-    "ibeacon": decode_ibeacon,
+#: Parsers that need no per-device settings, in the order `detect` tries them.
+BUILTIN: dict[str, AdvertParser] = {
+    "bthome": parse_bthome,
+    "pvvx": plain(decode_pvvx),
+    "atc": plain(decode_atc),
+    "ruuvi": plain(decode_ruuvi),
+    "ibeacon": plain(decode_ibeacon),
 }
 
 UNITS: dict[str, str] = {
@@ -69,18 +77,18 @@ def unit_of(sensor: str) -> str | None:
     return UNITS.get(sensor) or (UNITS.get(base) if suffix.isdigit() else None)
 
 
-def make_advert_decoder(device: BleAdvertDevice) -> AdvertDecoder:
+def make_advert_parser(device: BleAdvertDevice) -> AdvertParser:
     if device.decoder == "struct":
         assert device.struct is not None  # the config model guarantees it
-        return functools.partial(decode_struct, spec=device.struct)
+        return plain(functools.partial(decode_struct, spec=device.struct))
     if device.decoder == "bthome" and device.bindkey is not None:
         key = bytes.fromhex(device.bindkey.get_secret_value())
-        return functools.partial(decode_bthome, bindkey=key)
+        return functools.partial(parse_bthome, bindkey=key)
     return BUILTIN[device.decoder]
 
 
-def detect(advert: Advert) -> tuple[str, dict[str, Value]] | None:
-    """The first built-in decoder that reads this advertisement, and what it reads."""
+def detect(advert: Advert) -> tuple[str, Decoded] | None:
+    """The first built-in parser that reads this advertisement, and what it reads."""
     for name, decode in BUILTIN.items():
         try:
             return name, decode(advert)
@@ -94,9 +102,11 @@ __all__ = [
     "UNITS",
     "Advert",
     "AdvertDecoder",
+    "AdvertParser",
     "DecodeError",
+    "Decoded",
     "detect",
-    "make_advert_decoder",
+    "make_advert_parser",
     "unit_of",
     "uuid16",
 ]

@@ -38,6 +38,35 @@ class Advert:
 AdvertDecoder = Callable[[Advert], dict[str, Value]]
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """All that a decoder read from one advertisement.
+
+    `values` are measurements: a repeat of an unchanged value carries no news. `events` (a
+    button press) are news each time they are sent, so the caller must drop repeated packets
+    first: `packet_id` (BTHome's object 0x00) is the same in every repeat of one packet, and
+    `counter` (encrypted BTHome) is authenticated and increases from packet to packet.
+    """
+
+    values: dict[str, Value]
+    events: dict[str, Value] = field(default_factory=dict)
+    packet_id: int | None = None
+    counter: int | None = None  # None: the advertisement was not encrypted
+
+
+#: A parser: like an AdvertDecoder, with events and the packet's identity.
+AdvertParser = Callable[[Advert], Decoded]
+
+
+def plain(decode: AdvertDecoder) -> AdvertParser:
+    """A decoder of values only, as a parser."""
+
+    def parse(advert: Advert) -> Decoded:
+        return Decoded(decode(advert))
+
+    return parse
+
+
 def service_data(advert: Advert, short: int, what: str) -> bytes:
     data = advert.service_data.get(uuid16(short))
     if data is None:
