@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
+import gc
 import logging
 import os
 import signal
@@ -153,6 +154,10 @@ class Gateway:
                     for device in cfg.devices:
                         self._start_device(sup, device)
                     await self._sync_ble_scanners(sup, None)
+                    # Everything made while starting (imported modules, config, metrics) lives
+                    # as long as the process: keep it out of the cyclic collector's full passes,
+                    # which otherwise walk it all and stall the loop for milliseconds.
+                    gc.freeze()
                     notify("READY=1", self._status_line())
                     log.info(
                         "gateway %s started with %d device(s)", cfg.gateway.id, len(cfg.devices)

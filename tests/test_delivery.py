@@ -136,7 +136,8 @@ def test_broker_killed_while_readings_flow_loses_nothing(
         f"{len(missing)} lost by the broker at the kill: {missing}"
     )
     assert all(seen_at_kill < n < seen_at_kill + 200 for n in missing), missing
-    assert len(missing) <= 64  # mqtt.inflight: at most one window was acknowledged and lost
+    # At 1000/s only a few publishes are in flight at once; 64 bounds what one kill can take.
+    assert len(missing) <= 64
     # Duplicates are what at-least-once allows; the payload's seq lets consumers drop them.
     seqs = payload_seqs(subscriber)
     assert len(set(seqs)) == last - len(missing)

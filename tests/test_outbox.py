@@ -16,7 +16,7 @@ import pytest
 from gateway.config import OutboxConfig
 from gateway.metrics import Metrics
 from gateway.models import Reading
-from gateway.mqtt.outbox import ACK_FLUSH_DELAY, Checkpointer, Outbox, Record
+from gateway.mqtt.outbox import ACK_FLUSH_DELAY, MAX_LAZY_DELETES, Checkpointer, Outbox, Record
 
 
 class Clock:
@@ -78,14 +78,27 @@ async def test_reading_is_on_disk_once_accepted_and_deleted_once_acked(tmp_path:
     assert [json.loads(r.payload)["seq"] for r in batch] == [1, 2, 3]
     box.ack(batch[0])
     await settle()
-    assert [r[2] for r in rows(db)] == [1, 2, 3]  # a delete alone waits a moment...
+    assert [r[2] for r in rows(db)] == [1, 2, 3]  # a delete waits a moment...
     box.put(reading(4), "gateway/boiler/temp", 1)
     await settle()
-    assert [r[2] for r in rows(db)] == [2, 3, 4]  # ...and rides along with the next commit
+    assert [r[2] for r in rows(db)] == [1, 2, 3, 4]  # ...even while new records are committed
     box.ack(batch[1])
     await asyncio.sleep(ACK_FLUSH_DELAY + 0.2)
-    assert [r[2] for r in rows(db)] == [3, 4]  # or goes on its own within ACK_FLUSH_DELAY
+    assert [r[2] for r in rows(db)] == [3, 4]  # and both go together within ACK_FLUSH_DELAY
     assert len(box) == 2
+    box.close()
+
+
+async def test_many_acknowledged_records_go_with_the_next_commit(tmp_path: Path) -> None:
+    db = tmp_path / "outbox.sqlite3"
+    box = make(db)
+    for i in range(MAX_LAZY_DELETES + 1):
+        box.put(reading(i), "t", 1)
+    await settle()
+    box.ack_many(box.take_nowait(MAX_LAZY_DELETES))
+    box.put(reading(0), "t", 1)
+    await settle()  # no waiting for the lazy flush: that many deletes do not wait
+    assert [r[2] for r in rows(db)] == [MAX_LAZY_DELETES + 1, MAX_LAZY_DELETES + 2]
     box.close()
 
 
@@ -108,6 +121,41 @@ async def test_restart_replays_unacked_records_in_order_and_continues_seq(tmp_pa
     await settle()
     (new,) = await take_all(box, 1)
     assert json.loads(new.payload)["seq"] == 6
+    box.close()
+
+
+def seqs_table(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT device, seq FROM seqs").fetchall())
+
+
+async def test_seq_continues_after_restarts_whatever_was_deleted(tmp_path: Path) -> None:
+    """The seqs table moves only with deletes; rows carry their own seq in between. Either way
+    a restarted outbox continues each device's seq, never repeats one."""
+    db = tmp_path / "outbox.sqlite3"
+    box = make(db)
+    for i in range(3):
+        box.put(reading(i, "a"), "t", 1)
+        box.put(reading(i, "b"), "t", 1)
+    await settle()
+    assert seqs_table(db) == {}  # insert-only commits leave the seqs table alone
+    box._db.close()  # type: ignore[union-attr]  # "SIGKILL": no close(), no final flush
+    box._checkpointer.stop()
+
+    box = make(db)  # the rows say where each device stands
+    taken = await take_all(box, 6)
+    box.ack_many(taken)  # everything delivered: the rows go, the seqs table takes over
+    box.put(reading(9, "a"), "t", 1)
+    await asyncio.sleep(ACK_FLUSH_DELAY + 0.2)
+    assert rows(db) == [(7, "a", 4)]
+    assert seqs_table(db) == {"a": 4, "b": 3}
+    box.close()
+
+    box = make(db)
+    box.put(reading(10, "b"), "t", 1)
+    await settle()
+    got = await take_all(box, 2)
+    assert [(r.device, r.seq) for r in got] == [("a", 4), ("b", 4)]
     box.close()
 
 

@@ -336,6 +336,11 @@ class MqttConnection(asyncio.Protocol):
         for packet_id in packet_ids:
             self._pending.pop(packet_id, None)
 
+    @property
+    def writable(self) -> bool:
+        """False while the socket's buffer is over its high-water mark (flow control)."""
+        return self._writable.is_set()
+
     async def wait_writable(self) -> None:
         """While the socket's buffer is over its high-water mark, wait (flow control)."""
         await self._writable.wait()

@@ -81,6 +81,7 @@ def _ranges(ids: Iterable[int]) -> list[tuple[int, int]]:
 
 CHECKPOINT_INTERVAL = 1.0  # seconds between WAL checkpoints (the WAL stays small)
 ACK_FLUSH_DELAY = 0.5  # seconds an acknowledged record may stay on disk, waiting for a commit
+MAX_LAZY_DELETES = 4096  # acknowledged records that make a commit of new ones delete them too
 
 
 class Checkpointer:
@@ -169,16 +170,20 @@ class Outbox:
         self._disk_cursor = 0  # rows with a higher id may be on disk and not in memory
         self._next_id = 1
         self._seqs: dict[str, int] = {}
+        self._seqs_dirty: set[str] = set()  # devices whose seq the seqs table is behind
         self._bytes = 0  # of every record not yet acknowledged
         self._count = 0
         self._degraded_until = 0.0  # monotonic time of the next disk retry while degraded
-        self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
-        self._flush_soon = False  # whether the scheduled flush is for new records
+        self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None  # new records
+        self._delete_handle: asyncio.TimerHandle | None = None  # the lazy delete flush
         self._ready_event = asyncio.Event()
         self._drained = asyncio.Event()
         self._closed = False
         self._last_age_check = 0.0
         self._checkpointer = Checkpointer(path, CHECKPOINT_INTERVAL)
+        #: Called right after a commit made new records ready, in the same loop iteration: the
+        #: session publishes them at once instead of waking its publisher on the next one.
+        self.on_ready: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
@@ -233,6 +238,11 @@ class Outbox:
         assert self._db is not None
         db = self._db
         self._seqs = dict(db.execute("SELECT device, seq FROM seqs").fetchall())
+        # Rows not yet deleted may be ahead of the seqs table (it moves only with deletes).
+        for device, seq in db.execute("SELECT device, max(seq) FROM outbox GROUP BY device"):
+            if seq > self._seqs.get(device, 0):
+                self._seqs[device] = seq
+                self._seqs_dirty.add(device)  # the table must catch up before those rows go
         count, total, max_id = db.execute(
             "SELECT count(*), coalesce(sum(size), 0), coalesce(max(id), 0) FROM outbox"
         ).fetchone()
@@ -243,15 +253,11 @@ class Outbox:
 
     def close(self) -> None:
         """Commit what is pending (SIGTERM path) and close the database."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        self._cancel_flushes()
         self._degraded_until = 0.0  # one last try even if degraded
-        self.flush()
+        self.flush(deletes=True)
         self._closed = True
-        if self._flush_handle is not None:  # the last try failed and scheduled a retry
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        self._cancel_flushes()  # the last try failed and scheduled a retry
         if self._pending:
             log.warning("outbox: %d reading(s) could not be written to disk", len(self._pending))
         self._checkpointer.stop()
@@ -273,6 +279,7 @@ class Outbox:
         if self._bytes + size > self.cfg.max_bytes and not self._make_room(size, reading.device):
             return
         self._seqs[reading.device] = seq
+        self._seqs_dirty.add(reading.device)
         record = Record(self._next_id, reading.device, seq, topic, payload, qos, reading.ts, size)
         self._next_id += 1
         self._pending[record.id] = record
@@ -280,7 +287,7 @@ class Outbox:
         self._count += 1
         if self._degraded_until:
             self._make_ready([record])  # memory fallback: publish without waiting for the disk
-        if self._flush_handle is None or not self._flush_soon:  # (else: one is on its way)
+        if self._flush_handle is None:  # (else: one is on its way)
             self._schedule_flush()
 
     def _make_room(self, size: int, device: str) -> bool:
@@ -297,49 +304,84 @@ class Outbox:
         return self._degraded_until > 0
 
     def _schedule_flush(self, *, soon: bool = True) -> None:
-        """`soon`: new records wait to be committed (they are published only then). Otherwise
-        only deletes of acknowledged records wait: they ride along with the next commit of new
-        records, or go within ACK_FLUSH_DELAY, which halves the transactions at a steady low
-        rate. (A crash in that window costs duplicates, never losses.)"""
+        """`soon`: new records wait to be committed (they are published only then): flush at
+        the end of this loop iteration (or after `commit_interval`). Otherwise only deletes of
+        acknowledged records wait: they go with the lazy flush within ACK_FLUSH_DELAY, as one
+        transaction for all of them, or with a commit of new records once MAX_LAZY_DELETES
+        have piled up. (A crash in that window costs duplicates, never losses.)"""
         if self._closed:
             return
         loop = asyncio.get_running_loop()
-        if self._flush_handle is not None:
-            if not soon or self._flush_soon:
-                return
-            self._flush_handle.cancel()  # a lazy delete-only flush: make it prompt
-        self._flush_soon = soon
         if not soon:
-            self._flush_handle = loop.call_later(ACK_FLUSH_DELAY, self.flush)
-        elif self.cfg.commit_interval > 0:
-            self._flush_handle = loop.call_later(self.cfg.commit_interval, self.flush)
-        else:
-            self._flush_handle = loop.call_soon(self.flush)
+            if self._delete_handle is None:
+                self._delete_handle = loop.call_later(ACK_FLUSH_DELAY, self._flush_deletes)
+        elif self._flush_handle is None:
+            if self.cfg.commit_interval > 0:
+                self._flush_handle = loop.call_later(self.cfg.commit_interval, self.flush)
+            else:
+                self._flush_handle = loop.call_soon(self.flush)
 
-    def flush(self) -> None:
-        """Write pending records and delete acknowledged ones, in one transaction."""
-        self._flush_handle = None
-        now = time.monotonic()
-        if self.degraded and now < self._degraded_until:
-            if self._pending or self._acked:
-                self._flush_soon = True
-                self._flush_handle = asyncio.get_running_loop().call_later(
-                    self._degraded_until - now, self.flush
-                )
+    def _flush_deletes(self) -> None:
+        self._delete_handle = None
+        self.flush(deletes=True)
+
+    def _cancel_flushes(self) -> None:
+        for handle in (self._flush_handle, self._delete_handle):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._delete_handle = None
+
+    def flush(self, *, deletes: bool | None = None) -> None:
+        """Write pending records and delete acknowledged ones, in one transaction.
+
+        Deletes wait for the lazy flush unless many have piled up (`deletes` None): riding
+        along with every commit of new records gave each of those a DELETE and an update of
+        the seqs table, at 1000 readings/s nearly every one."""
+        if deletes is None:
+            deletes = len(self._acked) >= MAX_LAZY_DELETES
+        if not deletes:
+            self._flush_handle = None
+        if self._disk_resting():
             return
         self._expire_old()
-        if not self._pending and not self._acked:
+        acked = self._acked if deletes else set()
+        if not self._pending and not acked:
             return
         pending = list(self._pending.values())
+        # Each row carries its seq; the seqs table needs to move only when rows are deleted
+        # (or records left from memory while degraded): that keeps an insert-only commit, the
+        # common one, to the outbox's own pages.
+        seqs = None
+        if acked or self.degraded:
+            seqs = [(device, self._seqs[device]) for device in self._seqs_dirty]
         try:
-            self._write(pending, self._acked)
+            self._write(pending, acked, seqs)
         except (sqlite3.Error, OSError) as exc:
             self._degrade("write", exc)
             self._changed()
             return
-        was_degraded = self.degraded
-        self._pending, self._acked = {}, set()
-        if was_degraded:
+        if seqs is not None:
+            self._seqs_dirty = set()
+        self._pending = {}
+        if deletes:
+            self._acked = set()
+        elif self._acked:
+            self._schedule_flush(soon=False)  # (their lazy flush, if it is not on its way)
+        self._committed(pending)
+
+    def _disk_resting(self) -> bool:
+        """While degraded, the disk is tried again only every retry_interval."""
+        now = time.monotonic()
+        if not self.degraded or now >= self._degraded_until:
+            return False
+        if (self._pending or self._acked) and self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(
+                self._degraded_until - now, self.flush
+            )
+        return True
+
+    def _committed(self, pending: list[Record]) -> None:
+        if self.degraded:  # (its records were published from memory already)
             self._degraded_until = 0.0
             self._metrics.outbox_degraded.set(0)
             log.warning("outbox: disk writes work again; degraded mode over")
@@ -347,8 +389,12 @@ class Outbox:
             self._make_ready(pending)
         self._metrics.outbox_commits.inc()
         self._changed()
+        if self.on_ready is not None and pending and self._ready:
+            self.on_ready()
 
-    def _write(self, pending: list[Record], acked: set[int]) -> None:
+    def _write(
+        self, pending: list[Record], acked: set[int], seqs: list[tuple[str, int]] | None
+    ) -> None:
         db = self._db
         if db is None:
             db = self._db = self._reopen()
@@ -365,13 +411,11 @@ class Outbox:
                         for r in pending
                     ],
                 )
-                last: dict[str, int] = {}
-                for r in pending:
-                    last[r.device] = r.seq
+            if seqs:
                 db.executemany(
                     "INSERT INTO seqs (device, seq) VALUES (?, ?) "
-                    "ON CONFLICT(device) DO UPDATE SET seq = excluded.seq",
-                    list(last.items()),
+                    "ON CONFLICT(device) DO UPDATE SET seq = max(seq, excluded.seq)",
+                    seqs,
                 )
             for first, final in _ranges(acked):
                 db.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", (first, final))
@@ -473,7 +517,7 @@ class Outbox:
             if self._pending.pop(r.id, None) is None:
                 self._acked.add(r.id)  # on disk: delete it like an acknowledged record
         log.warning("outbox: dropped %d oldest reading(s) (%s)", len(dropped), reason)
-        self._schedule_flush()
+        self._schedule_flush(soon=False)
 
     def _expire_old(self) -> None:
         """Drop records older than max_age (checked at most once a second)."""
@@ -498,16 +542,30 @@ class Outbox:
     # -- the session's side ------------------------------------------------------------------
     async def take(self, limit: int) -> list[Record]:
         """Wait for ready records and take up to `limit` of them (oldest first)."""
-        while True:
-            if not self._ready and self._spilled:
-                self._load_backlog(max(limit, 1000))
-            if self._ready:
-                break
+        await self.wait_ready()
+        return self.take_nowait(limit)
+
+    async def wait_ready(self) -> None:
+        """Wait until there are records to take (a backlog on disk counts)."""
+        while not self._has_ready():
             self._ready_event.clear()
             await self._ready_event.wait()
-        batch = [self._ready.popleft() for _ in range(min(limit, len(self._ready)))]
+
+    def _has_ready(self) -> bool:
+        if not self._ready and self._spilled:
+            self._load_backlog(1000)
+        return bool(self._ready)
+
+    def take_nowait(self, limit: int) -> list[Record]:
+        """Take up to `limit` ready records (oldest first); they are in flight until acked or
+        requeued. An empty list when there are none."""
+        if limit <= 0 or not self._has_ready():
+            return []
+        ready = self._ready
+        batch = [ready.popleft() for _ in range(min(limit, len(ready)))]
+        inflight = self._inflight
         for record in batch:
-            self._inflight[record.id] = record
+            inflight[record.id] = record
         self._changed()
         return batch
 

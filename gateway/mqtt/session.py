@@ -139,6 +139,7 @@ class MqttSession:
         self._availability = availability or Availability()
         self._conn: MqttConnection | None = None
         self._by_id: dict[int, tuple[Record, float]] = {}  # in flight: id -> (record, sent)
+        self._window = cfg.inflight  # (lowered by the broker's receive maximum in run())
         self._window_open = asyncio.Event()
         self._published: dict[str, Any] = {}  # device -> its readings_published counter
         self._commands: asyncio.Queue[tuple[wire.Message, Command]] = asyncio.Queue(
@@ -251,6 +252,9 @@ class MqttSession:
             else:
                 records.append(entry[0])
         self._acknowledged(records)
+        conn = self._conn
+        if conn is not None and self._outbox.on_ready is not None:
+            self._fill_soon(conn)  # the window has room again: no need to wait a loop turn
 
     def _acknowledged(self, records: list[Record]) -> None:
         self._outbox.ack_many(records)
@@ -278,6 +282,14 @@ class MqttSession:
         conn = self._conn
         if conn is None:
             raise RuntimeError("run() outside the session's context")
+        window = min(self.cfg.inflight, conn.receive_maximum)
+        if self.cfg.qos == 2 and not self._v5:
+            # MQTT 3.1.1 cannot tell us the broker's limit, and mosquitto answers a QoS 2
+            # publish beyond its max_inflight_messages (default 20) with a PUBREC that looks
+            # like success, then drops the message.
+            window = min(window, QOS2_WINDOW_3_1_1)
+        self._window = window
+        self._outbox.on_ready = lambda: self._fill_soon(conn)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watch(conn), name="mqtt-watch")
@@ -289,6 +301,8 @@ class MqttSession:
         except* MqttError as group:
             first = group.exceptions[0]
             raise translate(first, "connection lost") from first
+        finally:
+            self._outbox.on_ready = None
 
     @staticmethod
     async def _watch(conn: MqttConnection) -> None:
@@ -297,38 +311,53 @@ class MqttSession:
         raise MqttError("connection closed")
 
     async def _publish_loop(self, conn: MqttConnection) -> None:
-        window = min(self.cfg.inflight, conn.receive_maximum)
-        if self.cfg.qos == 2 and not self._v5:
-            # MQTT 3.1.1 cannot tell us the broker's limit, and mosquitto answers a QoS 2
-            # publish beyond its max_inflight_messages (default 20) with a PUBREC that looks
-            # like success, then drops the message.
-            window = min(window, QOS2_WINDOW_3_1_1)
-        by_id = self._by_id
+        """Keeps the window full: publishes whenever there is room and records are ready.
+        Most publishes happen synchronously instead, in `_fill_soon` (right after the commit
+        that made records ready, and right after acknowledgements opened the window); this
+        loop covers the rest (the backlog after a reconnect, a socket that was full)."""
+        window = self._window
         while True:
-            while len(by_id) >= window:
+            while len(self._by_id) >= window:
                 self._window_open.clear()
                 await self._window_open.wait()
             await conn.wait_writable()
-            batch = await self._outbox.take(window - len(by_id))
-            now = time.monotonic()
-            best_effort = []
-            for i, record in enumerate(batch):
-                try:
-                    packet_id = conn.publish(record.topic, record.payload, record.qos)
-                except RefusedError as exc:  # over the broker's maximum packet size
-                    log.warning("mqtt: %s; reading dropped", exc)
-                    self._metrics.readings_dropped.labels(record.device, "too_large").inc()
-                    self._outbox.ack(record)
-                    continue
-                except MqttError:
-                    self._outbox.requeue(batch[i:])
-                    raise
-                if packet_id:
-                    by_id[packet_id] = (record, now)
-                else:  # QoS 0: best effort, done once written
-                    best_effort.append(record)
-            if best_effort:
-                self._acknowledged(best_effort)
+            await self._outbox.wait_ready()
+            self._fill_window(conn)
+
+    def _fill_window(self, conn: MqttConnection) -> None:
+        """Publish ready records while the window has room; raises MqttError if the connection
+        is gone (what was taken goes back to the outbox first)."""
+        by_id = self._by_id
+        batch = self._outbox.take_nowait(self._window - len(by_id))
+        now = time.monotonic()
+        best_effort = []
+        for i, record in enumerate(batch):
+            try:
+                packet_id = conn.publish(record.topic, record.payload, record.qos)
+            except RefusedError as exc:  # over the broker's maximum packet size
+                log.warning("mqtt: %s; reading dropped", exc)
+                self._metrics.readings_dropped.labels(record.device, "too_large").inc()
+                self._outbox.ack(record)
+                continue
+            except MqttError:
+                self._outbox.requeue(batch[i:])
+                raise
+            if packet_id:
+                by_id[packet_id] = (record, now)
+            else:  # QoS 0: best effort, done once written
+                best_effort.append(record)
+        if best_effort:
+            self._acknowledged(best_effort)
+
+    def _fill_soon(self, conn: MqttConnection) -> None:
+        """`_fill_window` from a callback (the outbox's commit, the connection's read): never
+        raises into its caller; a dead connection is the watcher's to report."""
+        if conn.is_closed or not conn.writable or len(self._by_id) >= self._window:
+            return
+        try:
+            self._fill_window(conn)
+        except MqttError as exc:
+            log.debug("mqtt: publishing right away failed: %s", exc)
 
     async def _ack_watchdog(self) -> None:
         """A publish that waits longer than publish_timeout means the connection is dead even if
