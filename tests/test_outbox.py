@@ -99,6 +99,9 @@ async def test_many_acknowledged_records_go_with_the_next_commit(tmp_path: Path)
     box.put(reading(0), "t", 1)
     await settle()  # no waiting for the lazy flush: that many deletes do not wait
     assert [r[2] for r in rows(db)] == [MAX_LAZY_DELETES + 1, MAX_LAZY_DELETES + 2]
+    box.put(reading(1), "t", 1)  # and commits go on as before after such a flush
+    await settle()
+    assert [r[2] for r in rows(db)][-1] == MAX_LAZY_DELETES + 3
     box.close()
 
 

@@ -317,9 +317,13 @@ class Outbox:
                 self._delete_handle = loop.call_later(ACK_FLUSH_DELAY, self._flush_deletes)
         elif self._flush_handle is None:
             if self.cfg.commit_interval > 0:
-                self._flush_handle = loop.call_later(self.cfg.commit_interval, self.flush)
+                self._flush_handle = loop.call_later(self.cfg.commit_interval, self._flush_new)
             else:
-                self._flush_handle = loop.call_soon(self.flush)
+                self._flush_handle = loop.call_soon(self._flush_new)
+
+    def _flush_new(self) -> None:
+        self._flush_handle = None
+        self.flush()
 
     def _flush_deletes(self) -> None:
         self._delete_handle = None
@@ -339,8 +343,6 @@ class Outbox:
         the seqs table, at 1000 readings/s nearly every one."""
         if deletes is None:
             deletes = len(self._acked) >= MAX_LAZY_DELETES
-        if not deletes:
-            self._flush_handle = None
         if self._disk_resting():
             return
         self._expire_old()
@@ -376,7 +378,7 @@ class Outbox:
             return False
         if (self._pending or self._acked) and self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(
-                self._degraded_until - now, self.flush
+                self._degraded_until - now, self._flush_new
             )
         return True
 
