@@ -30,7 +30,7 @@ outage      lines at --rate; after --before s the broker is SIGKILLed, after --o
 Run from the repository root (needs mosquitto, mosquitto_pub, mosquitto_sub and socat:
 ./scripts/setup.sh); a full run takes about 3.5 minutes:
 
-    .venv/bin/python bench/delivery.py [--runs 3] [--only throughput latency outage]
+    .venv/bin/python bench/delivery.py [--runs 3] [--only throughput latency outage] [--sub-qos 0]
         [--lines 20000] [--rate 1000] [--seconds 10] [--outage 10] [--inflight N]
         [--backoff-max 1] [--set KEY=VALUE] [--gateway-src DIR] [--profile-dir DIR]
 """

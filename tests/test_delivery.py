@@ -101,6 +101,25 @@ def wait_ready(daemon: Daemon) -> None:
     daemon.wait_log("opened ")
 
 
+def test_a_burst_as_fast_as_the_port_takes_it_is_delivered_in_order(
+    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+) -> None:
+    """Thousands of readings at once: the window fills, acknowledgements pile up past the
+    outbox's lazy-delete threshold, and every reading still arrives, in order, exactly once."""
+    daemon.start(config(broker, serial_pair))
+    wait_ready(daemon)
+    count = 12_000
+    fd = os.open(serial_pair.peer, os.O_WRONLY | os.O_NOCTTY)
+    try:
+        for start in range(1, count + 1, 500):
+            os.write(fd, "".join(f"n={i}\n" for i in range(start, start + 500)).encode())
+    finally:
+        os.close(fd)
+    wait_all_values(subscriber, count)
+    assert values(subscriber) == list(range(1, count + 1))
+    assert payload_seqs(subscriber) == list(range(1, count + 1))
+
+
 def test_broker_killed_while_readings_flow_loses_nothing(
     broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
 ) -> None:
