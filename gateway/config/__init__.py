@@ -1,0 +1,128 @@
+"""Configuration models (pydantic v2) and the loader that points errors at file:line:col.
+
+Every timeout, limit and backoff default of the gateway lives in these models, documented in the
+field descriptions (`gateway schema` prints them as JSON Schema). One module per part:
+`base` (what every model shares), `sections` (gateway, mqtt, outbox, log, metrics), `serial` and
+`ble` (the device families), `loading` (the root model, YAML loading and error locations).
+Everything is importable from `gateway.config`.
+"""
+
+from __future__ import annotations
+
+from gateway.config.base import (
+    TOPIC_LEVEL_RE,
+    BackoffConfig,
+    DeviceBase,
+    HexBytes,
+    Model,
+    SensorName,
+    SensorSpec,
+    TopicLevel,
+    hex_bytes,
+)
+from gateway.config.ble import (
+    AD_DATA_MAX,
+    AD_TYPES,
+    GATT_FORMATS,
+    AdapterName,
+    AdvertStructSpec,
+    BleAdapterSpec,
+    BleAdvertDevice,
+    BleGattDevice,
+    BleSection,
+    GattPollSpec,
+    GattValueSpec,
+    GattWriteSpec,
+    MacAddress,
+    PassivePattern,
+    ScanningMode,
+    StructSpec,
+    Uuid,
+    check_struct,
+)
+from gateway.config.loading import (
+    Config,
+    Device,
+    json_schema,
+    load_config,
+)
+from gateway.config.sections import (
+    GatewaySection,
+    LogSection,
+    MetricsSection,
+    MqttSection,
+    OutboxConfig,
+    TlsConfig,
+    default_client_id,
+)
+from gateway.config.serial import (
+    BinaryFraming,
+    CsvDecoder,
+    Decoder,
+    DelimiterFraming,
+    Endian,
+    FixedFraming,
+    Framing,
+    PollConfig,
+    RegexDecoder,
+    SerialDevice,
+    SerialMatch,
+    StructDecoder,
+    StructField,
+    UsbId,
+)
+
+__all__ = [
+    "AD_DATA_MAX",
+    "AD_TYPES",
+    "GATT_FORMATS",
+    "TOPIC_LEVEL_RE",
+    "AdapterName",
+    "AdvertStructSpec",
+    "BackoffConfig",
+    "BinaryFraming",
+    "BleAdapterSpec",
+    "BleAdvertDevice",
+    "BleGattDevice",
+    "BleSection",
+    "Config",
+    "CsvDecoder",
+    "Decoder",
+    "DelimiterFraming",
+    "Device",
+    "DeviceBase",
+    "Endian",
+    "FixedFraming",
+    "Framing",
+    "GatewaySection",
+    "GattPollSpec",
+    "GattValueSpec",
+    "GattWriteSpec",
+    "HexBytes",
+    "LogSection",
+    "MacAddress",
+    "MetricsSection",
+    "Model",
+    "MqttSection",
+    "OutboxConfig",
+    "PassivePattern",
+    "PollConfig",
+    "RegexDecoder",
+    "ScanningMode",
+    "SensorName",
+    "SensorSpec",
+    "SerialDevice",
+    "SerialMatch",
+    "StructDecoder",
+    "StructField",
+    "StructSpec",
+    "TlsConfig",
+    "TopicLevel",
+    "UsbId",
+    "Uuid",
+    "check_struct",
+    "default_client_id",
+    "hex_bytes",
+    "json_schema",
+    "load_config",
+]

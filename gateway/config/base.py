@@ -1,0 +1,72 @@
+"""The pieces every config model shares: the frozen base model, topic-level names, backoff, hex
+bytes, and what every device has (id, sensors, backoff)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+)
+
+from gateway.backoff import BackoffPolicy
+
+# Device ids and sensor names become MQTT topic levels: no wildcards, separators or spaces.
+TopicLevel = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
+TOPIC_LEVEL_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class Model(BaseModel):
+    """Frozen, strict about unknown keys: a typo in a key is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackoffConfig(Model):
+    initial: float = Field(0.5, gt=0, description="First retry delay bound, seconds.")
+    max: float = Field(30.0, gt=0, description="Cap on the retry delay, seconds.")
+    multiplier: float = Field(2.0, ge=1, description="Growth of the delay bound per failure.")
+    reset_after: float = Field(
+        30.0, ge=0, description="A link up this long starts its next backoff from `initial`."
+    )
+
+    def policy(self) -> BackoffPolicy:
+        return BackoffPolicy(self.initial, self.max, self.multiplier, self.reset_after)
+
+
+class SensorSpec(Model):
+    unit: str | None = Field(None, description="Unit published with the value, e.g. °C.")
+    type: Literal["float", "int", "str", "bool"] | None = Field(
+        None, description="Coerce the decoded value to this type."
+    )
+
+
+class DeviceBase(Model):
+    id: TopicLevel
+    sensors: dict[str, SensorSpec] = Field(
+        default_factory=dict, description="Per-sensor unit and type."
+    )
+    backoff: BackoffConfig = BackoffConfig()
+
+
+SensorName = TopicLevel  # a sensor name becomes the last topic level of its readings
+
+
+def hex_bytes(text: str) -> bytes:
+    """`"aa 55"`, `"AA55"` -> b"\\xaa\\x55" (the config's notation for bytes)."""
+    return bytes.fromhex(text)
+
+
+def _check_hex(text: str) -> str:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not hex bytes such as 'aa 55'") from None
+    return text
+
+
+HexBytes = Annotated[str, AfterValidator(_check_hex)]

@@ -1,0 +1,140 @@
+"""The root `Config`, and loading a YAML file into it with errors that say FILE:LINE:COL."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+)
+
+from gateway.config.base import Model
+from gateway.config.ble import BleAdvertDevice, BleGattDevice, BleSection
+from gateway.config.sections import (
+    GatewaySection,
+    LogSection,
+    MetricsSection,
+    MqttSection,
+    OutboxConfig,
+)
+from gateway.config.serial import SerialDevice
+from gateway.errors import ConfigError
+from gateway.yamlsource import Located, Path_, dotted, load_yaml
+
+Device = Annotated[SerialDevice | BleAdvertDevice | BleGattDevice, Field(discriminator="type")]
+
+
+class Config(Model):
+    gateway: GatewaySection
+    mqtt: MqttSection = MqttSection()
+    outbox: OutboxConfig = OutboxConfig()
+    log: LogSection = LogSection()
+    metrics: MetricsSection = MetricsSection()
+    devices: list[Device] = Field(default_factory=list)
+    ble: BleSection = BleSection()
+
+    def device(self, device_id: str) -> Device | None:
+        return next((d for d in self.devices if d.id == device_id), None)
+
+
+def _strip_tags(loc: tuple[int | str, ...], data: Any) -> Path_:
+    """Drop the discriminator tags pydantic puts in error paths (`devices.0.serial.port`)."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        is_tag = isinstance(node, Mapping) and isinstance(part, str) and part not in node
+        if is_tag and node.get("type") == part:
+            continue
+        out.append(part)
+        node = (
+            node.get(part)
+            if isinstance(node, Mapping)
+            else (
+                node[part]
+                if isinstance(node, list) and isinstance(part, int) and part < len(node)
+                else None
+            )
+        )
+    return tuple(out)
+
+
+def _format_errors(exc: ValidationError, located: Located) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = _strip_tags(err["loc"], located.data)
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see `gateway schema`)"
+        elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = (*loc, "type")
+            if err["type"] == "union_tag_not_found":
+                message = "missing `type:` (it selects the device model, e.g. `type: serial`)"
+        problems.append(f"{located.where(loc)}: {dotted(loc)}: {message}")
+    return problems
+
+
+def _resolve_paths(cfg: Config, base: Path, located: Located) -> Config:
+    """Make relative paths relative to the config file and read password_file."""
+    state_dir = cfg.gateway.state_dir
+    if not state_dir.is_absolute():
+        state_dir = (base / state_dir).resolve()
+    mqtt = cfg.mqtt
+    if mqtt.password_file is not None:
+        file = mqtt.password_file if mqtt.password_file.is_absolute() else base / mqtt.password_file
+        try:
+            secret = file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            loc: Path_ = ("mqtt", "password_file")
+            raise ConfigError(
+                [f"{located.where(loc)}: {dotted(loc)}: cannot read {file}: {exc.strerror}"]
+            ) from exc
+        mqtt = mqtt.model_copy(update={"password": SecretStr(secret), "password_file": file})
+    if mqtt.tls is not None:
+        tls = mqtt.tls
+        files = {
+            name: (value if value.is_absolute() else base / value)
+            for name in ("ca_file", "cert_file", "key_file")
+            if (value := getattr(tls, name)) is not None
+        }
+        mqtt = mqtt.model_copy(update={"tls": tls.model_copy(update=files)})
+    return cfg.model_copy(
+        update={"gateway": cfg.gateway.model_copy(update={"state_dir": state_dir}), "mqtt": mqtt}
+    )
+
+
+def _check_unique_ids(cfg: Config, located: Located) -> list[str]:
+    seen: dict[str, int] = {}
+    problems = []
+    for i, device in enumerate(cfg.devices):
+        if device.id in seen:
+            loc: Path_ = ("devices", i, "id")
+            problems.append(
+                f"{located.where(loc)}: {dotted(loc)}: duplicate device id {device.id!r} "
+                f"(first used by devices[{seen[device.id]}])"
+            )
+        seen.setdefault(device.id, i)
+    return problems
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Load, interpolate and validate a config file; raise ConfigError listing every problem."""
+    file = Path(path)
+    located = load_yaml(file, env)
+    if not isinstance(located.data, dict):
+        raise ConfigError([f"{file}:1:1: the config must be a mapping with a `gateway:` section"])
+    try:
+        cfg = Config.model_validate(located.data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, located)) from exc
+    if problems := _check_unique_ids(cfg, located):
+        raise ConfigError(problems)
+    return _resolve_paths(cfg, file.resolve().parent, located)
+
+
+def json_schema() -> dict[str, Any]:
+    return TypeAdapter(Config).json_schema()

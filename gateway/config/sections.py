@@ -1,0 +1,167 @@
+"""The gateway's own sections: `gateway`, `mqtt` (with TLS), `outbox`, `log`, `metrics`."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (
+    Field,
+    SecretStr,
+    model_validator,
+)
+
+from gateway.config.base import BackoffConfig, Model, TopicLevel
+
+
+class OutboxConfig(Model):
+    """The durable store-and-forward outbox (SQLite, WAL) in `gateway.state_dir`."""
+
+    max_bytes: int = Field(
+        50_000_000, ge=10_000, description="Bound on stored readings (topic + payload), bytes."
+    )
+    max_age: float = Field(
+        7 * 86400.0, gt=0, description="Readings older than this (seconds) are dropped."
+    )
+    overflow: Literal["drop_oldest", "drop_newest"] = Field(
+        "drop_oldest", description="When max_bytes is reached: drop the oldest or the new ones."
+    )
+    commit_interval: float = Field(
+        0.0,
+        ge=0,
+        le=5,
+        description="Group commits for this long (seconds); 0 commits at the end of each "
+        "event-loop iteration, which already groups a burst.",
+    )
+    sync: Literal["normal", "full"] = Field(
+        "normal",
+        description="normal survives a crash of the gateway; full also a power loss "
+        "(an fsync per commit).",
+    )
+    memory_records: int = Field(
+        10_000,
+        ge=100,
+        description="Ready records held in memory; a larger backlog is read "
+        "back from disk in batches.",
+    )
+    retry_interval: float = Field(
+        30.0, gt=0, description="While the disk fails, retry writing this often (seconds)."
+    )
+    file: str = Field("outbox.sqlite3", description="File name inside state_dir.")
+
+
+class GatewaySection(Model):
+    id: TopicLevel = Field(description="Gateway id: status topic and default MQTT client id.")
+    state_dir: Path = Field(
+        Path("/var/lib/gateway"),
+        description="Where state lives. Relative paths are relative to the config file.",
+    )
+    shutdown_timeout: float = Field(
+        10.0, gt=0, description="Seconds to flush queued readings and close links on SIGTERM."
+    )
+    stall_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="A link this many seconds past the deadline of opening, backing off or "
+        "closing counts as stuck: the systemd watchdog is no longer fed and /healthz fails.",
+    )
+
+
+class TlsConfig(Model):
+    """TLS to the broker. Relative paths are relative to the config file."""
+
+    ca_file: Path | None = Field(None, description="CA bundle; default: the system's CAs.")
+    cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    key_file: Path | None = Field(None, description="Client private key (mutual TLS).")
+    insecure: bool = Field(
+        False, description="Skip certificate and host name checks (testing only; logged loudly)."
+    )
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class MqttSection(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: str | None = Field(
+        None, description="Default: `gateway-<id>-<hash>`, stable per gateway id and host."
+    )
+    keepalive: int = Field(30, ge=1, le=65535, description="MQTT keepalive, seconds.")
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = Field(
+        None, description="File holding the password (relative to the config file)."
+    )
+    topic_prefix: str = Field("gateway", pattern=r"^[^#+]+$")
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of readings.")
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds to wait for CONNACK.")
+    publish_timeout: float = Field(
+        10.0, gt=0, description="Seconds to wait for a PUBACK before the session is reset."
+    )
+    inflight: int = Field(
+        256,
+        ge=1,
+        le=65535,
+        description="Publishes awaiting acknowledgement at once. An MQTT 5 broker's receive "
+        "maximum lowers it (mosquitto: max_inflight_messages, default 20); QoS 2 over MQTT "
+        "3.1.1 keeps at most 20.",
+    )
+    tls: TlsConfig | None = Field(None, description="Enable TLS (give at least `{}`).")
+    command_verb: TopicLevel = Field(
+        "set", description="Commands are read from `<prefix>/<device>/<verb>/<command>`."
+    )
+    commands: bool = Field(True, description="Subscribe to command topics.")
+    command_ttl: float = Field(
+        0.0,
+        ge=0,
+        description="A command for a device that is down waits this long for it "
+        "(seconds); 0 replies with an error at once.",
+    )
+    backoff: BackoffConfig = BackoffConfig()
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttSection:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give either password or password_file, not both")
+        return self
+
+
+class LogSection(Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class MetricsSection(Model):
+    """The HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/readyz` and `/status`."""
+
+    enabled: bool = Field(True, description="Serve the HTTP endpoint.")
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Listen address; `0.0.0.0` or `::` to let other hosts scrape it.",
+    )
+    port: int = Field(9108, ge=0, le=65535, description="Listen port; 0 picks a free one (logged).")
+    sensor_values: bool = Field(
+        False,
+        description="Also export the latest value of every numeric sensor as "
+        "`gateway_sensor_value{device,sensor,unit}` (useful with Prometheus alone, no broker).",
+    )
+    outbox_high_water: int = Field(
+        10_000,
+        ge=1,
+        description="`/readyz` reports not ready while the outbox holds more readings than this.",
+    )
+
+
+def default_client_id(gateway_id: str) -> str:
+    """Stable per gateway id, and distinct for gateways that share an id on different hosts."""
+    import socket  # noqa: PLC0415 - only needed here
+
+    digest = hashlib.sha1(f"{gateway_id}@{socket.gethostname()}".encode(), usedforsecurity=False)
+    return f"gateway-{gateway_id}-{digest.hexdigest()[:8]}"
