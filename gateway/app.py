@@ -24,9 +24,8 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gateway.ble.hub import BleHub
-from gateway.ble.links import EXIT_ADAPTER_DEAD, device_link, scanner_links, scanners_changed
 from gateway.commands import CommandRouter, CommandTarget
 from gateway.config import (
     BleAdvertDevice,
@@ -50,6 +49,9 @@ from gateway.supervisor import Link, Supervisor
 from gateway.systemd import notify, watchdog_timeout
 from gateway.watchdog import Watchdog
 
+if TYPE_CHECKING:
+    from gateway.ble.hub import BleHub
+
 log = logging.getLogger(__name__)
 
 CLOSE_RESERVE = 2.0  # seconds of the shutdown budget kept for closing the MQTT session
@@ -68,8 +70,16 @@ def make_link(
         case BleAdvertDevice() | BleGattDevice():  # Bluetooth LE: the adapters' shared state
             if ble is None:
                 raise ValueError(f"{device.type} devices need the gateway's BleHub")
+            from gateway.ble.links import device_link  # noqa: PLC0415 - see Gateway.ble
+
             return device_link(ble, device, submit)
     raise AssertionError(f"no link for device type {device.type}")  # pragma: no cover
+
+
+def uses_ble(config: Config | None) -> bool:
+    return config is not None and any(
+        isinstance(d, BleAdvertDevice | BleGattDevice) for d in config.devices
+    )
 
 
 def link_name(device: Device) -> str:
@@ -86,7 +96,7 @@ class Gateway:
         self.outbox: Outbox | None = None
         self.supervisor: Supervisor | None = None
         self.availability = Availability()
-        self.ble = BleHub(cfg.ble, self.metrics)  # Bluetooth LE state shared by its links
+        self._ble: BleHub | None = None
         self.exit_code = 0  # non-zero when a component asks for a restart (see _ble_gave_up)
         self.seen = Seen(keep_values=cfg.metrics.sensor_values)
         self.http: HttpServer | None = None
@@ -205,7 +215,8 @@ class Gateway:
         return HttpServer(cfg.host, cfg.port, endpoints.application())
 
     def _start_device(self, sup: Supervisor, device: Device) -> None:
-        sup.start(make_link(device, self.submit, self.metrics, ble=self.ble))
+        ble = self.ble if isinstance(device, BleAdvertDevice | BleGattDevice) else None
+        sup.start(make_link(device, self.submit, self.metrics, ble=ble))
         self.availability.set(device.id, online=False)
 
     def _make_session(self, cfg: Config) -> MqttSession:
@@ -307,10 +318,25 @@ class Gateway:
         await self._sync_ble_scanners(sup, old)
 
     # -- Bluetooth LE (issue 5) ----------------------------------------------------------------
+    @property
+    def ble(self) -> BleHub:
+        """Bluetooth LE state shared by its links. Made on first use: bleak, dbus-fast and
+        cryptography cost about half a second of start-up and their memory, which a gateway
+        with serial devices only does not need to pay."""
+        if self._ble is None:
+            from gateway.ble.hub import BleHub  # noqa: PLC0415
+
+            self._ble = BleHub(self.cfg.ble, self.metrics)
+        return self._ble
+
     async def _sync_ble_scanners(self, sup: Supervisor, old: Config | None) -> None:
         """One scanner link per adapter that BLE devices use (advert and GATT devices are
         ordinary device links, see make_link). On reload, the scanners restart only if the
         `ble` section or the set of adapters changed."""
+        if not uses_ble(self.cfg) and not uses_ble(old):
+            return  # no Bluetooth configured, before or now: do not even load its libraries
+        from gateway.ble.links import scanner_links, scanners_changed  # noqa: PLC0415
+
         if old is not None and not scanners_changed(old, self.cfg):
             return
         running = [n for n in list(sup.status) if n.startswith("ble_scanner:") and n in sup]
@@ -320,6 +346,8 @@ class Gateway:
 
     def _ble_gave_up(self, reason: str) -> None:
         """The silent-scanner ladder's last step: exit non-zero, so that systemd restarts us."""
+        from gateway.ble.links import EXIT_ADAPTER_DEAD  # noqa: PLC0415
+
         log.error("%s", reason)
         self.exit_code = EXIT_ADAPTER_DEAD
         self.request_stop("Bluetooth adapter failure")
