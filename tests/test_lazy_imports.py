@@ -1,0 +1,44 @@
+"""A gateway without Bluetooth devices does not load the Bluetooth libraries (their import
+costs about half a second of start-up and 10 MB), and one with them does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import asyncio, sys
+from gateway.app import Gateway, make_link
+from gateway.config import Config
+from gateway.metrics import Metrics
+cfg = Config.model_validate({"gateway": {"id": "gw"}, "devices": [DEVICE]})
+gw = Gateway(cfg)
+device = cfg.devices[0]
+ble = gw.ble if device.type.startswith("ble") else None
+make_link(device, gw.submit, gw.metrics, ble=ble)
+print(sorted(m for m in ("bleak", "dbus_fast", "cryptography") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    ("device", "loaded"),
+    [
+        ('{"id": "boiler", "type": "serial", "port": "/dev/ttyX"}', "[]"),
+        (
+            '{"id": "kitchen", "type": "ble_advert", "address": "A4:C1:38:12:34:56", '
+            '"decoder": "pvvx"}',
+            "['bleak', 'cryptography', 'dbus_fast']",
+        ),
+    ],
+)
+def test_bluetooth_libraries_load_only_for_bluetooth_devices(device: str, loaded: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE.replace("DEVICE", device)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == loaded
