@@ -76,10 +76,12 @@ def make_link(
     raise AssertionError(f"no link for device type {device.type}")  # pragma: no cover
 
 
+def is_ble(device: Device) -> bool:
+    return isinstance(device, BleAdvertDevice | BleGattDevice)
+
+
 def uses_ble(config: Config | None) -> bool:
-    return config is not None and any(
-        isinstance(d, BleAdvertDevice | BleGattDevice) for d in config.devices
-    )
+    return config is not None and any(is_ble(d) for d in config.devices)
 
 
 def link_name(device: Device) -> str:
@@ -215,7 +217,7 @@ class Gateway:
         return HttpServer(cfg.host, cfg.port, endpoints.application())
 
     def _start_device(self, sup: Supervisor, device: Device) -> None:
-        ble = self.ble if isinstance(device, BleAdvertDevice | BleGattDevice) else None
+        ble = self.ble if is_ble(device) else None
         sup.start(make_link(device, self.submit, self.metrics, ble=ble))
         self.availability.set(device.id, online=False)
 

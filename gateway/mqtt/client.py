@@ -331,11 +331,6 @@ class MqttConnection(asyncio.Protocol):
             raise RefusedError(f"subscription to {topic} refused (code {code:#04x})")
         return codes[0]
 
-    def forget(self, packet_ids: list[int]) -> None:
-        """Stop waiting for these acknowledgements (their records went back to the outbox)."""
-        for packet_id in packet_ids:
-            self._pending.pop(packet_id, None)
-
     @property
     def writable(self) -> bool:
         """False while the socket's buffer is over its high-water mark (flow control)."""

@@ -595,14 +595,7 @@ class Outbox:
 
     def ack(self, record: Record) -> None:
         """The broker acknowledged the record: it leaves the outbox."""
-        if self._inflight.pop(record.id, None) is None:
-            return
-        self._bytes -= record.size
-        self._count -= 1
-        if self._pending.pop(record.id, None) is None:  # (degraded: never written, no delete)
-            self._acked.add(record.id)
-            self._schedule_flush(soon=False)
-        self._changed()
+        self.ack_many([record])
 
     def ack_many(self, records: list[Record]) -> None:
         """`ack` for the acknowledgements of one read, with one flush scheduled."""

@@ -215,7 +215,7 @@ class MqttSession:
     async def _close(self, *, announce: bool) -> None:
         self.connected.clear()
         conn, self._conn = self._conn, None
-        self._give_back_inflight(conn)
+        self._give_back_inflight()
         if conn is None:
             return
         try:
@@ -228,11 +228,11 @@ class MqttSession:
         finally:
             conn.abort()  # no-op after a clean disconnect
 
-    def _give_back_inflight(self, conn: MqttConnection | None) -> None:
+    def _give_back_inflight(self) -> None:
+        """Records in flight go back to the outbox. An acknowledgement that still arrives for
+        one of them finds no entry in `_by_id` and is ignored."""
         if self._by_id:
             log.info("mqtt: %d unacknowledged reading(s) go back to the outbox", len(self._by_id))
-            if conn is not None:
-                conn.forget(list(self._by_id))
             self._outbox.requeue(record for record, _ in self._by_id.values())
             self._by_id.clear()
         self._window_open.set()
