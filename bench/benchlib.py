@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -233,6 +234,45 @@ def start_mosquitto_sub(port: int, qos: int) -> subprocess.Popen[bytes]:
         ],
         stdout=subprocess.PIPE,
     )
+
+
+class MosquittoSubReader:
+    """`mosquitto_sub` (see start_mosquitto_sub) and a thread handing each chunk of its output
+    to `on_chunk`. Returns once subscribed: it publishes `probe` (topic, message) until
+    `on_chunk` sets `probed`."""
+
+    def __init__(
+        self,
+        port: int,
+        qos: int,
+        on_chunk: Callable[[bytes], None],
+        probe: tuple[str, str],
+        probed: threading.Event,
+    ) -> None:
+        self.proc = start_mosquitto_sub(port, qos)
+        self._on_chunk = on_chunk
+        self._reader = threading.Thread(target=self._read, name="mosquitto_sub", daemon=True)
+        self._reader.start()
+
+        def subscribed() -> bool:
+            publish_probe(port, *probe)
+            return probed.wait(0.2)
+
+        try:
+            wait_until("mosquitto_sub", subscribed, 10, self.proc)
+        except BaseException:
+            self.close()
+            raise
+
+    def _read(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        while chunk := os.read(stdout.fileno(), 1 << 16):
+            self._on_chunk(chunk)
+
+    def close(self) -> None:
+        stop(self.proc, 5)
+        self._reader.join(5)
 
 
 def publish_probe(port: int, topic: str, message: str) -> None:

@@ -58,16 +58,14 @@ from benchlib import (
     PREFIX,
     REPO,
     Broker,
+    MosquittoSubReader,
     cpu_seconds,
     missing_tools,
     peak_rss_mb,
     pty_pair,
-    publish_probe,
     start_gateway,
     start_mosquitto_pub,
-    start_mosquitto_sub,
     stop,
-    wait_until,
     write_gateway_config,
 )
 
@@ -166,38 +164,26 @@ class Receiver:
         self._probed = threading.Event()
         self._batches: list[Batch] = []
         self._changed = threading.Condition()
-        self._proc = start_mosquitto_sub(port, qos)
-        self._reader = threading.Thread(target=self._read, name="mosquitto_sub", daemon=True)
-        self._reader.start()
-        try:  # subscribed once a probe comes back
-            wait_until("mosquitto_sub", lambda: self._probe(port), 10, self._proc)
-        except BaseException:
-            self.close()
-            raise
+        self._rest = b""  # a line split between two reads counts on the second
+        self._sub = MosquittoSubReader(
+            port, qos, self._read, (f"{PREFIX}/probe", "probe"), self._probed
+        )
 
-    def _probe(self, port: int) -> bool:
-        publish_probe(port, f"{PREFIX}/probe", "probe")
-        return self._probed.wait(0.2)
-
-    def _read(self) -> None:
-        stdout = self._proc.stdout
-        assert stdout is not None
-        rest = b""
-        while chunk := os.read(stdout.fileno(), 1 << 16):
-            now = time.time_ns()
-            buf = rest + chunk
-            end = buf.rfind(b"\n") + 1  # a line split between two reads counts on the second
-            data, rest = buf[:end], buf[end:]
-            if b"warm" in data:
-                self.warm.set()
-            if b" probe" in data:
-                self._probed.set()
-            if found := STAMP.findall(data):
-                with self._changed:
-                    self._batches.append((now, found))
-                    self.count += len(found)
-                    self.last_at = time.monotonic()
-                    self._changed.notify_all()
+    def _read(self, chunk: bytes) -> None:
+        now = time.time_ns()
+        buf = self._rest + chunk
+        end = buf.rfind(b"\n") + 1
+        data, self._rest = buf[:end], buf[end:]
+        if b"warm" in data:
+            self.warm.set()
+        if b" probe" in data:
+            self._probed.set()
+        if found := STAMP.findall(data):
+            with self._changed:
+                self._batches.append((now, found))
+                self.count += len(found)
+                self.last_at = time.monotonic()
+                self._changed.notify_all()
 
     def wait_count(
         self, n: int, timeout: float, proc: subprocess.Popen[bytes], *, quiet: float = 5.0
@@ -220,8 +206,7 @@ class Receiver:
         return batches
 
     def close(self) -> None:
-        stop(self._proc, 5)
-        self._reader.join(5)
+        self._sub.close()
 
 
 class Arrivals:

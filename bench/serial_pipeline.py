@@ -23,24 +23,13 @@ from gateway.links.pipeline import FramePipeline
 from gateway.metrics import Metrics
 from gateway.models import Reading
 from gateway.simdevices import (
+    METER_DECODER,
     METER_FORMAT,
     METER_FRAMING,
     GpsReceiver,
     KvSensor,
     meter_frame,
 )
-
-METER_DECODER = {
-    "type": "struct",
-    "format": METER_FORMAT,
-    "fields": [
-        None,
-        {"name": "voltage", "scale": 0.1, "unit": "V"},
-        {"name": "current", "scale": 0.01, "unit": "A"},
-        {"name": "energy", "unit": "Wh"},
-        {"name": "power", "unit": "W"},
-    ],
-}
 
 
 def stream(make: Callable[[random.Random, int], bytes], n: int, damage: float) -> bytes:

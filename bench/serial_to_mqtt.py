@@ -42,16 +42,14 @@ import paho.mqtt.client as mqtt
 from benchlib import (
     PREFIX,
     Broker,
+    MosquittoSubReader,
     cpu_seconds,
     missing_tools,
     peak_rss_mb,
     pty_pair,
-    publish_probe,
     start_gateway,
     start_mosquitto_pub,
-    start_mosquitto_sub,
     stop,
-    wait_until,
     write_gateway_config,
 )
 from paho.mqtt.enums import CallbackAPIVersion
@@ -146,35 +144,22 @@ class MosquittoSubscriber(Counter):
 
     def __init__(self, port: int, qos: int) -> None:
         super().__init__()
-        self._proc = start_mosquitto_sub(port, qos)
-        self._reader = threading.Thread(target=self._read, name="mosquitto_sub", daemon=True)
-        self._reader.start()
-        try:  # subscribed once a probe comes back
-            wait_until("mosquitto_sub", lambda: self._probe(port), 10, self._proc)
-        except BaseException:
-            self.close()
-            raise
+        self._sub = MosquittoSubReader(
+            port, qos, self._count, (f"{PREFIX}/probe/warm", "warm"), self.warm
+        )
 
-    def _probe(self, port: int) -> bool:
-        publish_probe(port, f"{PREFIX}/probe/warm", "warm")
-        return self.warm.wait(0.2)
-
-    def _read(self) -> None:
-        stdout = self._proc.stdout
-        assert stdout is not None
-        while chunk := os.read(stdout.fileno(), 1 << 16):
-            # Lines are `topic payload`; warm-up and status lines are few and never split the
-            # counts that matter, so counting in bulk is exact enough and cheap.
-            warm = chunk.count(b"warm")
-            if warm:
-                self.warm.set()
-            data = chunk.count(b"\n") - warm - chunk.count(b"/status ")
-            if data > 0:
-                self.add(data)
+    def _count(self, chunk: bytes) -> None:
+        # Lines are `topic payload`; warm-up and status lines are few and never split the
+        # counts that matter, so counting in bulk is exact enough and cheap.
+        warm = chunk.count(b"warm")
+        if warm:
+            self.warm.set()
+        data = chunk.count(b"\n") - warm - chunk.count(b"/status ")
+        if data > 0:
+            self.add(data)
 
     def close(self) -> None:
-        stop(self._proc, 5)
-        self._reader.join(5)
+        self._sub.close()
 
 
 # -- the programs under test ---------------------------------------------------------------------

@@ -108,6 +108,18 @@ class GpsReceiver:
 METER_FRAMING = {"type": "binary", "start": "aa", "length_size": 1, "checksum": "crc16_modbus"}
 METER_READ = 0x01  # command byte of the poll; the answer's first payload byte is 0x81
 METER_FORMAT = ">BHHIh"  # 0x81, voltage (0.1 V), current (0.01 A), energy (Wh), power (W)
+#: The `decoder:` of a device entry that reads the meter (tests and benches configure it so).
+METER_DECODER = {
+    "type": "struct",
+    "format": METER_FORMAT,
+    "fields": [
+        None,
+        {"name": "voltage", "scale": 0.1, "unit": "V"},
+        {"name": "current", "scale": 0.01, "unit": "A"},
+        {"name": "energy", "unit": "Wh"},
+        {"name": "power", "unit": "W"},
+    ],
+}
 _CRC = checksum("crc16_modbus")
 
 

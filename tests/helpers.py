@@ -162,6 +162,12 @@ class Broker:
         self.kill()
         self.start()
 
+    def reconfigure(self, *lines: str) -> None:
+        """Append lines to mosquitto.conf and restart on the same port."""
+        with self.conf.open("a") as conf:
+            conf.write("".join(f"{line}\n" for line in lines))
+        self.restart()
+
     def freeze(self) -> None:
         """SIGSTOP: TCP still connects (kernel backlog), nothing answers: a silent partition.
         Returns once the broker is really stopped, not merely signalled."""

@@ -81,13 +81,6 @@ async def inbox() -> Inbox:
     return Inbox()  # (made on the test's event loop)
 
 
-def reconfigure(broker: Broker, *lines: str) -> None:
-    broker.kill()
-    with broker.conf.open("a") as conf:
-        conf.write("".join(f"{line}\n" for line in lines))
-    broker.start()
-
-
 @pytest.mark.parametrize(("v5", "qos"), [(False, 1), (True, 1), (False, 2), (True, 0)])
 async def test_a_window_of_publishes_is_acknowledged_and_delivered(
     broker: Broker, subscriber: Subscriber, inbox: Inbox, v5: bool, qos: int
@@ -177,7 +170,7 @@ async def test_a_killed_broker_fails_waiters_and_closes(broker: Broker, inbox: I
 
 
 async def test_the_broker_limits_of_mqtt_5_are_honoured(broker: Broker, inbox: Inbox) -> None:
-    reconfigure(broker, "max_inflight_messages 5", "max_packet_size 200")
+    broker.reconfigure("max_inflight_messages 5", "max_packet_size 200")
     conn = await connect(broker, inbox, v5=True)
     try:
         assert conn.receive_maximum == 5
@@ -192,7 +185,7 @@ async def test_the_broker_limits_of_mqtt_5_are_honoured(broker: Broker, inbox: I
 
 @pytest.mark.parametrize("v5", [False, True])
 async def test_a_refused_connect_says_why(broker: Broker, inbox: Inbox, v5: bool) -> None:
-    reconfigure(broker, "allow_anonymous false")
+    broker.reconfigure("allow_anonymous false")
     with pytest.raises(ConnectRefusedError, match="not authorized") as caught:
         await connect(broker, inbox, v5=v5)
     assert caught.value.auth

@@ -248,13 +248,13 @@ def certs(tmp_path: Path) -> Path:
 def tls_port(broker: Broker, certs: Path) -> int:
     """Add a TLS listener that requires client certificates to the test broker."""
     port = free_port()
-    with broker.conf.open("a") as conf:
-        conf.write(
-            f"listener {port} 127.0.0.1\n"
-            f"cafile {certs / 'ca.crt'}\ncertfile {certs / 'server.crt'}\n"
-            f"keyfile {certs / 'server.key'}\nrequire_certificate true\n"
-        )
-    broker.restart()
+    broker.reconfigure(
+        f"listener {port} 127.0.0.1",
+        f"cafile {certs / 'ca.crt'}",
+        f"certfile {certs / 'server.crt'}",
+        f"keyfile {certs / 'server.key'}",
+        "require_certificate true",
+    )
     return port
 
 

@@ -30,7 +30,7 @@ from helpers import (
     wait_path,
 )
 
-from gateway.simdevices import METER_FORMAT, METER_FRAMING, METER_QUERY
+from gateway.simdevices import METER_DECODER, METER_FRAMING, METER_QUERY
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -135,17 +135,7 @@ def test_polled_binary_meter_with_missed_responses(
         "type": "serial",
         "port": port,
         "framing": METER_FRAMING,
-        "decoder": {
-            "type": "struct",
-            "format": METER_FORMAT,
-            "fields": [
-                None,
-                {"name": "voltage", "scale": 0.1, "unit": "V"},
-                {"name": "current", "scale": 0.01, "unit": "A"},
-                {"name": "energy", "unit": "Wh"},
-                {"name": "power", "unit": "W"},
-            ],
-        },
+        "decoder": METER_DECODER,
         "poll": {"query_hex": METER_QUERY.hex(" "), "interval": 0.2, "timeout": 0.1},
         "backoff": dict(FAST_BACKOFF),
     }

@@ -27,6 +27,7 @@ from gateway.links.serial import CLOSE_TIMEOUT, SerialLink
 from gateway.metrics import Metrics
 from gateway.models import Reading, Value
 from gateway.simdevices import (
+    METER_DECODER,
     METER_FORMAT,
     METER_FRAMING,
     METER_QUERY,
@@ -335,21 +336,7 @@ async def test_run_outside_the_context_is_refused(pty: Pty) -> None:
 
 # -- binary framing, decoders, polling -----------------------------------------------------------
 
-METER = {
-    "framing": METER_FRAMING,
-    "decoder": {
-        "type": "struct",
-        "format": METER_FORMAT,
-        "fields": [
-            None,
-            {"name": "voltage", "scale": 0.1, "unit": "V"},
-            {"name": "current", "scale": 0.01, "unit": "A"},
-            {"name": "energy", "unit": "Wh"},
-            {"name": "power", "unit": "W"},
-        ],
-    },
-    "sensors": {},
-}
+METER = {"framing": METER_FRAMING, "decoder": METER_DECODER, "sensors": {}}
 
 
 def values(readings: list[Reading]) -> dict[str, tuple[Value, str | None]]:
