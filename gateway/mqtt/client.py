@@ -164,7 +164,6 @@ class MqttConnection(asyncio.Protocol):
         except wire.MalformedPacketError as exc:
             log.warning("mqtt: malformed packet from the broker: %s", exc)
             self._fail(ConnectionClosedError(f"malformed packet from the broker: {exc}"))
-            self.abort()
         finally:
             if acks:  # (those before a malformed packet were real)
                 self.on_acks(acks)
