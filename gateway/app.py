@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from gateway.commands import CommandRouter, CommandTarget
 from gateway.config import (
+    BatchConfig,
     BleAdvertDevice,
     BleGattDevice,
     Config,
@@ -98,6 +99,9 @@ class Gateway:
         self.outbox: Outbox | None = None
         self.supervisor: Supervisor | None = None
         self.availability = Availability()
+        # Devices with `batch`, looked up per record by the publisher (kept up to date on
+        # reload: the same dict, so a running session sees the change).
+        self.batches: dict[str, BatchConfig] = {}
         self._ble: BleHub | None = None
         self.exit_code = 0  # non-zero when a component asks for a restart (see _ble_gave_up)
         self.seen = Seen(keep_values=cfg.metrics.sensor_values)
@@ -223,6 +227,7 @@ class Gateway:
 
     def _make_session(self, cfg: Config) -> MqttSession:
         assert self.outbox is not None
+        self._update_batches(cfg)
         router = CommandRouter(self._command_target, cfg.mqtt.command_ttl)
         return MqttSession(
             cfg.mqtt,
@@ -231,7 +236,12 @@ class Gateway:
             self.metrics,
             router=router,
             availability=self.availability,
+            batching=self.batches.get,
         )
+
+    def _update_batches(self, cfg: Config) -> None:
+        self.batches.clear()
+        self.batches.update({d.id: d.batch for d in cfg.devices if d.batch is not None})
 
     def _command_target(self, device_id: str) -> CommandTarget | None:
         device = self.cfg.device(device_id)
@@ -313,6 +323,7 @@ class Gateway:
         for device_id, device in old_devices.items():
             if new_devices.get(device_id) != device:  # removed or changed: no stale series
                 self.seen.forget(device_id, self.metrics)
+        self._update_batches(new)
         if restart_session:
             sup.start(self._make_session(new))
         for device in start:

@@ -113,9 +113,13 @@ def _stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGKIL
 class Broker:
     """A real mosquitto on a free loopback port that can be killed and restarted on that port.
 
-    Persistence is on (autosaved on every change) so that a persistent subscriber's session and
-    retained messages survive a SIGKILL, as they would with a production broker: readings the
-    gateway publishes right after a restart are then queued for the subscriber, not lost."""
+    It cannot drop what it accepted for a subscriber, so that the tests measure the gateway, not
+    the broker: `max_queued_messages 0` lifts mosquitto's default cap of 1000 messages queued per
+    slow or reconnecting subscriber (past it mosquitto logs "Outgoing messages are being dropped"
+    and discards them). Persistence is on, saved every second (not on every change, which writes
+    the whole database per message and made the broker the slowest part), so that a persistent
+    subscriber's session and retained messages survive a SIGKILL as they would with a production
+    broker: readings the gateway publishes right after a restart are queued for the subscriber."""
 
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
@@ -132,7 +136,8 @@ class Broker:
             "persistence true\n"
             f"persistence_location {self.dir}/\n"
             "autosave_interval 1\n"
-            "autosave_on_changes true\n"
+            "autosave_on_changes false\n"
+            "max_queued_messages 0\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -167,6 +172,20 @@ class Broker:
         with self.conf.open("a") as conf:
             conf.write("".join(f"{line}\n" for line in lines))
         self.restart()
+
+    def persist(self) -> None:
+        """Save the broker's database now (SIGUSR1) and wait until it is on disk: a persistent
+        session made just before (a subscriber's) then survives a SIGKILL that comes before the
+        next autosave."""
+        db = self.dir / "mosquitto.db"
+        before = db.stat().st_mtime_ns if db.exists() else 0
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGUSR1)
+        wait_until(
+            lambda: (db.exists() and db.stat().st_mtime_ns != before) or None,
+            5.0,
+            "mosquitto to save its database",
+        )
 
     def freeze(self) -> None:
         """SIGSTOP: TCP still connects (kernel backlog), nothing answers: a silent partition.
@@ -295,6 +314,7 @@ class Subscriber:
     ) -> None:
         self.broker = broker
         self.topic = topic
+        self.persistent = persistent
         self.client_id = f"e2e-{name}-{os.getpid()}-{unique()}"
         self._messages: list[Message] = []
         self._cond = threading.Condition()
@@ -354,6 +374,8 @@ class Subscriber:
         self._client.loop_start()
         if not self._subscribed.wait(timeout):
             raise TimeoutError(f"subscriber {self.client_id} did not get a SUBACK")
+        if self.persistent and isinstance(self.broker, Broker):
+            self.broker.persist()  # the session must survive a broker SIGKILL from now on
         return self
 
     def close(self) -> None:

@@ -102,6 +102,9 @@ def test_readyz_fails_while_the_broker_is_down_and_the_outbox_is_over_its_mark(
     daemon.start(boiler_config(broker, serial_pair, outbox_high_water=5))
     base = endpoint(daemon)
     send_until_seen(serial_pair, subscriber, PREFIX, "boiler")
+    # send_until_seen may have sent a second reading that is still in flight: wait until the
+    # outbox is empty, or the kill puts it back and the count below is one more.
+    wait_until(lambda: status(base)["outbox"]["records"] == 0, 10, "the outbox to empty")
     broker.kill()
     wait_until(lambda: get(f"{base}/readyz").status == 503, 10, "/readyz to fail")
     assert get(f"{base}/readyz").json()["reasons"] == ["mqtt not connected"]

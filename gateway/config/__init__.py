@@ -12,6 +12,7 @@ from __future__ import annotations
 from gateway.config.base import (
     TOPIC_LEVEL_RE,
     BackoffConfig,
+    BatchConfig,
     DeviceBase,
     HexBytes,
     Model,
@@ -80,6 +81,7 @@ __all__ = [
     "AdapterName",
     "AdvertStructSpec",
     "BackoffConfig",
+    "BatchConfig",
     "BinaryFraming",
     "BleAdapterSpec",
     "BleAdvertDevice",

@@ -45,12 +45,33 @@ class SensorSpec(Model):
     )
 
 
+class BatchConfig(Model):
+    """Several readings in one MQTT message (the throughput lever): the device's payload
+    objects, each with its own `ts`, `seq` and `"sensor"`, as one JSON array published to
+    `<prefix>/<device>/batch`. The outbox still keeps every reading as its own record."""
+
+    max_items: int = Field(
+        100, ge=1, le=10_000, description="Publish as soon as this many readings wait."
+    )
+    max_delay: float = Field(
+        0.05,
+        ge=0,
+        le=60,
+        description="Seconds the oldest waiting reading may wait for more (latency it adds).",
+    )
+
+
 class DeviceBase(Model):
     id: TopicLevel
     sensors: dict[str, SensorSpec] = Field(
         default_factory=dict, description="Per-sensor unit and type."
     )
     backoff: BackoffConfig = BackoffConfig()
+    batch: BatchConfig | None = Field(
+        None,
+        description="Publish this device's readings in batches (one JSON array per message to "
+        "<prefix>/<device>/batch) instead of one message per reading.",
+    )
 
 
 SensorName = TopicLevel  # a sensor name becomes the last topic level of its readings

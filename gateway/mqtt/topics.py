@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
+from typing import Protocol
 
 from gateway.models import Reading
 
@@ -18,6 +20,47 @@ def status_topic(prefix: str, gateway_id: str) -> str:
 
 def availability_topic(prefix: str, device: str) -> str:
     return f"{prefix}/{device}/availability"
+
+
+def batch_topic(prefix: str, device: str) -> str:
+    return f"{prefix}/{device}/batch"
+
+
+class _Stored(Protocol):
+    """What a batch is made of: outbox records (topic and payload of one reading each)."""
+
+    @property
+    def device(self) -> str: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+
+
+def sensor_of(prefix: str, device: str, topic: str) -> str:
+    """The sensor of a reading topic `<prefix>/<device>/<sensor>` (records stored before a
+    change of the prefix: the last level)."""
+    head = f"{prefix}/{device}/"
+    return topic[len(head) :] if topic.startswith(head) else topic.rsplit("/", 1)[-1]
+
+
+def batch_payload(prefix: str, records: Sequence[_Stored]) -> bytes:
+    """`[{"sensor": "t", "value": 21.5, "unit": "°C", "ts": ..., "seq": 7}, ...]`: each element
+    is exactly the payload the reading would have had alone, with its sensor first (spliced
+    into the stored JSON object, not parsed and dumped again)."""
+    items = []
+    for record in records:
+        sensor = _SENSORS.get(record.topic)
+        if sensor is None:
+            name = json.dumps(sensor_of(prefix, record.device, record.topic), ensure_ascii=False)
+            sensor = f'{{"sensor": {name}, '.encode()
+            if len(_SENSORS) < 10_000:  # topics come from config and decoders: a bounded set
+                _SENSORS[record.topic] = sensor
+        items.append(sensor + record.payload[1:])
+    return b"[" + b", ".join(items) + b"]"
+
+
+_SENSORS: dict[str, bytes] = {}
 
 
 def reading_payload(reading: Reading, seq: int | None = None) -> bytes:

@@ -1,0 +1,273 @@
+"""The publisher: ready records from the outbox -> PUBLISH, acknowledgements -> the outbox.
+
+A record leaves the outbox only when the broker acknowledged the message that carried it (PUBACK
+at QoS 1, PUBCOMP at QoS 2, written at QoS 0), never because a client library queued it. At most
+`window` messages are unacknowledged at once; the oldest of them may wait `publish_timeout`
+before the connection is presumed dead (`watchdog`).
+
+A device with `batch` has its records gathered (in the publisher, after the outbox) into one
+JSON array per message to `<prefix>/<device>/batch`: when `max_items` wait, or the oldest has
+waited `max_delay`. One acknowledgement then deletes every record of its message; a message
+that fails goes back to the outbox whole, in order, with everything still gathering.
+
+Records in flight belong to one connection: `give_back()` returns them all to the outbox when it
+ends, and an acknowledgement that still arrives for one of them finds nothing and is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway.config import BatchConfig
+from gateway.metrics import Metrics
+from gateway.mqtt.aioclient import GatewayClient
+from gateway.mqtt.errors import AckTimeoutError, ConnectionLostError, PacketTooLargeError
+from gateway.mqtt.outbox import Outbox, Record
+from gateway.mqtt.topics import batch_payload, batch_topic
+
+log = logging.getLogger(__name__)
+
+BatchLookup = Callable[[str], BatchConfig | None]
+WATCHDOG_TICK = 1.0  # seconds between looks at the oldest unacknowledged message, at most
+
+
+class _Gathering:
+    """One batched device's records waiting to become a message."""
+
+    __slots__ = ("records", "since", "timer")
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.since = 0.0  # monotonic time the first of them was taken
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Publisher:
+    def __init__(
+        self,
+        outbox: Outbox,
+        metrics: Metrics,
+        *,
+        prefix: str,
+        publish_timeout: float,
+        batching: BatchLookup = lambda _device: None,
+    ) -> None:
+        self._outbox = outbox
+        self._metrics = metrics
+        self._prefix = prefix
+        self._timeout = publish_timeout
+        self._batching = batching
+        self._client: GatewayClient | None = None
+        self._window = 1
+        self._by_id: dict[int, tuple[list[Record], float]] = {}  # id -> (records, sent)
+        self._gathering: dict[str, _Gathering] = {}
+        self._window_open = asyncio.Event()
+        self._published: dict[str, Any] = {}  # device -> its readings_published counter
+
+    # -- one connection ----------------------------------------------------------------------
+    def attach(self, client: GatewayClient, window: int) -> None:
+        self._client = client
+        self._window = max(1, window)
+        self._window_open.set()
+
+    def give_back(self) -> None:
+        """The connection ended: everything in flight or gathering goes back to the outbox."""
+        self._client = None
+        back = [r for records, _ in self._by_id.values() for r in records]
+        for gathering in self._gathering.values():
+            if gathering.timer is not None:
+                gathering.timer.cancel()
+            back.extend(gathering.records)
+        self._by_id.clear()
+        self._gathering.clear()
+        if back:
+            log.info("mqtt: %d unacknowledged reading(s) go back to the outbox", len(back))
+            self._outbox.requeue(back)
+        self._window_open.set()
+
+    @property
+    def inflight(self) -> int:
+        """Messages sent and not yet acknowledged."""
+        return len(self._by_id)
+
+    # -- acknowledgements --------------------------------------------------------------------
+    def on_acks(self, acks: list[tuple[int, int]]) -> None:
+        """The acknowledgements of one loop turn, as one batch: the outbox forgets the records,
+        the counters move once per device, and the window is filled again at once."""
+        by_id = self._by_id
+        delivered: list[Record] = []
+        for mid, code in acks:
+            entry = by_id.pop(mid, None)
+            if entry is None:
+                continue  # of a connection given up already
+            if code >= 0x80:
+                self._refused(entry[0], code)
+            else:
+                delivered.extend(entry[0])
+        self._acknowledged(delivered)
+        self.fill_soon()
+
+    def _acknowledged(self, records: list[Record]) -> None:
+        self._outbox.ack_many(records)
+        now, observe = time.time(), self._metrics.publish_latency.observe
+        counts: dict[str, int] = {}
+        for record in records:
+            counts[record.device] = counts.get(record.device, 0) + 1
+            observe(max(0.0, now - record.ts))
+        for device, count in counts.items():
+            counter = self._published.get(device)
+            if counter is None:  # labels() costs more than the increment: look it up once
+                counter = self._published[device] = self._metrics.readings_published.labels(device)
+            counter.inc(count)
+        self._window_open.set()
+
+    def _refused(self, records: list[Record], code: int) -> None:
+        """MQTT 5: the broker refused the message (e.g. not authorized): retrying cannot help;
+        its readings leave the outbox like delivered ones, counted as dropped."""
+        log.warning("mqtt: broker refused %s (reason code %#04x)", records[0].topic, code)
+        self._outbox.ack_many(records)
+        for record in records:
+            self._metrics.readings_dropped.labels(record.device, "refused").inc()
+
+    # -- publishing --------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Keeps the window full. Most publishes happen synchronously in `fill_soon` (right
+        after the commit that made records ready, right after acknowledgements opened the
+        window); this loop covers the rest (the backlog after a reconnect)."""
+        while True:
+            while len(self._by_id) >= self._window:
+                self._window_open.clear()
+                await self._window_open.wait()
+            await self._outbox.wait_ready()
+            self.fill()
+
+    def fill_soon(self) -> None:
+        """`fill` from a callback (the outbox's commit, an acknowledgement): never raises into
+        its caller; a dead connection is the session's watcher's to report."""
+        client = self._client
+        if client is None or len(self._by_id) >= self._window:
+            return
+        try:
+            self.fill()
+        except ConnectionLostError as exc:
+            log.debug("mqtt: publishing right away failed: %s", exc)
+
+    def fill(self) -> None:
+        """Publish ready records while the window has room. Raises ConnectionLostError if the
+        connection is gone (records taken go back to the outbox first)."""
+        if self._client is None:
+            raise ConnectionLostError("not connected")
+        self._send_due(time.monotonic())
+        while (room := self._window - len(self._by_id)) > 0:
+            taken = self._outbox.take_nowait(room)
+            if not taken:
+                break
+            for i, record in enumerate(taken):
+                try:
+                    self._route(record)
+                except ConnectionLostError:
+                    self._outbox.requeue(taken[i:])
+                    raise
+
+    def _route(self, record: Record) -> None:
+        batch = self._batching(record.device)
+        if batch is None:
+            self._send([record], record.topic, record.payload)
+            return
+        gathering = self._gathering.get(record.device)
+        if gathering is None:
+            gathering = self._gathering[record.device] = _Gathering()
+        if not gathering.records:
+            gathering.since = time.monotonic()
+        gathering.records.append(record)
+        if len(gathering.records) >= batch.max_items and len(self._by_id) < self._window:
+            self._send_gathered(record.device, gathering)
+        elif gathering.timer is None:
+            gathering.timer = asyncio.get_running_loop().call_later(
+                max(0.0, gathering.since + batch.max_delay - time.monotonic()),
+                self._gathering_due,
+                gathering,
+            )
+
+    def _gathering_due(self, gathering: _Gathering) -> None:
+        gathering.timer = None
+        self.fill_soon()  # (with the window full it waits for the next acknowledgement)
+
+    def _send_due(self, now: float) -> None:
+        """Gathered records that are full or have waited max_delay, while there is room."""
+        for device, gathering in list(self._gathering.items()):
+            if not gathering.records or len(self._by_id) >= self._window:
+                continue
+            batch = self._batching(device)
+            max_items = batch.max_items if batch else 1
+            delay = batch.max_delay if batch else 0.0
+            if len(gathering.records) >= max_items or now - gathering.since >= delay:
+                self._send_gathered(device, gathering)
+            elif gathering.timer is None:
+                gathering.timer = asyncio.get_running_loop().call_later(
+                    gathering.since + delay - now, self._gathering_due, gathering
+                )
+
+    def _send_gathered(self, device: str, gathering: _Gathering) -> None:
+        records, gathering.records = gathering.records, []
+        if gathering.timer is not None:
+            gathering.timer.cancel()
+            gathering.timer = None
+        try:
+            self._send_batch(device, records)
+        except ConnectionLostError:
+            self._outbox.requeue(records)
+            raise
+
+    def _send_batch(self, device: str, records: list[Record]) -> None:
+        topic = batch_topic(self._prefix, device)
+        try:
+            self._send(records, topic, batch_payload(self._prefix, records), split=False)
+        except PacketTooLargeError:
+            if len(records) == 1:
+                self._too_large(records, topic)
+                return
+            half = len(records) // 2  # too large for the broker: two smaller messages
+            self._send_batch(device, records[:half])
+            self._send_batch(device, records[half:])
+
+    def _send(
+        self, records: list[Record], topic: str, payload: bytes, *, split: bool = True
+    ) -> None:
+        client = self._client
+        if client is None:
+            raise ConnectionLostError("not connected")
+        try:
+            mid = client.publish_nowait(topic, payload, records[0].qos)
+        except PacketTooLargeError:
+            if not split:
+                raise
+            self._too_large(records, topic)
+            return
+        self._by_id[mid] = (records, time.monotonic())
+
+    def _too_large(self, records: list[Record], topic: str) -> None:
+        log.warning(
+            "mqtt: a reading for %s is over the broker's maximum packet size; dropped", topic
+        )
+        self._outbox.ack_many(records)
+        for record in records:
+            self._metrics.readings_dropped.labels(record.device, "too_large").inc()
+
+    # -- the ack watchdog --------------------------------------------------------------------
+    async def watchdog(self) -> None:
+        """A message unacknowledged for longer than publish_timeout means the connection is
+        dead even if TCP has not noticed (a frozen broker, a black-holed path)."""
+        timeout = self._timeout
+        while True:
+            await asyncio.sleep(min(WATCHDOG_TICK, timeout / 4))
+            if self._by_id:
+                oldest = min(sent for _, sent in self._by_id.values())
+                if time.monotonic() - oldest > timeout:
+                    raise AckTimeoutError(
+                        f"no acknowledgement for {timeout:g}s: connection presumed dead"
+                    )
