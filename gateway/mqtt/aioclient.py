@@ -30,10 +30,12 @@ import contextlib
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -57,8 +59,42 @@ INTERNALS: dict[type, tuple[str, ...]] = {
         "_on_socket_register_write",
         "_disconnected",  # the future `messages` and __aexit__ watch
     ),
-    paho.Client: ("_sock_close", "_sockpairW", "_out_messages"),
+    paho.Client: (
+        "_sock_close",
+        "_sockpairW",
+        "_out_messages",
+        "_out_message_mutex",
+        "_in_packet",
+        "_handle_pubackcomp",  # replaced per instance by _fast_acks
+        "_do_on_publish",
+    ),
 }
+
+
+# One shared "success, no properties" for every two-byte PUBACK/PUBCOMP (see _fast_acks).
+_SUCCESS = ReasonCode(PacketTypes.PUBACK, identifier=0)
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+
+
+def _fast_acks(client: paho.Client) -> None:
+    """paho decodes every PUBACK into a new ReasonCode and a new Properties (whose constructor
+    builds a table of every property name): at one acknowledgement per reading that was the
+    largest single cost of the whole gateway. A two-byte PUBACK or PUBCOMP is "success, no
+    properties" by the spec (3.1.1, and 5 when the reason code is omitted), so those take one
+    shared pair; anything longer goes through paho's own decoder, unchanged."""
+    original = client._handle_pubackcomp
+
+    def handle(cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        packet = client._in_packet["packet"]
+        if len(packet) != 2:
+            return original(cmd)
+        mid = (packet[0] << 8) | packet[1]
+        with client._out_message_mutex:
+            if mid in client._out_messages:
+                return client._do_on_publish(mid, _SUCCESS, _NO_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    client._handle_pubackcomp = handle  # type: ignore[method-assign]
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -86,6 +122,10 @@ class GatewayClient(aiomqtt.Client):
         self.pending_calls_threshold = 2**31
         # paho's own TCP/TLS connect runs in a thread; bound it inside the session's deadline.
         self._client.connect_timeout = connect_timeout
+        # paho logs every packet at DEBUG through aiomqtt's logger: two calls per message for
+        # lines nobody reads (connection errors reach the session as exceptions instead).
+        self._client.disable_logger()
+        _fast_acks(self._client)
         self.on_acks = on_acks
         self.receive_maximum = MAX_RECEIVE
         self.maximum_packet_size = MAX_PACKET_SIZE
@@ -95,6 +135,7 @@ class GatewayClient(aiomqtt.Client):
         self._flush_scheduled = False
         self._abandoned = False  # __aenter__ failed: a late socket from the thread is closed
         self._loop_thread = threading.get_ident()
+        self._write_scheduled = False
         self._lost: BaseException | None = None
 
     # -- connecting --------------------------------------------------------------------------
@@ -130,12 +171,24 @@ class GatewayClient(aiomqtt.Client):
     def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         if self._abandoned:
             return
-        if threading.get_ident() == self._loop_thread:
-            # On the loop (every publish burst): register directly; aiomqtt's thread-safe path
-            # wakes the loop through its self-pipe each time.
-            self._loop.add_writer(sock.fileno(), self._write_ready)
+        if threading.get_ident() != self._loop_thread:  # the connect thread: aiomqtt's way
+            super()._on_socket_register_write(client, userdata, sock)
             return
-        super()._on_socket_register_write(client, userdata, sock)
+        # On the loop (every publish burst): write what this loop turn queued at the end of
+        # the turn. aiomqtt's way registers a writer through its thread-safe path (a self-pipe
+        # wakeup), then epoll reports the socket writable and the writer is removed again: two
+        # epoll_ctl calls, a wakeup and a poll per burst for a socket that is nearly always
+        # writable. The writer is registered only when the socket is really full.
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self._loop.call_soon(self._write_soon)
+
+    def _write_soon(self) -> None:
+        self._write_scheduled = False
+        self._write_ready()
+        sock = self._client.socket()
+        if sock is not None and self._client.want_write():  # the socket is full: wait for it
+            self._loop.add_writer(sock.fileno(), self._write_ready)
 
     def _write_ready(self) -> None:
         try:
