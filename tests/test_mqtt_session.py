@@ -151,6 +151,47 @@ def test_mqtt5_response_topic_and_correlation_data_are_honoured(
     assert replies[0].properties.CorrelationData == b"req-42"  # type: ignore[attr-defined]
 
 
+def test_a_response_topic_inside_the_gateways_topics_is_refused(
+    broker: Broker,
+    make_serial_pair: Any,
+    subscriber: Subscriber,
+    daemon: Daemon,
+) -> None:
+    """An MQTT 5 command whose response topic is another device's `set/raw` must not make the
+    gateway write its reply into that device's port: the reply goes to the default result
+    topic, and the refusal is counted and logged."""
+    boiler, victim = make_serial_pair("GW0"), make_serial_pair("GW1")
+    devices = [serial_device("boiler", boiler), serial_device("victim", victim)]
+    daemon.start(gateway_config(broker, devices, mqtt={"protocol": "5"}))
+    daemon.wait_log("mqtt: connected")
+    daemon.wait_log("opened ", count=2)
+    client = Client(CallbackAPIVersion.VERSION2, protocol=MQTTv5)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    captured: list[bytes] = []
+
+    def watch_victim() -> None:
+        with contextlib.suppress(TimeoutError):  # the expected outcome: nothing arrives
+            captured.append(read_pty(victim, b"ok", timeout=3.0))
+
+    reader = threading.Thread(target=watch_victim, daemon=True)
+    try:
+        wait_until(lambda: client.is_connected() or None, 5, "the MQTT 5 client")
+        reader.start()
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ResponseTopic = f"{PREFIX}/victim/set/raw"
+        client.publish(f"{PREFIX}/boiler/set/raw", b"HELLO", qos=1, properties=props)
+        reply = subscriber.wait_for(lambda m: m.topic == f"{PREFIX}/boiler/set/raw/result")
+        reader.join(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert reply.text == "ok"
+    assert captured == []  # nothing reached the victim's port
+    assert not subscriber.on_topic(f"{PREFIX}/victim/set/raw/result")
+    daemon.wait_log("response topic 'gateway/victim/set/raw' refused")
+
+
 def test_state_is_restored_after_the_broker_loses_it(
     broker: Broker, serial_pair: SerialPair, make_subscriber: SubscriberFactory, daemon: Daemon
 ) -> None:
