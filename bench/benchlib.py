@@ -159,23 +159,31 @@ def write_gateway_config(
     qos: int,
     inflight: int | None = None,
     backoff_max: float | None = None,
+    batch: tuple[int, float] | None = None,
     overrides: Sequence[str] = (),
 ) -> None:
-    """One serial device `dev` (decoder kv) on `pty`; readings go to `bench/dev/<sensor>`.
-    `overrides` are `dotted.key=value` settings (value in YAML), e.g.
-    `outbox.commit_interval=0.01`."""
+    """One serial device `dev` (decoder kv) on `pty`; readings go to `bench/dev/<sensor>`, or
+    with `batch` = (max_items, max_delay s) as JSON arrays to `bench/dev/batch`. `overrides` are
+    `dotted.key=value` settings (value in YAML), e.g. `outbox.commit_interval=0.01`."""
     mqtt: dict[str, Any] = {"port": port, "topic_prefix": PREFIX, "qos": qos}
     if inflight is not None:
         mqtt["inflight"] = inflight
     if backoff_max is not None:
         mqtt["backoff"] = {"initial": min(0.5, backoff_max), "max": backoff_max}
+    device: dict[str, Any] = {
+        "id": "dev",
+        "type": "serial",
+        "port": str(pty),
+        "baudrate": 115200,
+        "decoder": "kv",
+    }
+    if batch is not None:
+        device["batch"] = {"max_items": batch[0], "max_delay": batch[1]}
     config: dict[str, Any] = {
         "gateway": {"id": "bench", "state_dir": str(state_dir)},
         "mqtt": mqtt,
         "log": {"level": "WARNING"},
-        "devices": [
-            {"id": "dev", "type": "serial", "port": str(pty), "baudrate": 115200, "decoder": "kv"}
-        ],
+        "devices": [device],
     }
     for override in overrides:
         key, sep, value = override.partition("=")
