@@ -2,8 +2,8 @@
 # Prepare this checkout for the demo and the tests. Idempotent: run it as often as you like.
 #
 #  1. System programs the demo and the tests use (mosquitto, mosquitto_sub/_pub, socat,
-#     dbus-daemon). On Debian/Ubuntu the missing ones are installed with apt-get (as root, or
-#     through sudo); elsewhere we say what is missing.
+#     dbus-daemon, rabbitmq-server as a second MQTT broker). On Debian/Ubuntu the missing ones
+#     are installed with apt-get (as root, or through sudo); elsewhere we say what is missing.
 #  2. A virtual environment in .venv (Python >= 3.11; set PYTHON=/path/to/python3.x to choose),
 #     with the package installed in editable mode plus its test extras. pip runs again only
 #     when pyproject.toml changed since the last successful install.
@@ -24,6 +24,10 @@ declare -A APT_PACKAGES=(
     [mosquitto-clients]=mosquitto_sub
     [socat]=socat
     [dbus-daemon]=dbus-daemon
+    # A second broker (its MQTT plugin) for the tests, which start their own nodes on free
+    # loopback ports. Where policy-rc.d allows it, Debian also starts a system service (AMQP and
+    # epmd on all interfaces) that the tests do not use: `systemctl disable --now rabbitmq-server`.
+    [rabbitmq-server]=rabbitmq-server
 )
 
 have_program() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }

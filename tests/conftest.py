@@ -14,12 +14,14 @@ import pytest
 from helpers import (
     Broker,
     Daemon,
+    MqttBroker,
     SerialPair,
     SerialPairFactory,
     Subscriber,
     SubscriberFactory,
     missing_programs,
 )
+from rabbitmq import RabbitBroker, make_template, server_program
 
 
 def _require(*programs: str) -> None:
@@ -28,10 +30,17 @@ def _require(*programs: str) -> None:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    """A running mosquitto on a free loopback port (killable, restartable on the same port)."""
-    _require("mosquitto")
-    b = Broker(tmp_path)
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MqttBroker]:
+    """A running mosquitto on a free loopback port (killable, restartable on the same port).
+    Tests marked `@both_brokers` (helpers.py) run once with it and once with RabbitMQ's MQTT
+    plugin (`RabbitBroker`, the same interface)."""
+    b: MqttBroker
+    if getattr(request, "param", "mosquitto") == "rabbitmq":
+        _require_rabbitmq()
+        b = RabbitBroker(tmp_path, template=request.getfixturevalue("rabbitmq_template"))
+    else:
+        _require("mosquitto")
+        b = Broker(tmp_path)
     b.start()
     try:
         yield b
@@ -65,7 +74,7 @@ def serial_pair(make_serial_pair: SerialPairFactory) -> SerialPair:
 
 
 @pytest.fixture
-def make_subscriber(broker: Broker) -> Iterator[SubscriberFactory]:
+def make_subscriber(broker: MqttBroker) -> Iterator[SubscriberFactory]:
     """Connected subscribers: `make_subscriber(topic="#", persistent=False)`."""
     subs: list[Subscriber] = []
 
@@ -124,3 +133,31 @@ def dbus_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = before
         proc.terminate()
         proc.wait(5)
+
+
+# -- a second MQTT broker: RabbitMQ with its MQTT plugin -----------------------------------------
+
+
+def _require_rabbitmq() -> None:
+    if server_program() is None:  # /usr/lib/rabbitmq/bin: /usr/sbin's wrapper su's to rabbitmq
+        pytest.skip("needs rabbitmq-server (apt-get install -y rabbitmq-server)")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data dir of a RabbitMQ node that booted once (9-12 s) and stopped: nodes started
+    from a copy skip the first boot's wait for Raft peers (3-6 s instead)."""
+    _require_rabbitmq()
+    return make_template(tmp_path_factory.mktemp("rabbitmq-template"))
+
+
+@pytest.fixture
+def rabbitmq(tmp_path: Path, rabbitmq_template: Path) -> Iterator[RabbitBroker]:
+    """A running RabbitMQ MQTT broker on free loopback ports, with the interface of `broker`
+    (killable, restartable on the same ports). See `RabbitBroker.MQTT_DIFFERENCES`."""
+    b = RabbitBroker(tmp_path, template=rabbitmq_template)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.close()

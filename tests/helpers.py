@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
 
+import pytest
 import yaml
 from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage, MQTTv311
 from paho.mqtt.enums import CallbackAPIVersion
@@ -108,6 +109,45 @@ def _stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGKIL
 
 
 # -- MQTT broker ---------------------------------------------------------------------------------
+
+
+class MqttBroker(Protocol):
+    """What tests use of a broker: `helpers.Broker` (mosquitto) and `RabbitBroker` both fit."""
+
+    host: str
+    port: int
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def proc_pid(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def restart(self) -> None: ...
+
+    def freeze(self) -> None: ...
+
+    def thaw(self) -> None: ...
+
+    def log(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+# Run a test against mosquitto and against RabbitMQ (the `broker` fixture, indirectly). A
+# RabbitMQ node starts from a template copy in 3-9 s: the timeout leaves room for it.
+both_brokers = pytest.mark.parametrize(
+    "broker",
+    [
+        "mosquitto",
+        pytest.param("rabbitmq", marks=[pytest.mark.rabbitmq, pytest.mark.timeout(180)]),
+    ],
+    indirect=True,
+)
 
 
 class Broker:
@@ -310,7 +350,7 @@ class Subscriber:
     session off, QoS 1), so messages published while it was disconnected wait at the broker."""
 
     def __init__(
-        self, broker: Broker, topic: str = "#", *, persistent: bool = False, name: str = "sub"
+        self, broker: MqttBroker, topic: str = "#", *, persistent: bool = False, name: str = "sub"
     ) -> None:
         self.broker = broker
         self.topic = topic
@@ -452,7 +492,7 @@ def serial_device(
 
 
 def gateway_config(
-    broker: Broker,
+    broker: MqttBroker,
     devices: Sequence[Mapping[str, Any]],
     *,
     gateway_id: str = "gw1",

@@ -21,8 +21,10 @@ from faultproxy import ThreadedFaultProxy
 from helpers import (
     Broker,
     Daemon,
+    MqttBroker,
     SerialPair,
     Subscriber,
+    both_brokers,
     gateway_config,
     serial_device,
     wait_until,
@@ -87,7 +89,7 @@ def wait_all_values(sub: Subscriber, last: int, timeout: float = 30.0) -> None:
         raise AssertionError(f"{len(missing)} missing: {missing[:20]}...{missing[-5:]}") from None
 
 
-def config(broker: Broker, pair: SerialPair, **gateway: Any) -> dict[str, Any]:
+def config(broker: MqttBroker, pair: SerialPair, **gateway: Any) -> dict[str, Any]:
     cfg = gateway_config(broker, [serial_device("boiler", pair)])
     cfg["log"] = {"level": "INFO"}
     cfg["mqtt"].update(keepalive=2, publish_timeout=3.0)
@@ -101,8 +103,9 @@ def wait_ready(daemon: Daemon) -> None:
     daemon.wait_log("opened ")
 
 
+@both_brokers
 def test_a_burst_as_fast_as_the_port_takes_it_is_delivered_in_order(
-    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+    broker: MqttBroker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
 ) -> None:
     """Thousands of readings at once: the window fills, acknowledgements pile up past the
     outbox's lazy-delete threshold, and every reading still arrives, in order, exactly once."""
@@ -120,8 +123,9 @@ def test_a_burst_as_fast_as_the_port_takes_it_is_delivered_in_order(
     assert payload_seqs(subscriber) == list(range(1, count + 1))
 
 
+@both_brokers
 def test_broker_killed_while_readings_flow_loses_nothing(
-    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+    broker: MqttBroker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
 ) -> None:
     daemon.start(config(broker, serial_pair))
     wait_ready(daemon)
@@ -336,7 +340,7 @@ BATCH_TOPIC = f"{PREFIX}/boiler/batch"
 
 
 def batch_config(
-    broker: Broker, pair: SerialPair, max_items: int, max_delay: float
+    broker: MqttBroker, pair: SerialPair, max_items: int, max_delay: float
 ) -> dict[str, Any]:
     cfg = config(broker, pair)
     cfg["devices"][0]["batch"] = {"max_items": max_items, "max_delay": max_delay}
@@ -357,8 +361,9 @@ def batched_values(sub: Subscriber) -> list[int]:
     return [item["value"] for item in batched(sub)]
 
 
+@both_brokers
 def test_a_batched_burst_arrives_complete_in_order_once_in_few_messages(
-    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+    broker: MqttBroker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
 ) -> None:
     daemon.start(batch_config(broker, serial_pair, max_items=100, max_delay=0.05))
     wait_ready(daemon)
@@ -390,8 +395,9 @@ def test_a_lone_batched_reading_goes_after_max_delay(
     assert item["seq"] == 1
 
 
+@both_brokers
 def test_broker_killed_while_batches_flow_loses_nothing(
-    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+    broker: MqttBroker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
 ) -> None:
     """As the one-by-one test above: only what the broker acknowledged in the moment of its
     kill may be lost by the broker; every message that failed went back whole, in order."""

@@ -15,9 +15,11 @@ import pytest
 from helpers import (
     Broker,
     Daemon,
+    MqttBroker,
     SerialPair,
     Subscriber,
     SubscriberFactory,
+    both_brokers,
     free_port,
     gateway_config,
     serial_device,
@@ -50,15 +52,16 @@ def read_pty(pair: SerialPair, want: bytes, timeout: float = 5.0) -> bytes:
     return got
 
 
-def start(daemon: Daemon, broker: Broker, pair: SerialPair, **mqtt: Any) -> None:
+def start(daemon: Daemon, broker: MqttBroker, pair: SerialPair, **mqtt: Any) -> None:
     device = serial_device("boiler", pair, commands={"setpoint": "SP {payload}"})
     daemon.start(gateway_config(broker, [device], mqtt=mqtt))
     daemon.wait_log("mqtt: connected")
     daemon.wait_log("opened ")
 
 
+@both_brokers
 def test_command_is_written_to_the_port_and_answered(
-    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+    broker: MqttBroker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
 ) -> None:
     start(daemon, broker, serial_pair)
     subscriber.wait_for(lambda m: m.topic == f"{PREFIX}/boiler/availability" and m.text == "online")
@@ -217,6 +220,34 @@ def test_state_is_restored_after_the_broker_loses_it(
     assert retained == {f"{PREFIX}/gw1/status": "online", f"{PREFIX}/boiler/availability": "online"}
     sub._client.publish(f"{PREFIX}/boiler/set/raw", b"AGAIN", qos=1)  # re-subscribed?
     assert sub.wait_for(lambda m: m.topic == f"{PREFIX}/boiler/set/raw/result").text == "ok"
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+def test_state_is_restored_after_a_rabbitmq_restart(
+    broker: MqttBroker, serial_pair: SerialPair, make_subscriber: SubscriberFactory, daemon: Daemon
+) -> None:
+    """RabbitMQ writes its retained store a moment (about 2 s) after the last change, so a kill
+    right after the gateway connected loses the status and availability it had published. The
+    gateway publishes them again on the reconnect. RabbitMQ hands retained messages only to
+    subscriptions of the exact topic (not `#` or `+`), so each topic is read on its own."""
+    start(daemon, broker, serial_pair)
+    broker.kill()
+    broker.start()
+    daemon.wait_log("mqtt: connected", count=2, timeout=30)
+    for topic, state in (
+        (f"{PREFIX}/gw1/status", "online"),
+        (f"{PREFIX}/boiler/availability", "online"),
+    ):
+        sub = make_subscriber(topic)  # (subscribed to that topic alone: all it gets is that)
+        message = sub.wait_for(lambda m: True, timeout=10)
+        assert message.topic == topic
+        assert message.retain
+        assert message.text == state
+    replies = make_subscriber(f"{PREFIX}/boiler/set/raw/result")
+    replies._client.publish(f"{PREFIX}/boiler/set/raw", b"AGAIN", qos=1)  # re-subscribed?
+    assert replies.wait_for(lambda m: True).text == "ok"
 
 
 # -- TLS -------------------------------------------------------------------------------------------
