@@ -60,7 +60,7 @@ def stage_pipeline(data: bytes) -> tuple[float, list[Reading]]:
 
     def feed() -> None:
         for chunk in chunks:
-            pipeline.feed(chunk, 0.0)
+            pipeline.feed(chunk, time.time())
 
     return timed(feed), readings
 
