@@ -426,3 +426,24 @@ def test_version_console_script() -> None:
     result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=20)
     assert result.returncode == 0
     assert result.stdout.strip() == f"gateway {gateway.__version__}"
+
+
+def test_batch_contract_loads_and_defaults_apply(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        CONTRACT + "    batch: {max_items: 100, max_delay: 0.05}\n"
+        "  - {id: other, type: serial, port: /dev/ttyUSB1, batch: {}}\n",
+    )
+    cfg = load_config(path, env={})
+    boiler, other = cfg.devices
+    assert boiler.batch is not None
+    assert (boiler.batch.max_items, boiler.batch.max_delay) == (100, 0.05)
+    assert other.batch is not None
+    assert (other.batch.max_items, other.batch.max_delay) == (100, 0.05)
+    assert load_config(write(tmp_path, CONTRACT, "plain.yaml"), env={}).devices[0].batch is None
+
+
+def test_a_bad_batch_points_at_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, CONTRACT + "    batch: {max_items: 0, max_delay: 0.05}\n")
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:14:13: devices[0].batch.max_items: Input should be")
