@@ -306,7 +306,10 @@ class GatewayClient(aiomqtt.Client):
     def _flush_acks(self) -> None:
         self._flush_scheduled = False
         acks, self._acks = self._acks, []
-        if acks:
+        # Not once the connection is gone: the session may already be on a new connection
+        # whose message ids start again at 1. (Those records went back to the outbox and are
+        # sent again: a duplicate, never a loss.)
+        if acks and self._lost is None:
             self.on_acks(acks)
 
     def _fail_controls(self, error: ConnectionLostError) -> None:
