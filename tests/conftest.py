@@ -23,6 +23,10 @@ from helpers import (
 )
 from rabbitmq import RabbitBroker, make_template, server_program
 
+from gateway.config import OutboxConfig
+from gateway.metrics import Metrics
+from gateway.mqtt.outbox import Outbox
+
 
 def _require(*programs: str) -> None:
     if missing := missing_programs(*programs):
@@ -108,6 +112,18 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         d.close()
         if d.log_path.exists():
             print(f"--- daemon log ({d.log_path}) ---\n{d.log()}")
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
+    """An open outbox with the default settings in the test's directory (in-process tests of
+    the MQTT session)."""
+    box = Outbox(tmp_path / "outbox.sqlite3", OutboxConfig(), Metrics())
+    box.open()
+    try:
+        yield box
+    finally:
+        box.close()
 
 
 # -- Bluetooth LE: a private D-Bus bus for the fake BlueZ ----------------------------------------

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from faultproxy import ThreadedFaultProxy
 from helpers import Broker, SubscriberFactory, wait_until
 
-from gateway.config import MqttSection, OutboxConfig
+from gateway.config import MqttSection
 from gateway.errors import TransientLinkError
 from gateway.metrics import Metrics
 from gateway.mqtt.outbox import Outbox
@@ -29,16 +28,6 @@ def far_proxy(broker: Broker) -> Iterator[ThreadedFaultProxy]:
         yield proxy
     finally:
         proxy.close()
-
-
-@pytest.fixture
-def outbox(tmp_path: Path) -> Iterator[Outbox]:
-    box = Outbox(tmp_path / "outbox.sqlite3", OutboxConfig(), Metrics())
-    box.open()
-    try:
-        yield box
-    finally:
-        box.close()
 
 
 def session(port: int, outbox: Outbox, availability: Availability, **mqtt: object) -> MqttSession:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from helpers import Broker, Subscriber, SubscriberFactory, wait_until
 
-from gateway.config import BatchConfig, MqttSection, OutboxConfig
+from gateway.config import BatchConfig, MqttSection
 from gateway.errors import TransientLinkError
 from gateway.metrics import Metrics
 from gateway.models import Reading
@@ -24,16 +24,6 @@ from gateway.mqtt.session import MqttSession
 from gateway.mqtt.topics import reading_topic
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def outbox(tmp_path: Path) -> Iterator[Outbox]:
-    box = Outbox(tmp_path / "outbox.sqlite3", OutboxConfig(), Metrics())
-    box.open()
-    try:
-        yield box
-    finally:
-        box.close()
 
 
 def make_session(
