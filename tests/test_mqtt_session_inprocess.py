@@ -173,3 +173,26 @@ async def test_a_silent_broker_on_an_idle_line_is_noticed_by_keepalive(
             broker.thaw()
     print(f"silent broker noticed after {noticed:.2f}s with keepalive 1 s")
     assert caught.value.kind in ("timeout", "mqtt")
+
+
+async def test_a_batch_over_the_brokers_maximum_packet_size_is_split(
+    broker: Broker, outbox: Outbox, make_subscriber: SubscriberFactory
+) -> None:
+    """100 readings of ~75 bytes do not fit mosquitto's 1,000-byte limit: the batch goes out
+    in halves (of halves) that do, and every reading arrives once, in order."""
+    broker.reconfigure("max_packet_size 1000")
+    sub = make_subscriber("gateway/dev/batch")
+    batch = BatchConfig(max_items=100, max_delay=0.05)
+    session = make_session(broker, outbox, batching={"dev": batch}.get, protocol="5")
+    async with running(session):
+        put(outbox, 300, 1)
+        async with asyncio.timeout(20):
+            await outbox.wait_drained()
+    wait_until(
+        lambda: sum(len(json.loads(m.payload)) for m in sub.messages) >= 300 or None,
+        10,
+        "300 batched readings",
+    )
+    assert all(len(m.payload) <= 1000 for m in sub.messages)
+    arrays = [json.loads(m.payload) for m in sub.messages]
+    assert [item["value"] for array in arrays for item in array] == list(range(1, 301))

@@ -226,7 +226,7 @@ class Publisher:
     def _send_batch(self, device: str, records: list[Record]) -> None:
         topic = batch_topic(self._prefix, device)
         try:
-            self._send(records, topic, batch_payload(self._prefix, records), split=False)
+            self._send(records, topic, batch_payload(self._prefix, records), drop_too_large=False)
         except PacketTooLargeError:
             if len(records) == 1:
                 self._too_large(records, topic)
@@ -236,15 +236,17 @@ class Publisher:
             self._send_batch(device, records[half:])
 
     def _send(
-        self, records: list[Record], topic: str, payload: bytes, *, split: bool = True
+        self, records: list[Record], topic: str, payload: bytes, *, drop_too_large: bool = True
     ) -> None:
+        """One message; over the broker's maximum packet size it is dropped and counted, or
+        (`drop_too_large=False`: a batch, which can be split) PacketTooLargeError is raised."""
         client = self._client
         if client is None:
             raise ConnectionLostError("not connected")
         try:
             mid = client.publish_nowait(topic, payload, records[0].qos)
         except PacketTooLargeError:
-            if not split:
+            if not drop_too_large:
                 raise
             self._too_large(records, topic)
             return
