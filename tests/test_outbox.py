@@ -34,6 +34,7 @@ def reading(i: int, device: str = "boiler", ts: float = 1_800_000_000.0) -> Read
 def make(
     path: Path, metrics: Metrics | None = None, clock: Clock | None = None, **cfg: object
 ) -> Outbox:
+    cfg = {"commit_interval": 0, **cfg}  # commit at the end of each turn, unless told
     box = Outbox(
         path, OutboxConfig.model_validate(cfg), metrics or Metrics(), clock=clock or Clock()
     )

@@ -67,6 +67,8 @@ class OutboxMachine(RuleBasedStateMachine):
                 "retry_interval": 0.005,
                 "durability": self.durability,
                 "spill_after": 0.5,
+                "commit_interval": 0.002,  # grouped commits, by turn and by time
+                "commit_turns": 3,
             }
         )
         self.values: dict[str, int] = defaultdict(int)  # the last value put, per device
@@ -113,8 +115,7 @@ class OutboxMachine(RuleBasedStateMachine):
         async def go() -> None:
             for _ in range(3):
                 await asyncio.sleep(0)
-            if seconds:
-                await asyncio.sleep(seconds)
+            await asyncio.sleep(max(seconds, 0.003))  # (a grouped commit is due by then)
 
         self.loop.run_until_complete(go())
 

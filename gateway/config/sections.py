@@ -45,8 +45,17 @@ class OutboxConfig(Model):
         0.0,
         ge=0,
         le=5,
-        description="Group commits for this long (seconds); 0 commits at the end of each "
-        "event-loop iteration, which already groups a burst.",
+        description="Group commits (durability: disk): a reading waits at most this long "
+        "(seconds) for its commit; 0 commits at the end of each event-loop iteration that "
+        "brought readings (commit_turns applies only with a commit_interval).",
+    )
+    commit_turns: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Group commits (durability: disk): commit after this many event-loop "
+        "iterations that brought readings (or commit_interval, whichever comes first). "
+        "Fewer commits write less to flash; each turn costs a little latency.",
     )
     sync: Literal["normal", "full"] = Field(
         "normal",

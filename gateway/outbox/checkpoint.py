@@ -9,7 +9,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_INTERVAL = 1.0  # seconds between WAL checkpoints (the WAL stays small)
+CHECKPOINT_INTERVAL = 5.0  # seconds between WAL checkpoints (the WAL stays small)
 
 
 class Checkpointer:
