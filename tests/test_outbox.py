@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -453,3 +454,24 @@ async def test_a_large_backlog_is_never_scanned_on_the_event_loop(tmp_path: Path
     assert counter.steps < 50, counter.steps
     assert box.oldest_age() == pytest.approx(7.5, abs=0.1)
     box.close()
+
+
+async def test_sync_full_commits_never_fsync_on_the_event_loop(tmp_path: Path) -> None:
+    """Defect 3: with `sync: full` every commit fsyncs; it runs in the committer's thread, and
+    the records become ready when it is done."""
+    box = make(tmp_path / "o.sqlite3", sync="full")
+    loop_thread = threading.get_ident()
+    commits: list[int] = []
+    assert box.store.db is not None
+    box.store.db.set_trace_callback(
+        lambda sql: commits.append(threading.get_ident()) if sql == "COMMIT" else None
+    )
+    for i in range(5):
+        box.put(reading(i), "t", 1)
+    out = await take_all(box, 5)
+    assert [r.seq for r in out] == [1, 2, 3, 4, 5]
+    assert commits
+    assert loop_thread not in commits
+    box.ack_many(out)
+    box.close()
+    assert rows(tmp_path / "o.sqlite3") == []

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from gateway.config import OutboxConfig
+from gateway.links.hardware import HardwareExecutor
 from gateway.metrics import Metrics
 from gateway.models import Reading
 from gateway.mqtt.topics import reading_payload
@@ -70,6 +71,9 @@ class Outbox(Writing):
         self._next_id = 1
         self.count = 0  # records not yet acknowledged (or dropped)
         self.total = 0  # their bytes
+        full = cfg.sync == "full"
+        self._committer = HardwareExecutor(1, "outbox-commit") if full else None
+        self._commit = None
         self._group = CommitGroup(cfg.commit_turns, cfg.commit_interval, self.flush)
         self._flush_handle: asyncio.Handle | None = None  # now, at the end of the turn
         self._delete_handle: asyncio.TimerHandle | None = None  # the lazy delete flush
@@ -137,6 +141,7 @@ class Outbox(Writing):
     def close(self) -> None:
         """Write what is only in memory (SIGTERM path) and close the database."""
         self._cancel_timers()
+        self._finish_commit()
         if not self.store.is_open:
             self._retry_open()
         self.flush(deletes=True, everything=True)

@@ -99,15 +99,17 @@ class Store:
     def is_open(self) -> bool:
         return self.db is not None
 
-    def open(self, *, separate_reader: bool = False, exclusive: bool = False) -> None:
+    def open(self, *, exclusive: bool = False) -> None:
         """`exclusive`: keep the WAL index in memory instead of the `-shm` file, which a full
         disk cannot create: the rows can still be read (and written once there is room), but
-        no other connection (the checkpointer) gets in. For a start on a full disk only."""
+        no other connection (the checkpointer) gets in. For a start on a full disk only.
+        With `sync_full` the commits run in a worker thread (each fsyncs): the loop reads
+        through a connection of its own, so that it never waits for one of them."""
         self.exclusive = exclusive
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = self._connect(exclusive)
-            self.reader = self._connect(exclusive) if separate_reader else self.db
+            self.reader = self._connect() if self.sync_full and not exclusive else self.db
         except (sqlite3.Error, OSError) as exc:
             self.close()
             raise classify(exc) from exc

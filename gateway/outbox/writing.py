@@ -9,11 +9,15 @@ held is written back `RECOVERY_BATCH` records per loop turn.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 from gateway.config import OutboxConfig
+from gateway.links.hardware import HardwareExecutor
 from gateway.metrics import Metrics
 from gateway.outbox.bounds import Bounds
 from gateway.outbox.grouping import CommitGroup
@@ -28,6 +32,7 @@ log = logging.getLogger(__name__)
 ACK_FLUSH_DELAY = 0.5  # seconds an acknowledged record may stay on disk, waiting for a commit
 MAX_LAZY_DELETES = 4096  # acknowledged records that make a commit of new ones delete them too
 RECOVERY_BATCH = 2000  # records written back per loop turn after a disk failure
+COMMIT_WAIT = 5.0  # seconds close() waits for a commit in the thread
 
 
 class Writing:
@@ -54,6 +59,8 @@ class Writing:
     _retry_handle: asyncio.TimerHandle | None
     _spill_handle: asyncio.TimerHandle | None
     on_ready: Callable[[], None] | None
+    _committer: HardwareExecutor | None  # sync: full: commits run in its one thread
+    _commit: tuple[Future[None], list[Record], set[int], list[tuple[str, int]], bool] | None
 
     def _open_store(self) -> None:
         raise NotImplementedError
@@ -157,6 +164,8 @@ class Writing:
         """Write what is due and (now and then) delete acknowledged records, in one
         transaction. `everything`: all that is only in memory, the disk tried even if resting
         (close)."""
+        if self._commit is not None:
+            return  # one in the thread: its completion flushes again
         if self.disk.resting() and not everything:
             return
         if not self.store.is_open and not self._retry_open():
@@ -169,8 +178,12 @@ class Writing:
         seqs = self.numbering.rows() if dels or everything or self.degraded else []
         if not records and not dels and not seqs:
             return
+        exact = everything and self.spill
+        if self._committer is not None and not everything:
+            self._commit_in_thread(records, dels, seqs, more)
+            return
         try:
-            self.store.write(records, dels, seqs, exact_seqs=everything and self.spill)
+            self.store.write(records, dels, seqs, exact_seqs=exact)
         except StoreError as exc:
             self._failed("write", exc)
             return
@@ -178,11 +191,53 @@ class Writing:
         if more:
             self._schedule_flush(now=True)
 
+    def _commit_in_thread(
+        self, records: list[Record], dels: set[int], seqs: list[tuple[str, int]], more: bool
+    ) -> None:
+        """`sync: full`: the commit (an fsync) runs in the committer's thread; its result comes
+        back to the loop. One commit at a time: what is due meanwhile goes in the next."""
+        assert self._committer is not None
+        loop = asyncio.get_running_loop()
+        future = self._committer.submit(self.store.write, records, dels, seqs)
+        self._commit = (future, records, dels, seqs, more)
+
+        def done(_: Future[None]) -> None:
+            loop.call_soon_threadsafe(self._committed_in_thread, future)
+
+        future.add_done_callback(done)
+
+    def _committed_in_thread(self, future: Future[None]) -> None:
+        if self._commit is None or self._commit[0] is not future:
+            return  # (close() waited for it and handled it already)
+        _, records, dels, seqs, more = self._commit
+        self._commit = None
+        exc = future.exception()
+        if isinstance(exc, StoreError):
+            self._failed("write", exc)
+        elif exc is not None:
+            self._failed("write", StoreError("io", str(exc)))
+        else:
+            self._written(records, dels, seqs, more)
+        if self.unwritten or self.deletes:
+            self._schedule_flush(now=True)
+
+    def _finish_commit(self) -> None:
+        """Wait (bounded) for a commit in the thread, and handle it (close)."""
+        if self._commit is not None:
+            future = self._commit[0]
+            with contextlib.suppress(TimeoutError, concurrent.futures.TimeoutError):
+                future.result(COMMIT_WAIT)
+            if future.done():
+                self._committed_in_thread(future)
+
     def _written(
         self, records: list[Record], dels: set[int], seqs: list[tuple[str, int]], more: bool
     ) -> None:
         for record in records:
-            del self.unwritten[record.id]
+            if self.unwritten.pop(record.id, None) is None:
+                # Acknowledged (or dropped) while its commit ran in the thread: now it is on
+                # disk after all, and goes with the next deletes.
+                self.deletes.add(record.id)
         self.numbering.written(seqs)
         self.numbering.reserved(seqs)
         self.deletes -= dels
