@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -243,12 +243,10 @@ class OutboxMachine(RuleBasedStateMachine):
     # -- invariants --------------------------------------------------------------------------
     @invariant()
     def counts_add_up(self) -> None:
-        """Nothing accepted vanishes: each is delivered, dropped, lost, or still in there."""
+        """Nothing accepted is counted twice (the full check, with drops, is at teardown)."""
         for device in DEVICES:
             delivered = sum(1 for d, _ in self.delivered if d == device)
-            fates = delivered + self._dropped(device) + self.lost[device]
-            assert fates <= self.accepted[device] + self.slack[device]
-        assert len(self.box) >= 0
+            assert delivered + self.lost[device] <= self.accepted[device] + self.slack[device]
 
     def teardown(self) -> None:
         try:
@@ -297,10 +295,12 @@ class SpillMachine(OutboxMachine):
 
 
 SETTINGS = settings(
-    max_examples=int(os.environ.get("OUTBOX_MACHINE_EXAMPLES", "40")),
+    max_examples=int(os.environ.get("OUTBOX_MACHINE_EXAMPLES", "25")),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
+    # No explain phase: its tracer (Python < 3.12) slows a failing run down tenfold.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
 )
 TestOutboxMachine = OutboxMachine.TestCase
 TestOutboxMachine.settings = SETTINGS
