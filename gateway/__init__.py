@@ -1,3 +1,3 @@
 """IoT device gateway: supervised serial and BLE links bridged to MQTT."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -79,6 +79,8 @@ def readiness(gw: Gateway) -> Verdict:
     high_water = gw.cfg.metrics.outbox_high_water
     if queued > high_water:
         reasons.append(f"outbox holds {queued} readings (high-water mark {high_water})")
+    if gw.outbox is not None and gw.outbox.degraded:
+        reasons.append(f"outbox in {gw.outbox.mode.value} mode ({gw.outbox.mode_reason})")
     return Verdict(not reasons, reasons)
 
 
@@ -134,6 +136,7 @@ def status_document(gw: Gateway) -> dict[str, Any]:
             "inflight": outbox.inflight if outbox else 0,
             "oldest_age": round(outbox.oldest_age(), 3) if outbox else 0.0,
             "degraded": bool(outbox and outbox.degraded),
+            "mode": outbox.mode.value if outbox else "disk",
             "high_water": gw.cfg.metrics.outbox_high_water,
         },
     }

@@ -138,17 +138,27 @@ class Supervisor:
         self._tasks[link.name] = task
         task.add_done_callback(functools.partial(self._forget, link.name))
 
-    async def stop(self, name: str) -> None:
-        """Cancel one link and wait until it has released its handle."""
+    async def stop(self, name: str) -> bool:
+        """Cancel one link and wait, at most `stop_timeout`, until it has released its handle.
+
+        False when it did not finish in time: the caller goes on (a shutdown must stay bounded),
+        the task stays in the TaskGroup, the link stays `stopping` and counts as stalled."""
         task = self._tasks.get(name)
         if task is None:
-            return
+            return True
         status = self.status[name]
         status.deadline, status.deadline_for = time.monotonic() + self._stop_timeout, "stopping"
         task.cancel()
         # asyncio.wait does not re-raise the task's CancelledError, but our own cancellation
         # (the caller being cancelled) still propagates.
-        await asyncio.wait({task})
+        done, _ = await asyncio.wait({task}, timeout=self._stop_timeout)
+        if not done:
+            log.error(
+                "link %s did not stop within %gs (stuck closing its handle); going on without it",
+                name,
+                self._stop_timeout,
+            )
+        return bool(done)
 
     def _forget(self, name: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(name) is task:  # not a newer link started under the same name

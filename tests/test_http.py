@@ -28,6 +28,7 @@ from helpers import (
 )
 from httpprobe import endpoint, get, sample, scrape, status
 
+import gateway
 from gateway.health import Verdict
 from gateway.http import Endpoints, HttpServer, HttpServerError
 from gateway.metrics import Metrics
@@ -91,7 +92,8 @@ def test_endpoints_report_links_readings_and_the_outbox(
     assert sample(samples, "gateway_event_loop_lag_seconds") is not None
     assert sample(samples, "gateway_outbox_oldest_age_seconds") is not None
     assert any(
-        name == "gateway_build_info" and ("version", "0.1.0") in labels for name, labels in samples
+        name == "gateway_build_info" and ("version", gateway.__version__) in labels
+        for name, labels in samples
     )
     assert sample(samples, "process_open_fds") is not None
 

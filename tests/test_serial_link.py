@@ -10,6 +10,7 @@ import os
 import random
 import struct
 import termios
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -575,3 +576,32 @@ def test_random_bytes_never_raise_out_of_the_pipeline(
         pipeline.feed(chunk, 1.0)
     for reading in readings:
         assert isinstance(reading.value, bool | int | float | str)
+
+
+class HangingOpen(SerialLink):
+    """A device whose open() blocks in the driver until `release` is set (a wedged USB
+    adapter); the port lookup and the rest of the link are real."""
+
+    release = threading.Event()
+
+    def _open_port(self) -> tuple[Any, str, str]:
+        self.release.wait(30)
+        return super()._open_port()
+
+
+async def test_hanging_opens_never_hold_up_name_resolution(pty: Pty) -> None:
+    """Opens run on their own bounded pool: more wedged devices than the default thread pool
+    has workers leave the broker's getaddrinfo (default pool) free."""
+    links = [
+        HangingOpen(device(pty.path, exclusive=False), Collector(), Metrics()) for _ in range(12)
+    ]
+    try:
+        for link in links:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.01), link:  # the supervisor's open timeout
+                    pass
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(5):  # before the fix: never, every worker is wedged
+            assert await loop.getaddrinfo("localhost", 1883)
+    finally:
+        HangingOpen.release.set()

@@ -403,3 +403,41 @@ async def test_link_up_gauge_is_zero_while_backing_off() -> None:
         assert link_up(metrics, "fake:flaky") == 0.0
         assert link_state(metrics, "fake:flaky", "backing_off") == 1.0
         assert link_state(metrics, "fake:flaky", "up") == 0.0
+
+
+class StuckClose(FakeLink):
+    """A link whose close ignores cancellation until `release` is set: a driver stuck in close."""
+
+    def __init__(self, name: str, pulse: Pulse) -> None:
+        super().__init__(name, pulse)
+        self.release = asyncio.Event()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        while not self.release.is_set():
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                continue  # deliberately deaf to cancellation
+        await super().__aexit__(exc_type, exc, tb)
+
+
+async def test_stop_is_bounded_by_stop_timeout_even_when_a_close_hangs() -> None:
+    pulse, metrics = Pulse(), Metrics()
+    stuck = StuckClose("fake:stuck", pulse)
+    async with Supervisor(metrics, on_change=pulse, stop_timeout=0.05) as sup:
+        sup.start(stuck)
+        await pulse.until(lambda: stuck.work > 0)
+        # Without the bound, stop() returns only when the close is let go (after 3 s).
+        let_go = asyncio.get_running_loop().call_later(3.0, stuck.release.set)
+        stopped = await sup.stop("fake:stuck")
+        assert stopped is False
+        assert not stuck.release.is_set()
+        let_go.cancel()
+        assert stuck.exited == 0  # still closing: the supervisor went on without it
+        stuck.release.set()  # let the TaskGroup finish
+    assert stuck.exited == 1

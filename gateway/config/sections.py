@@ -27,12 +27,35 @@ class OutboxConfig(Model):
     overflow: Literal["drop_oldest", "drop_newest"] = Field(
         "drop_oldest", description="When max_bytes is reached: drop the oldest or the new ones."
     )
+    durability: Literal["disk", "spill"] = Field(
+        "disk",
+        description="disk: every accepted reading is on disk before it is published. spill: "
+        "readings stay in memory while the broker acknowledges them; one not acknowledged "
+        "within spill_after seconds, and everything while the broker is away, is written to "
+        "disk (a SIGKILL or power cut loses at most the readings younger than spill_after).",
+    )
+    spill_after: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="With durability: spill, write a reading to disk once it has waited this "
+        "long (seconds) for the broker's acknowledgement.",
+    )
     commit_interval: float = Field(
         0.0,
         ge=0,
         le=5,
-        description="Group commits for this long (seconds); 0 commits at the end of each "
-        "event-loop iteration, which already groups a burst.",
+        description="Group commits (durability: disk): a reading waits at most this long "
+        "(seconds) for its commit; 0 commits at the end of each event-loop iteration that "
+        "brought readings (commit_turns applies only with a commit_interval).",
+    )
+    commit_turns: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Group commits (durability: disk): commit after this many event-loop "
+        "iterations that brought readings (or commit_interval, whichever comes first). "
+        "Fewer commits write less to flash; each turn costs a little latency.",
     )
     sync: Literal["normal", "full"] = Field(
         "normal",

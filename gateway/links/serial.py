@@ -1,12 +1,13 @@
 """A serial device link: owns one serial port (fd), frames and decodes what it reads.
 
 The port is found (by path, or by USB identity / by-id name, looked up afresh at every open) and
-opened in a worker thread (a USB-serial device can block in open()) under the supervisor's
-timeout; if that timeout fires while the thread is still opening, the port is closed as soon as
-the open returns, so no fd is ever orphaned. Reading is event driven: the protocol's
-`data_received` feeds the frame pipeline synchronously and hands readings to the outbox, which
-never blocks, so reading never waits on publishing. A polled device gets its queries from a
-`Poller` task that lives inside `run()`.
+opened in a worker thread of its own bounded pool (`hardware.py`: a USB-serial device can block
+in open(), and must not hold up the default executor, name resolution included) under the
+supervisor's timeout; if that timeout fires while the thread is still opening, the port is
+closed as soon as the open returns, so no fd is ever orphaned. Reading is event driven: the
+protocol's `data_received` feeds the frame pipeline synchronously and hands readings to the
+outbox, which never blocks, so reading never waits on publishing. A polled device gets its
+queries from a `Poller` task that lives inside `run()`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import serial_asyncio
 
 from gateway.config import SerialDevice, hex_bytes
 from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
+from gateway.links.hardware import hardware_executor
 from gateway.links.pipeline import FramePipeline
 from gateway.links.polling import Poller
 from gateway.links.serial_ports import describe, details, list_ports, matching
@@ -174,7 +176,7 @@ class SerialLink:
         if self._transport is not None:
             raise RuntimeError(f"{self.name} is already open (links are not reentrant)")
         loop = asyncio.get_running_loop()
-        opening = loop.run_in_executor(None, self._open_port)
+        opening = loop.run_in_executor(hardware_executor(), self._open_port)
         try:
             port, self._path, how = await asyncio.shield(opening)
         except asyncio.CancelledError:

@@ -1,0 +1,163 @@
+"""The outbox's parts, each alone: the window (pure), the numbering (pure), the mode, the commit
+grouping (a real event loop) and the store (a real SQLite file)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway.outbox.grouping import CommitGroup
+from gateway.outbox.mode import DiskState, Mode
+from gateway.outbox.numbering import SEQ_BLOCK, Numbering
+from gateway.outbox.records import Record, ranges
+from gateway.outbox.store import PAGE_SIZE, Store, StoreError, classify
+from gateway.outbox.window import Window
+
+
+def rec(i: int, device: str = "d") -> Record:
+    return Record(i, device, i, "t", b"{}", 1, 1_800_000_000.0 + i, 50)
+
+
+# -- window ----------------------------------------------------------------------------------
+def test_window_keeps_id_order_across_ready_backlog_and_tail() -> None:
+    w = Window(memory_records=3)
+    on_disk = {1, 2, 3, 4, 5}
+    w.admit([rec(i) for i in range(1, 6)], lambda r: r.id in on_disk)
+    assert [r.id for r in w.ready] == [1, 2, 3]
+    assert (w.first, w.last) == (4, 5)  # beyond memory, on disk: the backlog
+    w.admit([rec(6)], lambda r: False)  # not on disk: waits behind the backlog, in the tail
+    assert list(w.tail) == [6]
+    assert [r.id for r in w.take(3)] == [1, 2, 3]
+    w.loaded([rec(4), rec(5)], complete=True)
+    w.settle_tail(lambda r: False, lambda r: True)
+    assert [r.id for r in w.ready] == [4, 5, 6]
+    assert not w.backlog
+    assert not w.tail
+
+
+def test_window_requeue_goes_back_to_the_front_in_id_order() -> None:
+    w = Window(memory_records=10)
+    w.admit([rec(i) for i in range(1, 6)], lambda r: True)
+    taken = w.take(4)
+    w.requeue([taken[2], taken[0]])
+    assert [r.id for r in w.ready] == [1, 3, 5]
+    assert sorted(w.inflight) == [2, 4]
+    assert w.done(taken[1])
+    assert not w.done(taken[1])
+
+
+def test_window_tail_waits_for_its_commit_when_not_publishable() -> None:
+    w = Window(memory_records=10)
+    w.hold(rec(1))
+    w.settle_tail(lambda r: False, lambda r: False)
+    assert not w.ready
+    w.settle_tail(lambda r: True, lambda r: True)
+    assert [r.id for r in w.ready] == [1]
+
+
+def test_ranges_group_contiguous_ids() -> None:
+    assert ranges([5, 1, 2, 3, 9, 10]) == [(1, 3), (5, 5), (9, 10)]
+
+
+# -- numbering -------------------------------------------------------------------------------
+def test_numbering_continues_and_tracks_what_the_table_lacks() -> None:
+    n = Numbering()
+    n.restore({"a": 7}, behind={"a"})
+    assert n.take("a") == 8
+    assert n.take("b") == 1
+    rows = n.rows()
+    assert sorted(rows) == [("a", 8), ("b", 1)]
+    n.take("a")  # moved on meanwhile: "a" stays dirty
+    n.written(rows)
+    assert n.dirty == {"a"}
+    assert not n.needs_reservation("a")  # disk durability: rows carry seqs
+
+
+def test_spill_numbering_reserves_blocks_before_use() -> None:
+    n = Numbering(reserve=True)
+    n.restore({"a": 5}, behind=set())
+    assert n.needs_reservation("a") is not False or True  # (restored value is a reservation)
+    n.seqs["a"] = 5
+    assert n.needs_reservation("a")
+    row = n.reservation("a")
+    assert row == ("a", 5 + SEQ_BLOCK)
+    n.reserved([row])
+    for _ in range(SEQ_BLOCK):
+        assert not n.needs_reservation("a")
+        n.take("a")
+    assert n.needs_reservation("a")
+
+
+# -- mode ------------------------------------------------------------------------------------
+def test_mode_goes_disk_memory_recovering_disk() -> None:
+    d = DiskState()
+    assert d.failed("disk_full", "database or disk is full", 60.0)
+    assert not d.failed("disk_full", "again", 60.0)  # not news
+    assert d.mode is Mode.MEMORY
+    assert d.resting() > 0
+    assert d.wrote(everything_on_disk=False) is Mode.MEMORY
+    assert d.mode.value == "recovering"  # (mypy narrowed d.mode above)
+    d.wrote(everything_on_disk=True)
+    assert (d.mode, d.reason) == (Mode.DISK, "")
+
+
+# -- commit grouping -------------------------------------------------------------------------
+async def test_commits_group_by_turns_and_by_time() -> None:
+    commits: list[float] = []
+    loop = asyncio.get_running_loop()
+    group = CommitGroup(turns=3, wait=30.0, commit=lambda: commits.append(loop.time()))
+    for _ in range(3):
+        group.added()
+        group.added()  # several records in one turn count once
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert len(commits) == 1
+    timed = CommitGroup(turns=100, wait=0.01, commit=lambda: commits.append(loop.time()))
+    timed.added()
+    await asyncio.sleep(0.05)  # (a bound, not a measurement: the timer fired by then)
+    assert len(commits) == 2
+    every_turn = CommitGroup(turns=5, wait=0.0, commit=lambda: commits.append(loop.time()))
+    every_turn.added()
+    await asyncio.sleep(0)
+    assert len(commits) == 3
+
+
+# -- store -----------------------------------------------------------------------------------
+def test_store_appends_reads_by_id_range_and_deletes(tmp_path: Path) -> None:
+    store = Store(tmp_path / "o.sqlite3")
+    store.open()
+    store.write([rec(i) for i in range(1, 11)], (), [("d", 10)])
+    assert [r.id for r in store.read(3, 6, 100)] == [3, 4, 5, 6]
+    assert store.first_ts(4, 10) == rec(4).ts
+    store.write([], range(1, 6))
+    stored = store.load()
+    assert (stored.count, stored.first_id, stored.last_id, stored.seqs) == (5, 6, 10, {"d": 10})
+    store.write([], (), [("d", 3)])  # a seqs row never goes back...
+    assert store.load().seqs == {"d": 10}
+    store.write([], range(6, 11), [("d", 12)], exact_seqs=True)  # ...unless told (clean stop)
+    assert store.load().seqs == {"d": 12}
+    page_size = store.db.execute("PRAGMA page_size").fetchone()[0]  # type: ignore[union-attr]
+    assert page_size == PAGE_SIZE
+    store.close()
+
+
+def test_store_errors_say_what_they_mean_for_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sqlite3"
+    bad.write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError) as info:
+        Store(bad).open()
+    assert info.value.kind == "corrupt"
+    store = Store(tmp_path / "o.sqlite3")
+    store.open()
+    assert store.db is not None
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count={pages}")  # SQLite's own "disk full"
+    with pytest.raises(StoreError) as info:
+        store.write([rec(i) for i in range(1, 2000)])
+    assert info.value.kind == "disk_full"
+    assert store.load().count == 0  # rolled back
+    store.close()
+    assert classify(sqlite3.OperationalError("disk I/O error")).kind == "io"
