@@ -321,11 +321,6 @@ class GatewayClient(aiomqtt.Client):
 
     # -- state and closing -------------------------------------------------------------------
     @property
-    def in_paho(self) -> int:
-        """Messages paho still holds (sent and unacknowledged, or queued)."""
-        return len(self._client._out_messages)
-
-    @property
     def is_connected(self) -> bool:
         return self._client.is_connected() and not self._disconnected.done()
 

@@ -186,11 +186,14 @@ class Publisher:
         gathering.records.append(record)
         if len(gathering.records) >= batch.max_items and len(self._by_id) < self._window:
             self._send_gathered(record.device, gathering)
-        elif gathering.timer is None:
+        else:
+            self._arm(gathering, gathering.since + batch.max_delay)
+
+    def _arm(self, gathering: _Gathering, due: float) -> None:
+        """Look at a gathering again when its oldest record has waited max_delay (once)."""
+        if gathering.timer is None:
             gathering.timer = asyncio.get_running_loop().call_later(
-                max(0.0, gathering.since + batch.max_delay - time.monotonic()),
-                self._gathering_due,
-                gathering,
+                max(0.0, due - time.monotonic()), self._gathering_due, gathering
             )
 
     def _gathering_due(self, gathering: _Gathering) -> None:
@@ -207,10 +210,8 @@ class Publisher:
             delay = batch.max_delay if batch else 0.0
             if len(gathering.records) >= max_items or now - gathering.since >= delay:
                 self._send_gathered(device, gathering)
-            elif gathering.timer is None:
-                gathering.timer = asyncio.get_running_loop().call_later(
-                    gathering.since + delay - now, self._gathering_due, gathering
-                )
+            else:
+                self._arm(gathering, gathering.since + delay)
 
     def _send_gathered(self, device: str, gathering: _Gathering) -> None:
         records, gathering.records = gathering.records, []
