@@ -22,7 +22,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,22 +37,25 @@ from gateway.config import (
     SerialDevice,
     load_config,
 )
+from gateway.encoding import Encoder
 from gateway.errors import ConfigError
 from gateway.health import Seen, liveness, readiness, refresh_metrics, status_document
 from gateway.http import Endpoints, HttpServer, HttpServerError
 from gateway.links.serial import SerialLink
 from gateway.logs import config_secrets, set_secrets, setup_logging
 from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.models import Reading, Submit
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.session import Availability, MqttSession
-from gateway.mqtt.topics import reading_topic
+from gateway.streams.device import DeviceStream, device_is_timed, stream_for
+from gateway.streams.link import StreamLink, stream_link_name
 from gateway.supervisor import Link, Supervisor
 from gateway.systemd import notify, watchdog_timeout
 from gateway.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from gateway.ble.hub import BleHub
+    from gateway.homeassistant.announcer import Announcer
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ FORCED_EXIT_GRACE = 3.0  # after a second signal, exit hard if unwinding takes l
 
 def make_link(
     device: Device,
-    submit: Callable[[Reading], None],
+    submit: Submit,
     metrics: Metrics,
     ble: BleHub | None = None,
 ) -> Link:
@@ -99,6 +103,12 @@ class Gateway:
         self.outbox: Outbox | None = None
         self.supervisor: Supervisor | None = None
         self.availability = Availability()
+        self.encoder: Encoder | None = None
+        self.announcer: Announcer | None = None  # Home Assistant discovery, once enabled
+        # Devices whose values go through filters (sensor streams), and the timers of those
+        # that need time; both replaced with the device on reload.
+        self.streams: dict[str, DeviceStream] = {}
+        self.stream_links: dict[str, StreamLink] = {}
         # Devices with `batch`, looked up per record by the publisher (kept up to date on
         # reload: the same dict, so a running session sees the change).
         self.batches: dict[str, BatchConfig] = {}
@@ -147,6 +157,8 @@ class Gateway:
         cfg = self.cfg
         outbox = Outbox(cfg.gateway.state_dir / cfg.outbox.file, cfg.outbox, self.metrics)
         self.outbox = outbox
+        self.encoder = Encoder(outbox, cfg)
+        self._sync_discovery(None)
         outbox.open()
         try:
             with self._signals():
@@ -199,12 +211,26 @@ class Gateway:
                 self._reload_requested = False
                 await self.reload()
 
-    def submit(self, reading: Reading) -> None:
-        """Where every link hands its readings: into the durable outbox, never blocking."""
-        assert self.outbox is not None
-        mqtt = self.cfg.mqtt
-        self.outbox.put(reading, reading_topic(mqtt.topic_prefix, reading), mqtt.qos)
-        self.seen.record(reading)
+    def submit(self, readings: Sequence[Reading]) -> None:
+        """Where every link hands the readings of a frame: through the device's sensor streams
+        (if it has any) into the durable outbox, never blocking."""
+        device = readings[0].device
+        stream = self.streams.get(device)
+        if stream is not None:
+            now = time.monotonic()
+            readings = stream.feed(readings, now)
+            if (timer := self.stream_links.get(device)) is not None:
+                timer.decoded(now)
+        self.emit(readings)
+
+    def emit(self, readings: Sequence[Reading]) -> None:
+        """Readings that left their streams (a frame's, or what a timed filter emits)."""
+        assert self.encoder is not None
+        self.encoder.publish(readings)
+        for reading in readings:
+            self.seen.record(reading)
+        if self.announcer is not None:
+            self.announcer.seen(readings)
 
     def _http_server(self) -> contextlib.AbstractAsyncContextManager[HttpServer | None]:
         """The HTTP endpoint, or nothing when `metrics.enabled` is false."""
@@ -222,14 +248,40 @@ class Gateway:
 
     def _start_device(self, sup: Supervisor, device: Device) -> None:
         ble = self.ble if is_ble(device) else None
+        self._start_stream(sup, device)
         sup.start(make_link(device, self.submit, self.metrics, ble=ble))
         self.availability.set(device.id, online=False)
+
+    def _start_stream(self, sup: Supervisor, device: Device) -> None:
+        """The device's sensor streams (none if every value passes straight through) and,
+        if they need time, their timer link."""
+        stream = stream_for(device, self.metrics)
+        if stream is None:
+            return
+        self.streams[device.id] = stream
+        if device_is_timed(device):
+            availability = self.availability
+            link = StreamLink(
+                device,
+                stream,
+                self.emit,
+                lambda fresh: availability.set_fresh(device.id, fresh),
+            )
+            self.stream_links[device.id] = link
+            sup.start(link)
+
+    def _forget_stream(self, device_id: str) -> None:
+        self.streams.pop(device_id, None)
+        self.stream_links.pop(device_id, None)
+        self.availability.set_fresh(device_id, True)
+        if self.encoder is not None:
+            self.encoder.forget(device_id)
 
     def _make_session(self, cfg: Config) -> MqttSession:
         assert self.outbox is not None
         self._update_batches(cfg)
         router = CommandRouter(self._command_target, cfg.mqtt.command_ttl)
-        return MqttSession(
+        session = MqttSession(
             cfg.mqtt,
             cfg.gateway.id,
             self.outbox,
@@ -238,6 +290,27 @@ class Gateway:
             availability=self.availability,
             batching=self.batches.get,
         )
+        if self.announcer is not None:
+            session.parts.append(self.announcer)
+        return session
+
+    def _sync_discovery(self, old: Config | None) -> bool:
+        """Home Assistant discovery after a start or reload; True when the session must be
+        restarted (discovery switched on: its subscriptions are made at connect)."""
+        cfg = self.cfg
+        if self.announcer is None:
+            if not cfg.homeassistant.discovery:
+                return False
+            from gateway.homeassistant.announcer import Announcer  # noqa: PLC0415
+
+            assert self.encoder is not None
+            self.announcer = Announcer(cfg, self.encoder, self.metrics)
+            return old is not None
+        if cfg.homeassistant.discovery:
+            self.announcer.configure(cfg)
+        elif old is not None and old.homeassistant.discovery:
+            self.announcer.clear_all()  # stays a part of the session: it sends the clears
+        return False
 
     def _update_batches(self, cfg: Config) -> None:
         self.batches.clear()
@@ -307,10 +380,12 @@ class Gateway:
         if new.outbox != old.outbox or new.gateway.state_dir != old.gateway.state_dir:
             log.warning("outbox and gateway.state_dir changes take effect after a restart")
         self._apply_metrics(old, new)
-        restart_session = new.mqtt != old.mqtt or new.gateway.id != old.gateway.id
+        restart_session = self._session_changed(old, new)
         old_devices = {d.id: d for d in old.devices}
         new_devices = {d.id: d for d in new.devices}
-        stop = [link_name(d) for i, d in old_devices.items() if new_devices.get(i) != d]
+        changed = [i for i, d in old_devices.items() if new_devices.get(i) != d]
+        stop = [link_name(old_devices[i]) for i in changed]
+        stop += [stream_link_name(i) for i in changed if i in self.stream_links]
         start = [d for i, d in new_devices.items() if old_devices.get(i) != d]
         if restart_session:
             stop.append(MqttSession.name)
@@ -318,19 +393,23 @@ class Gateway:
             "reload: %d link(s) to stop, %d to (re)start", len(stop), len(start) + restart_session
         )
         await asyncio.gather(*(sup.stop(name) for name in stop))
+        for device_id in changed:
+            self._forget_stream(device_id)
         for device_id in old_devices.keys() - new_devices.keys():
             self.availability.forget(device_id)
         for device_id, device in old_devices.items():
             if new_devices.get(device_id) != device:  # removed or changed: no stale series
                 self.seen.forget(device_id, self.metrics)
         self._update_batches(new)
+        if self.encoder is not None:
+            self.encoder.configure(new)
         if stuck := [name for name in stop if name in sup]:
             # stop() is bounded: a link still closing keeps its name until it is done.
             log.error("reload: not restarted, still closing: %s", ", ".join(stuck))
         if restart_session and MqttSession.name not in sup:
             sup.start(self._make_session(new))
         for device in start:
-            if link_name(device) not in sup:
+            if link_name(device) not in sup and stream_link_name(device.id) not in sup:
                 self._start_device(sup, device)
         await self._sync_ble_scanners(sup, old)
 
@@ -370,6 +449,15 @@ class Gateway:
         self.request_stop("Bluetooth adapter failure")
 
     # -- end of Bluetooth LE -------------------------------------------------------------------
+
+    def _session_changed(self, old: Config, new: Config) -> bool:
+        """Whether a reload restarts the MQTT session: its settings, the gateway's id, or new
+        subscriptions (Home Assistant's topics, discovery switched on)."""
+        restart = new.mqtt != old.mqtt or new.gateway.id != old.gateway.id
+        restart |= self._sync_discovery(old)
+        ha_topics = ("prefix", "status_topic")
+        ha_old, ha_new = old.homeassistant, new.homeassistant
+        return restart or any(getattr(ha_old, k) != getattr(ha_new, k) for k in ha_topics)
 
     def _apply_metrics(self, old: Config, new: Config) -> None:
         listener = ("enabled", "host", "port")

@@ -1,4 +1,6 @@
-"""Command line: `gateway run|check-config|schema|scan|simulate`. Exit codes: 0 ok, 2 bad config."""
+"""Command line: `gateway run|check-config|decode|schema|scan|simulate|ports`.
+
+Exit codes: 0 ok, 2 bad config."""
 
 from __future__ import annotations
 
@@ -59,12 +61,43 @@ def _parser() -> argparse.ArgumentParser:
         help="meter: leave every N-th poll unanswered",
     )
 
+    decode = sub.add_parser(
+        "decode", help="run one device's framer, decoder and filters on a sample (no hardware)"
+    )
+    decode.add_argument("-c", "--config", type=Path, required=True, help="YAML config file")
+    decode.add_argument("--device", required=True, help="the device id")
+    sample = decode.add_mutually_exclusive_group(required=True)
+    sample.add_argument("--line", help="a serial line (the terminator is added)")
+    sample.add_argument(
+        "--hex", help="bytes: serial data, a BLE advert's AD structures, or a GATT value"
+    )
+    sample.add_argument("--file", type=Path, help="a file of bytes (serial data)")
+    decode.add_argument(
+        "--characteristic", help="ble_gatt: which characteristic the value is from (UUID)"
+    )
+
     ports = sub.add_parser("ports", help="list serial ports with their USB ids and by-id names")
     ports.add_argument("--json", action="store_true", help="one JSON object per port")
     ports.add_argument(
         "--by-id-dir", type=Path, help="directory of stable names (default /dev/serial/by-id)"
     )
     return parser
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from gateway.decode_cli import run_decode, sample_bytes  # noqa: PLC0415
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        data = sample_bytes(args.line, args.hex, args.file)
+    except (ValueError, OSError) as exc:
+        print(f"cannot read the sample: {exc}", file=sys.stderr)
+        return 1
+    return run_decode(cfg, args.device, data, characteristic=args.characteristic)
 
 
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
@@ -81,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
             return EXIT_CONFIG
         print(f"{args.config}: ok ({len(cfg.devices)} device(s))")
         return 0
+    if args.command == "decode":
+        return _decode(args)
     if args.command == "schema":
         from gateway.config import json_schema  # noqa: PLC0415
 

@@ -27,7 +27,7 @@ class Seen:
     Updated on every reading (a dict store, nothing more), turned into gauges only on a scrape."""
 
     last_seen: dict[str, float] = field(default_factory=dict)
-    values: dict[tuple[str, str, str], Value] = field(default_factory=dict)
+    values: dict[tuple[str, str, str], Value | None] = field(default_factory=dict)
     keep_values: bool = False
 
     def record(self, reading: Reading) -> None:

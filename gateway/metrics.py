@@ -147,6 +147,20 @@ class Metrics:
             ["device", "result"],
             registry=r,
         )
+        self.filter_dropped = Counter(
+            "gateway_filter_dropped_total",
+            "Values a sensor stream's filter did not pass on (dropped, or held by a window), "
+            "by device, sensor and filter.",
+            ["device", "sensor", "filter"],
+            registry=r,
+        )
+        self.discovery = Counter(
+            "gateway_discovery_messages_total",
+            "Home Assistant discovery messages published: config, clear (a removed config), "
+            "state (the last values again after Home Assistant restarted).",
+            ["kind"],
+            registry=r,
+        )
         # -- Bluetooth LE (issue 5) --
         self.ble_adverts = Counter(
             "gateway_ble_adverts_total",
@@ -256,6 +270,8 @@ class Metrics:
             self.last_reading.remove(device)
         for labels in [k for k in _label_sets(self.sensor_value) if k[0] == device]:
             self.sensor_value.remove(*labels)
+        for labels in [k for k in _label_sets(self.filter_dropped) if k[0] == device]:
+            self.filter_dropped.remove(*labels)
 
 
 class LoopHistogram(Collector):
@@ -287,10 +303,12 @@ class LoopHistogram(Collector):
         )
 
 
-def _label_sets(gauge: Gauge) -> list[tuple[str, ...]]:
-    """The label values of every series of a labelled gauge."""
-    return [
+def _label_sets(gauge: Gauge | Counter) -> list[tuple[str, ...]]:
+    """The label values of every series of a labelled gauge or counter (a counter has two
+    samples per series: _total and _created)."""
+    sets = (
         tuple(sample.labels[name] for name in gauge._labelnames)
         for metric in gauge.collect()
         for sample in metric.samples
-    ]
+    )
+    return list(dict.fromkeys(sets))

@@ -1,7 +1,8 @@
-"""Data that flows through the gateway: link -> frame -> decode -> Reading -> publish."""
+"""Data that flows through the gateway: link -> frame -> decode -> Readings -> stream -> publish."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 #: A decoded sensor value. Numbers stay numbers (int or float) so consumers can plot them.
@@ -14,6 +15,11 @@ class Reading:
 
     device: str
     sensor: str
-    value: Value
+    value: Value | None  # None: no value (what a stream's `timeout` filter publishes)
     unit: str | None
     ts: float  # seconds since the epoch, taken when the frame was read (not when published)
+
+
+#: Where a link hands the readings of one frame (one line, one advert, one notification): the
+#: unit of a device-mode payload. Never blocks, never raises.
+Submit = Callable[[Sequence[Reading]], None]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -20,12 +21,13 @@ from gateway.ble.errors import translate
 from gateway.ble.gatt import GattLink
 from gateway.ble.hub import BleHub
 from gateway.ble.links import device_link, scanner_links
-from gateway.config import Config
+from gateway.config import Config, Device
 from gateway.decoders.ble import uuid16
 from gateway.decoders.ble.bthome import encode_bthome
 from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
 from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.models import Reading, Submit
+from gateway.streams.device import stream_for
 from gateway.supervisor import Supervisor
 
 pytestmark = pytest.mark.timeout(20)
@@ -111,8 +113,8 @@ class Readings:
         self.items: list[Reading] = []
         self._changed = asyncio.Event()
 
-    def __call__(self, reading: Reading) -> None:
-        self.items.append(reading)
+    def __call__(self, readings: Sequence[Reading]) -> None:
+        self.items.extend(readings)
         self._changed.set()
 
     def of(self, device: str, sensor: str) -> list[Reading]:
@@ -153,8 +155,20 @@ class Running:
             self.sup.start(link)
         for device in self.cfg.devices:
             assert device.type != "serial"
-            self.sup.start(device_link(self.hub, device, self.readings))
+            self.sup.start(device_link(self.hub, device, self._through_stream(device)))
         return self
+
+    def _through_stream(self, device: Device) -> Submit:
+        """As the gateway does: each device's readings through its sensor streams
+        (republish_after holds back unchanged values)."""
+        stream = stream_for(device, self.metrics)
+        if stream is None:
+            return self.readings
+
+        def submit(readings: Sequence[Reading]) -> None:
+            self.readings(stream.feed(readings, time.monotonic()))
+
+        return submit
 
     async def __aexit__(self, *exc: object) -> None:
         await self.sup.__aexit__(None, None, None)

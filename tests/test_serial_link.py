@@ -12,7 +12,7 @@ import struct
 import termios
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,8 +111,9 @@ class Collector:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Reading] = asyncio.Queue()
 
-    def __call__(self, reading: Reading) -> None:
-        self.queue.put_nowait(reading)
+    def __call__(self, readings: Sequence[Reading]) -> None:
+        for reading in readings:
+            self.queue.put_nowait(reading)
 
     async def get(self, count: int) -> list[Reading]:
         async with asyncio.timeout(WAIT):
@@ -340,7 +341,7 @@ async def test_run_outside_the_context_is_refused(pty: Pty) -> None:
 METER = {"framing": METER_FRAMING, "decoder": METER_DECODER, "sensors": {}}
 
 
-def values(readings: list[Reading]) -> dict[str, tuple[Value, str | None]]:
+def values(readings: list[Reading]) -> dict[str, tuple[Value | None, str | None]]:
     return {r.sensor: (r.value, r.unit) for r in readings}
 
 
@@ -571,7 +572,7 @@ def test_random_bytes_never_raise_out_of_the_pipeline(
     config: dict[str, Any], chunks: list[bytes]
 ) -> None:
     readings: list[Reading] = []
-    pipeline = FramePipeline(device("/dev/null", **config), readings.append, Metrics())
+    pipeline = FramePipeline(device("/dev/null", **config), readings.extend, Metrics())
     for chunk in chunks:
         pipeline.feed(chunk, 1.0)
     for reading in readings:

@@ -12,7 +12,6 @@ import asyncio
 import fnmatch
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -25,11 +24,11 @@ from gateway.config import BleAdvertDevice, BleSection
 from gateway.decoders.ble import Advert, Decoded, detect, make_advert_parser
 from gateway.errors import DecodeError, TransientLinkError
 from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.models import Submit
+from gateway.streams.device import RSSI_SENSOR
 
 log = logging.getLogger(__name__)
 
-RSSI_SENSOR = "signal_strength"
 SUBSCRIBE_TIMEOUT = 1.0  # entering only registers a callback
 UNKNOWN_TRACKED = 256  # unknown devices whose last values we remember (LRU)
 UNKNOWN_LABEL = "ble_unknown"  # the `device` label of their metrics
@@ -40,7 +39,7 @@ class AdvertLink:
         self,
         device: BleAdvertDevice,
         adapter: AdapterState,
-        submit: Callable[[Reading], None],
+        submit: Submit,
         metrics: Metrics,
     ) -> None:
         self.device = device
@@ -51,13 +50,11 @@ class AdvertLink:
         self._submit = submit
         self._metrics = metrics
         self._parse = make_advert_parser(device)
-        self._throttle = Throttle(device.republish_after, sticky={RSSI_SENSOR})
         self._guard = PacketGuard(
             encrypted=device.bindkey is not None, repeat_window=device.repeat_window
         )
         self._warned: str | None = None  # the drop reason last logged, until a packet passes
         self._received = metrics.readings_received.labels(device.id)
-        self._suppressed = metrics.ble_suppressed.labels(device.id)
         self._dropped = metrics.ble_adverts_dropped
         self._heard = asyncio.Event()
         self._subscribed = False
@@ -117,19 +114,17 @@ class AdvertLink:
         values = dict(decoded.values)
         if d.rssi and advert.rssi is not None:
             values[RSSI_SENSOR] = advert.rssi
-        due = self._throttle.due(values, now)
         try:
-            # Events are news each time: never throttled (repeats were dropped above).
-            readings = ble_readings(d.id, {**due, **decoded.events}, d.sensors, now)
+            # Unchanged values are held back by the device's sensor stream (republish_after);
+            # events pass it always: each one is news (repeats were dropped above).
+            readings = ble_readings(d.id, {**values, **decoded.events}, d.sensors, now)
         except DecodeError as exc:  # a configured type coercion failed
             self._metrics.frame_errors.labels(d.id, "decode").inc()
             log.debug("%s: advertisement not decoded: %s", self.name, exc)
             return
-        if skipped := len(values) - len(due):
-            self._suppressed.inc(skipped)
         self._received.inc(len(readings))
-        for reading in readings:
-            self._submit(reading)
+        if readings:
+            self._submit(readings)
 
     def _drop(self, reason: str, decoded: Decoded) -> None:
         self._dropped.labels(self.device.id, reason).inc()
@@ -162,9 +157,7 @@ class UnknownDevices:
     device is published as device `ble_<address>` (limited by `ble.allow`), with repeats
     dropped and values throttled like a configured device's (default settings)."""
 
-    def __init__(
-        self, section: BleSection, submit: Callable[[Reading], None], metrics: Metrics
-    ) -> None:
+    def __init__(self, section: BleSection, submit: Submit, metrics: Metrics) -> None:
         self._allow = [pattern.upper() for pattern in section.allow]
         fields = BleAdvertDevice.model_fields
         self._interval: float = fields["republish_after"].default
@@ -189,8 +182,8 @@ class UnknownDevices:
         due = {**throttle.due(decoded.values, now), **decoded.events}
         readings = ble_readings(unknown_device_id(address), due, {}, now)
         self._metrics.readings_received.labels(UNKNOWN_LABEL).inc(len(readings))
-        for reading in readings:
-            self._submit(reading)
+        if readings:
+            self._submit(readings)
 
     def _track(self, address: str) -> tuple[Throttle, PacketGuard]:
         """This device's state, most recently heard last; the least recent is forgotten."""

@@ -36,7 +36,7 @@ from gateway.config import BleGattDevice, GattValueSpec, GattWriteSpec
 from gateway.decoders.ble.gatt import decode_gatt
 from gateway.errors import DecodeError, LinkDownError, LinkError, TransientLinkError
 from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.models import Submit
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class GattLink:
         self,
         device: BleGattDevice,
         adapter: AdapterState,
-        submit: Callable[[Reading], None],
+        submit: Submit,
         metrics: Metrics,
     ) -> None:
         self.device = device
@@ -239,8 +239,8 @@ class GattLink:
             self._metrics.frame_errors.labels(d.id, "decoder_bug").inc()
             return
         self._received.inc(len(readings))
-        for reading in readings:
-            self._submit(reading)
+        if readings:
+            self._submit(readings)
 
 
 def command_bytes(spec: GattWriteSpec, payload: bytes) -> bytes:

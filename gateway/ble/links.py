@@ -10,13 +10,13 @@ from gateway.ble.hub import BleHub, adapters_in_use
 from gateway.ble.patterns import ScanPlan, scan_plan
 from gateway.ble.scanner import ScannerLink
 from gateway.config import BleAdvertDevice, BleGattDevice, Config
-from gateway.models import Reading
+from gateway.models import Submit
 
 EXIT_ADAPTER_DEAD = 3  # the daemon's exit status when the silent-scanner ladder gives up
 
 
 def device_link(
-    hub: BleHub, device: BleAdvertDevice | BleGattDevice, submit: Callable[[Reading], None]
+    hub: BleHub, device: BleAdvertDevice | BleGattDevice, submit: Submit
 ) -> AdvertLink | GattLink:
     adapter = hub.adapter_of(device)
     if isinstance(device, BleAdvertDevice):
@@ -34,7 +34,7 @@ def scanner_adapters(cfg: Config) -> list[str]:
 
 
 def scanner_links(
-    hub: BleHub, cfg: Config, submit: Callable[[Reading], None], on_fatal: Callable[[str], None]
+    hub: BleHub, cfg: Config, submit: Submit, on_fatal: Callable[[str], None]
 ) -> list[ScannerLink]:
     hub.configure(cfg.ble)
     unknown = None

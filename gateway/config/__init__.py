@@ -2,8 +2,10 @@
 
 Every timeout, limit and backoff default of the gateway lives in these models, documented in the
 field descriptions (`gateway schema` prints them as JSON Schema). One module per part:
-`base` (what every model shares), `sections` (gateway, mqtt, outbox, log, metrics), `serial` and
-`ble` (the device families), `loading` (the root model, YAML loading and error locations).
+`base` (what every model shares), `devices` (what every device has: sensors, payload mode,
+availability), `filters` (the sensor stream's filters), `sections` (gateway, mqtt, outbox, log,
+metrics, homeassistant), `serial` and `ble` (the device families), `loading` (the root model,
+YAML loading and error locations).
 Everything is importable from `gateway.config`.
 """
 
@@ -13,11 +15,9 @@ from gateway.config.base import (
     TOPIC_LEVEL_RE,
     BackoffConfig,
     BatchConfig,
-    DeviceBase,
     HexBytes,
     Model,
     SensorName,
-    SensorSpec,
     TopicLevel,
     hex_bytes,
 )
@@ -41,6 +41,7 @@ from gateway.config.ble import (
     Uuid,
     check_struct,
 )
+from gateway.config.devices import AvailabilityConfig, DeviceBase, SensorSpec
 from gateway.config.loading import (
     Config,
     Device,
@@ -49,6 +50,7 @@ from gateway.config.loading import (
 )
 from gateway.config.sections import (
     GatewaySection,
+    HomeAssistantSection,
     LogSection,
     MetricsSection,
     MqttSection,
@@ -80,6 +82,7 @@ __all__ = [
     "TOPIC_LEVEL_RE",
     "AdapterName",
     "AdvertStructSpec",
+    "AvailabilityConfig",
     "BackoffConfig",
     "BatchConfig",
     "BinaryFraming",
@@ -101,6 +104,7 @@ __all__ = [
     "GattValueSpec",
     "GattWriteSpec",
     "HexBytes",
+    "HomeAssistantSection",
     "LogSection",
     "MacAddress",
     "MetricsSection",

@@ -1,10 +1,10 @@
-"""The pieces every config model shares: the frozen base model, topic-level names, backoff, hex
-bytes, and what every device has (id, sensors, backoff)."""
+"""The pieces every config model shares: the frozen base model, topic-level names, backoff,
+batching, hex bytes."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import (
     AfterValidator,
@@ -38,13 +38,6 @@ class BackoffConfig(Model):
         return BackoffPolicy(self.initial, self.max, self.multiplier, self.reset_after)
 
 
-class SensorSpec(Model):
-    unit: str | None = Field(None, description="Unit published with the value, e.g. °C.")
-    type: Literal["float", "int", "str", "bool"] | None = Field(
-        None, description="Coerce the decoded value to this type."
-    )
-
-
 class BatchConfig(Model):
     """Several readings in one MQTT message (the throughput lever): the device's payload
     objects, each with its own `ts`, `seq` and `"sensor"`, as one JSON array published to
@@ -58,19 +51,6 @@ class BatchConfig(Model):
         ge=0,
         le=60,
         description="Seconds the oldest waiting reading may wait for more (latency it adds).",
-    )
-
-
-class DeviceBase(Model):
-    id: TopicLevel
-    sensors: dict[str, SensorSpec] = Field(
-        default_factory=dict, description="Per-sensor unit and type."
-    )
-    backoff: BackoffConfig = BackoffConfig()
-    batch: BatchConfig | None = Field(
-        None,
-        description="Publish this device's readings in batches (one JSON array per message to "
-        "<prefix>/<device>/batch) instead of one message per reading.",
     )
 
 

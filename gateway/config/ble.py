@@ -16,7 +16,8 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.config.base import BackoffConfig, DeviceBase, Model, TopicLevel
+from gateway.config.base import BackoffConfig, Model, TopicLevel
+from gateway.config.devices import DeviceBase
 
 _BASE_UUID = "-0000-1000-8000-00805f9b34fb"
 GATT_FORMATS = ("temperature", "humidity", "battery", "heart_rate", "text", "raw")
@@ -100,7 +101,16 @@ class BleAdvertDevice(DeviceBase):
     type: Literal["ble_advert"]
     address: MacAddress | None = Field(None, description="The device's address.")
     name: str | None = Field(
-        None, description="Or: a pattern (fnmatch, e.g. `ATC_*`) on the advertised name."
+        None,
+        description="Or: a pattern (fnmatch, e.g. `ATC_*`) on the advertised name. Given with "
+        "`address`, it is the friendly name, as on other devices.",
+    )
+    friendly_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="Friendly name (Home Assistant's device name) of a device matched by "
+        "`name`; default: the id.",
     )
     decoder: Literal["bthome", "pvvx", "atc", "ruuvi", "ibeacon", "struct"]
     bindkey: SecretStr | None = Field(
@@ -123,6 +133,28 @@ class BleAdvertDevice(DeviceBase):
         description="BTHome: an advert with the last packet id within this many seconds of "
         "the previous copy is a repeat and dropped; after a longer silence, a new packet (s).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_with_address_is_friendly(cls, data: Any) -> Any:
+        # Every device's `name` is its friendly name; an advert device found by `address` has
+        # no use for a name pattern, so there `name` means the same as elsewhere.
+        if isinstance(data, Mapping) and data.get("address") is not None and "name" in data:
+            if "friendly_name" in data:
+                return data  # both given: the consistency check below says so
+            data = dict(data)
+            data["friendly_name"] = data.pop("name")
+        return data
+
+    @property
+    def display_name(self) -> str:
+        return self.friendly_name or self.id
+
+    @property
+    def availability_timeout(self) -> float | None:
+        """An advert device is offline once not heard for stale_after (its link goes down)
+        unless `availability.timeout` says otherwise."""
+        return self.availability.timeout or self.stale_after
 
     @field_validator("bindkey")
     @classmethod

@@ -17,6 +17,7 @@ from gateway.config.base import Model
 from gateway.config.ble import BleAdvertDevice, BleGattDevice, BleSection
 from gateway.config.sections import (
     GatewaySection,
+    HomeAssistantSection,
     LogSection,
     MetricsSection,
     MqttSection,
@@ -37,6 +38,7 @@ class Config(Model):
     metrics: MetricsSection = MetricsSection()
     devices: list[Device] = Field(default_factory=list)
     ble: BleSection = BleSection()
+    homeassistant: HomeAssistantSection = HomeAssistantSection()
 
     def device(self, device_id: str) -> Device | None:
         return next((d for d in self.devices if d.id == device_id), None)
@@ -121,6 +123,42 @@ def _check_unique_ids(cfg: Config, located: Located) -> list[str]:
     return problems
 
 
+def _check_sensors(cfg: Config, located: Located) -> list[str]:
+    """What pydantic cannot see alone: Home Assistant's unit and state-class tables (checked
+    with the decoder's unit where the config gives none), batches that Home Assistant could
+    not read, device-mode keys that are not sensors."""
+    from gateway.homeassistant.devices import default_unit, is_binary  # noqa: PLC0415
+    from gateway.homeassistant.tables import check_sensor  # noqa: PLC0415
+
+    problems = []
+    for i, device in enumerate(cfg.devices):
+        if cfg.homeassistant.discovery and device.batch is not None:
+            loc: Path_ = ("devices", i, "batch")
+            problems.append(
+                f"{located.where(loc)}: {dotted(loc)}: Home Assistant cannot read batches; "
+                "remove `batch` or set homeassistant.discovery: false"
+            )
+        for name, spec in device.sensors.items():
+            if device.payload == "device" and name in ("ts", "seq"):
+                loc = ("devices", i, "sensors", name)
+                problems.append(
+                    f"{located.where(loc)}: {dotted(loc)}: with payload: device, `{name}` is "
+                    "the frame's own key; name the sensor differently"
+                )
+            if spec.device_class is None and spec.state_class is None:
+                continue
+            unit = spec.unit if spec.unit is not None else default_unit(device, name)
+            if problem := check_sensor(
+                spec.device_class, spec.state_class, unit, binary=is_binary(spec)
+            ):
+                key = "device_class" if spec.device_class is not None else "state_class"
+                if "unit" in problem and spec.unit is not None:
+                    key = "unit"
+                loc = ("devices", i, "sensors", name, key)
+                problems.append(f"{located.where(loc)}: {dotted(loc)}: {problem}")
+    return problems
+
+
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Load, interpolate and validate a config file; raise ConfigError listing every problem."""
     file = Path(path)
@@ -131,7 +169,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         cfg = Config.model_validate(located.data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, located)) from exc
-    if problems := _check_unique_ids(cfg, located):
+    if problems := _check_unique_ids(cfg, located) + _check_sensors(cfg, located):
         raise ConfigError(problems)
     return _resolve_paths(cfg, file.resolve().parent, located)
 

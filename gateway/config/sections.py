@@ -188,3 +188,32 @@ def default_client_id(gateway_id: str) -> str:
 
     digest = hashlib.sha1(f"{gateway_id}@{socket.gethostname()}".encode(), usedforsecurity=False)
     return f"gateway-{gateway_id}-{digest.hexdigest()[:8]}"
+
+
+class HomeAssistantSection(Model):
+    """Home Assistant MQTT discovery of the configured devices (never of passers-by)."""
+
+    discovery: bool = Field(False, description="Announce the configured devices.")
+    prefix: str = Field(
+        "homeassistant",
+        pattern=r"^[^#+]+$",
+        description="Discovery prefix (Home Assistant's MQTT integration setting).",
+    )
+    status_topic: str = Field(
+        "homeassistant/status",
+        pattern=r"^[^#+]+$",
+        description="Home Assistant's birth/last-will topic: on `online` the configs and the "
+        "last values are published again.",
+    )
+    mode: Literal["device", "component"] = Field(
+        "device",
+        description="device: one config per device (Home Assistant >= 2024.12); component: one "
+        "config per sensor (older Home Assistant, openHAB).",
+    )
+    announce_delay: float = Field(
+        3.0,
+        ge=0,
+        le=60,
+        description="After Home Assistant says `online`, wait a random time up to this many "
+        "seconds before announcing (many gateways must not answer at the same instant).",
+    )

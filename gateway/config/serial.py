@@ -22,13 +22,13 @@ from pydantic_core import PydanticCustomError
 
 from gateway.config.base import (
     TOPIC_LEVEL_RE,
-    DeviceBase,
     HexBytes,
     Model,
     SensorName,
     TopicLevel,
     hex_bytes,
 )
+from gateway.config.devices import DeviceBase
 
 
 def _usb_id(value: Any) -> Any:

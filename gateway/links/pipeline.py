@@ -16,7 +16,7 @@ from gateway.decoders import make_decoder, sensor_specs, to_readings
 from gateway.errors import DecodeError
 from gateway.framing import Framer, make_framer
 from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.models import Submit
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class FramePipeline:
     def __init__(
         self,
         device: SerialDevice,
-        submit: Callable[[Reading], None],
+        submit: Submit,
         metrics: Metrics,
         name: str | None = None,
     ) -> None:
@@ -75,8 +75,8 @@ class FramePipeline:
             log.exception("%s: decoder crashed on %r", self.name, frame[:60])
             self.count_error("decoder_bug", 1, "decoder crashed")
             return 0
-        for reading in readings:
-            self._submit(reading)
+        if readings:
+            self._submit(readings)
         return len(readings)
 
     def count_error(self, reason: str, count: int, detail: str) -> None:

@@ -33,7 +33,7 @@ from gateway.links.pipeline import FramePipeline
 from gateway.links.polling import Poller
 from gateway.links.serial_ports import describe, details, list_ports, matching
 from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.models import Submit
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,7 @@ class _PortProtocol(asyncio.Protocol):
 
 
 class SerialLink:
-    def __init__(
-        self, device: SerialDevice, submit: Callable[[Reading], None], metrics: Metrics
-    ) -> None:
+    def __init__(self, device: SerialDevice, submit: Submit, metrics: Metrics) -> None:
         self.device = device
         self.name = f"serial:{device.id}"
         self.open_timeout = device.open_timeout

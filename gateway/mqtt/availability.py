@@ -13,20 +13,44 @@ from gateway.mqtt.topics import availability_topic
 
 
 class Availability:
-    """The devices' states; `changed` is set on every change."""
+    """The devices' states; `changed` is set on every change.
+
+    A device is online while its link is up (`set`) and, for a device with
+    `availability.timeout`, while values keep being decoded (`set_fresh`)."""
 
     def __init__(self) -> None:
         self.states: dict[str, str] = {}
         self.changed = asyncio.Event()
+        self._link_up: dict[str, bool] = {}
+        self._stale: set[str] = set()  # devices silent for longer than their timeout
 
     def set(self, device: str, online: bool) -> None:
+        """The link's state: up or not."""
+        self._link_up[device] = online
+        self._update(device)
+
+    def set_fresh(self, device: str, fresh: bool) -> None:
+        """Whether the device decoded something within its availability timeout."""
+        if fresh:
+            self._stale.discard(device)
+        else:
+            self._stale.add(device)
+        self._update(device)
+
+    def _update(self, device: str) -> None:
+        online = self._link_up.get(device, False) and device not in self._stale
         state = "online" if online else "offline"
         if self.states.get(device) != state:
             self.states[device] = state
             self.changed.set()
 
+    def online(self, device: str) -> bool:
+        return self.states.get(device) == "online"
+
     def forget(self, device: str) -> None:
         self.states.pop(device, None)
+        self._link_up.pop(device, None)
+        self._stale.discard(device)
 
 
 def publish_states(

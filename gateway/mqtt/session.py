@@ -4,8 +4,9 @@ Entering makes a new `GatewayClient` (aiomqtt underneath; a new one per connecti
 never resends a previous connection's messages behind our back), connects (TLS and credentials
 from config, a last will `offline` on the status topic) and restores the session's state
 (`restore_state`: status `online`, the command subscription, every device's retained
-availability, then the hooks later features add, such as Home Assistant discovery: all queued
-at once and awaited together, one round trip however many devices). `run()` then runs, in one
+availability, then the parts later features add, such as Home Assistant discovery
+(`SessionPart`): all queued at once and awaited together, one round trip however many
+devices). `run()` then runs, in one
 TaskGroup, the pieces that each have one job:
 
 - the message loop: iterates `client.messages`, hands commands to the CommandRunner, and raises
@@ -22,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -47,11 +48,26 @@ ANNOUNCE_TIMEOUT = 2.0  # seconds for the `offline` announcement on a clean shut
 QOS2_WINDOW_3_1_1 = 20  # unacknowledged QoS 2 publishes at once over MQTT 3.1.1 (see run())
 CONNECT_MARGIN = 1.0  # seconds the supervisor's open deadline adds to mqtt.connect_timeout
 
-ConnectHook = Callable[[GatewayClient], Awaitable[None]]
+
+class SessionPart(Protocol):
+    """A feature that lives on the broker connection (Home Assistant discovery): it subscribes
+    to `subscriptions`, restores its retained state on every (re)connect, sees every incoming
+    message and runs one task per connection."""
+
+    name: str
+    subscriptions: Sequence[str]
+
+    async def restore(self, client: GatewayClient) -> None: ...
+
+    def offer(self, client: GatewayClient, message: aiomqtt.Message) -> None: ...
+
+    async def run(self, client: GatewayClient) -> None: ...
+
+
 # What a connection's tasks raise when the connection fails (everything else is a bug).
 CONNECTION_ERRORS = (aiomqtt.MqttError, SessionError, TimeoutError, OSError)
 
-__all__ = ["Availability", "ConnectHook", "MqttSession"]
+__all__ = ["Availability", "MqttSession", "SessionPart"]
 
 
 async def await_controls(futures: list[asyncio.Future[int]], what: str) -> None:
@@ -87,7 +103,7 @@ class MqttSession:
         self.backoff = cfg.backoff.policy()
         self.client_id = cfg.client_id or default_client_id(gateway_id)
         self.status_topic = status_topic(cfg.topic_prefix, gateway_id)
-        self.connect_hooks: list[ConnectHook] = []  # e.g. Home Assistant discovery
+        self.parts: list[SessionPart] = []  # e.g. Home Assistant discovery
         self._v5 = cfg.protocol == "5"
         self._outbox = outbox
         self._availability = availability or Availability()
@@ -169,9 +185,13 @@ class MqttSession:
                 waits: list[Awaitable[object]] = [await_controls(futures, "state messages")]
                 if self._commands is not None:
                     waits.append(self._subscribe(client, self._commands.subscription))
+                waits += [
+                    self._subscribe(client, topic)
+                    for part in self.parts
+                    for topic in part.subscriptions
+                ]
                 await asyncio.gather(*waits)
-            for hook in self.connect_hooks:
-                await hook(client)
+                await asyncio.gather(*(part.restore(client) for part in self.parts))
         except CONNECTION_ERRORS as exc:
             raise translate(exc, "restoring session state") from exc
 
@@ -241,6 +261,8 @@ class MqttSession:
                     ),
                     name="mqtt-availability",
                 )
+                for part in self.parts:
+                    tg.create_task(part.run(client), name=f"mqtt-{part.name}")
         except* CONNECTION_ERRORS as group:
             first = group.exceptions[0]
             raise translate(first, "connection lost") from first
@@ -248,9 +270,12 @@ class MqttSession:
             self._outbox.on_ready = None
 
     async def _messages(self, client: GatewayClient) -> None:
-        """Incoming messages to the command runner; raises as soon as the connection is gone."""
-        commands = self._commands
+        """Incoming messages to the command runner and the parts; raises as soon as the
+        connection is gone."""
+        commands, parts = self._commands, self.parts
         async for message in client.messages:
             if commands is not None:
                 commands.offer(client, message)
+            for part in parts:
+                part.offer(client, message)
         raise ConnectionLostError("connection closed")

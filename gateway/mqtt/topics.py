@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from gateway.models import Reading
+from gateway.models import Reading, Value
 
 
 def reading_topic(prefix: str, reading: Reading) -> str:
@@ -20,6 +20,11 @@ def status_topic(prefix: str, gateway_id: str) -> str:
 
 def availability_topic(prefix: str, device: str) -> str:
     return f"{prefix}/{device}/availability"
+
+
+def device_topic(prefix: str, device: str) -> str:
+    """Where a device with `payload: device` publishes its objects."""
+    return f"{prefix}/{device}"
 
 
 def batch_topic(prefix: str, device: str) -> str:
@@ -50,6 +55,9 @@ def batch_payload(prefix: str, records: Sequence[_Stored]) -> bytes:
     into the stored JSON object, not parsed and dumped again)."""
     items = []
     for record in records:
+        if record.topic == f"{prefix}/{record.device}":  # a device-mode object: no sensor
+            items.append(record.payload)
+            continue
         sensor = _SENSORS.get(record.topic)
         if sensor is None:
             name = json.dumps(sensor_of(prefix, record.device, record.topic), ensure_ascii=False)
@@ -61,6 +69,21 @@ def batch_payload(prefix: str, records: Sequence[_Stored]) -> bytes:
 
 
 _SENSORS: dict[str, bytes] = {}
+
+#: A device-mode object: the device's latest value of every sensor, and the frame's time.
+DeviceState = tuple[Mapping[str, Value | None], float]
+
+RESERVED_KEYS = frozenset({"ts", "seq"})  # device-mode keys that are not sensors
+
+
+def device_payload(state: DeviceState, seq: int | None = None) -> bytes:
+    """`{"temp": 21.5, "hum": 40, "ts": 1764074400.123, "seq": 42}` (`payload: device`)."""
+    values, ts = state
+    body: dict[str, object] = {k: v for k, v in values.items() if k not in RESERVED_KEYS}
+    body["ts"] = round(ts, 3)
+    if seq is not None:
+        body["seq"] = seq
+    return json.dumps(body, ensure_ascii=False).encode()
 
 
 def reading_payload(reading: Reading, seq: int | None = None) -> bytes:

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from gateway.config import OutboxConfig
 from gateway.links.hardware import HardwareExecutor
@@ -40,6 +41,8 @@ from gateway.outbox.window import Window
 from gateway.outbox.writing import ACK_FLUSH_DELAY, MAX_LAZY_DELETES, Writing
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 BACKLOG_BATCH = 1000  # records read back from disk at once
 
@@ -153,24 +156,37 @@ class Outbox(Writing):
         self.store.close(truncate_wal=True)
 
     # -- intake ------------------------------------------------------------------------------
-    def put(self, reading: Reading, topic: str, qos: int) -> None:
+    def put(self, reading: Reading, topic: str, qos: int) -> bytes | None:
         """Accept a reading. Never blocks: the write happens in a later flush."""
-        device = reading.device
+        return self.put_encoded(reading.device, topic, qos, reading.ts, reading_payload, reading)
+
+    def put_encoded(  # noqa: PLR0917 - the hot path: no keyword-argument cost per reading
+        self,
+        device: str,
+        topic: str,
+        qos: int,
+        ts: float,
+        encode: Callable[[T, int], bytes],
+        item: T,
+    ) -> bytes | None:
+        """Accept one message of `device` whose payload is `encode(item, seq)` (a reading, or
+        a device-mode object of several): it gets the device's next seq. Returns the payload,
+        or None when it was not accepted (shutdown, or no room: counted)."""
         if self._closed:
             self._metrics.readings_dropped.labels(device, "shutdown").inc()
-            return
+            return None
         if self.disk.mode is Mode.MEMORY and self._retry_handle is None:
             self._retry_handle = asyncio.get_running_loop().call_later(
                 self.disk.resting(), self._retry
             )
         if self.numbering.needs_reservation(device):
             self._reserve(device)
-        payload = reading_payload(reading, self.numbering.peek(device))
+        payload = encode(item, self.numbering.peek(device))
         size = len(topic) + len(payload) + RECORD_OVERHEAD
         if self.total + size > self.cfg.max_bytes and not self.bounds.make_room(size, device):
-            return
+            return None
         seq = self.numbering.take(device)
-        record = Record(self._next_id, device, seq, topic, payload, qos, reading.ts, size)
+        record = Record(self._next_id, device, seq, topic, payload, qos, ts, size)
         self._next_id += 1
         self.unwritten[record.id] = record
         self.total += size
@@ -180,10 +196,11 @@ class Outbox(Writing):
             self._changed()
             if self.spill and self.disk.mode is Mode.DISK and record.id not in self.window.tail:
                 self._schedule_spill()
-                return
+                return payload
         else:
             self.window.hold(record)
         self._schedule_flush()
+        return payload
 
     def _reserve(self, device: str) -> None:
         """Spill mode: the seqs table reserves a block of seqs before one of them is used."""

@@ -1,0 +1,87 @@
+"""What every device has: id, friendly name, payload mode, availability, and its sensors (unit,
+type, Home Assistant classes, the filters of its sensor stream)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, JsonValue
+
+from gateway.config.base import BackoffConfig, BatchConfig, Model, TopicLevel
+from gateway.config.filters import FilterSpec
+
+
+class SensorSpec(Model):
+    unit: str | None = Field(None, description="Unit published with the value, e.g. °C.")
+    type: Literal["float", "int", "str", "bool"] | None = Field(
+        None, description="Coerce the decoded value to this type."
+    )
+    device_class: str | None = Field(
+        None,
+        description="Home Assistant device class (temperature, humidity, ...; binary_sensor "
+        "classes for bool values); checked against Home Assistant's unit table.",
+    )
+    state_class: Literal["measurement", "measurement_angle", "total", "total_increasing"] | None = (
+        Field(None, description="Home Assistant state class (long-term statistics).")
+    )
+    filters: list[FilterSpec] = Field(
+        default_factory=list,
+        description="The sensor stream: ESPHome's filters, applied in order between the decoder "
+        "and MQTT (multiply, offset, calibrate_linear, filter_out, clamp, median, min, max, "
+        "quantile, sliding_window_moving_average, exponential_moving_average, throttle_average, "
+        "round, delta, throttle, heartbeat, timeout, skip_initial, debounce, or).",
+    )
+    homeassistant: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="Merged into this sensor's Home Assistant discovery config; a null value "
+        "removes a key (e.g. {name: Temperature, suggested_display_precision: 1}).",
+    )
+
+
+class AvailabilityConfig(Model):
+    timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Offline when nothing was decoded for this many seconds (also Home "
+        "Assistant's expire_after).",
+    )
+
+
+class DeviceBase(Model):
+    id: TopicLevel
+    name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="Friendly name (Home Assistant's device name); default: the id.",
+    )
+    manufacturer: str | None = Field(None, description="Shown in Home Assistant's device info.")
+    model: str | None = Field(None, description="Shown in Home Assistant's device info.")
+    payload: Literal["sensor", "device"] = Field(
+        "sensor",
+        description="sensor: one message per sensor to <prefix>/<device>/<sensor>. device: one "
+        "JSON object per frame to <prefix>/<device>: every sensor's latest value, ts, seq.",
+    )
+    availability: AvailabilityConfig = Field(
+        AvailabilityConfig(),
+        description="`<prefix>/<device>/availability` is offline while the link is down, and "
+        "with a timeout also when nothing was decoded for that long.",
+    )
+    sensors: dict[str, SensorSpec] = Field(
+        default_factory=dict, description="Per-sensor unit and type."
+    )
+    backoff: BackoffConfig = BackoffConfig()
+    batch: BatchConfig | None = Field(
+        None,
+        description="Publish this device's readings in batches (one JSON array per message to "
+        "<prefix>/<device>/batch) instead of one message per reading.",
+    )
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+    @property
+    def availability_timeout(self) -> float | None:
+        """Seconds without a decoded value after which the device is offline."""
+        return self.availability.timeout

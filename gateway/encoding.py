@@ -1,0 +1,78 @@
+"""The encode stage: readings that left their sensor streams -> outbox records.
+
+Each device's `payload` mode decides the message: `sensor` (default) one message per reading to
+`<prefix>/<device>/<sensor>`; `device` one JSON object per frame to `<prefix>/<device>`, holding
+the device's latest value of every sensor (so that a consumer, Home Assistant's templates
+included, always finds every key) with the frame's `ts` and the device's `seq`. The outbox
+gives the seq and keeps the record until the broker acknowledges it.
+
+With Home Assistant discovery, the last payload of every state topic is kept (bounded by the
+configured devices and their sensors), to be published again when Home Assistant restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.config import Config
+from gateway.models import Reading, Value
+from gateway.mqtt.outbox import Outbox
+from gateway.mqtt.topics import device_payload, device_topic, reading_topic
+
+MAX_REMEMBERED = 100_000  # state topics whose last payload is kept (a bound, not a goal)
+
+
+class Encoder:
+    def __init__(self, outbox: Outbox, cfg: Config) -> None:
+        self._outbox = outbox
+        self.last: dict[str, bytes] = {}  # state topic -> its last payload (keep_last only)
+        self._state: dict[str, dict[str, Value | None]] = {}
+        self.configure(cfg)
+
+    def configure(self, cfg: Config) -> None:
+        """Take a (reloaded) config: prefix, qos, payload modes."""
+        self._prefix = cfg.mqtt.topic_prefix
+        self._qos = cfg.mqtt.qos
+        self._device_mode = {d.id for d in cfg.devices if d.payload == "device"}
+        self.keep_last = cfg.homeassistant.discovery
+        for device in list(self._state):
+            if device not in self._device_mode:
+                del self._state[device]
+        if not self.keep_last:
+            self.last.clear()
+
+    def forget(self, device: str) -> None:
+        """A removed or changed device: its state starts afresh."""
+        self._state.pop(device, None)
+        head = f"{self._prefix}/{device}"
+        for topic in [t for t in self.last if t == head or t.startswith(head + "/")]:
+            del self.last[topic]
+
+    def publish(self, readings: Sequence[Reading]) -> None:
+        """One frame's readings (all of one device) into the outbox."""
+        if not readings:
+            return
+        outbox, prefix = self._outbox, self._prefix
+        device = readings[0].device
+        if device in self._device_mode:
+            state = self._state.setdefault(device, {})
+            for reading in readings:
+                state[reading.sensor] = reading.value
+            topic = device_topic(prefix, device)
+            ts = max(r.ts for r in readings)
+            payload = outbox.put_encoded(
+                device, topic, self._qos, ts, device_payload, (dict(state), ts)
+            )
+            self._remember(topic, payload)
+            return
+        for reading in readings:
+            topic = reading_topic(prefix, reading)
+            payload = outbox.put(reading, topic, self._qos)
+            if self.keep_last:
+                self._remember(topic, payload)
+
+    def _remember(self, topic: str, payload: bytes | None) -> None:
+        if not self.keep_last or payload is None:
+            return
+        if topic in self.last or len(self.last) < MAX_REMEMBERED:
+            self.last[topic] = payload

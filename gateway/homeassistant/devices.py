@@ -1,0 +1,199 @@
+"""What Home Assistant is told about each configured device: its sensors, their units and
+classes, from the config, from what the decoder is known to produce, and from what was learned.
+
+Decoders such as `kv`, `json`, `nmea` and the BLE advert formats name their sensors only when
+they send them: those sensors are announced when first seen, and remembered (`Learned`, a small
+JSON file in the state directory) so that a restart announces them again at once instead of
+clearing their entities until the next reading.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.config import (
+    BleAdvertDevice,
+    BleGattDevice,
+    CsvDecoder,
+    Device,
+    RegexDecoder,
+    SensorSpec,
+    SerialDevice,
+    StructDecoder,
+)
+from gateway.homeassistant.discovery import DeviceInfo, SensorInfo
+from gateway.homeassistant.tables import (
+    BINARY_SENSOR_DEVICE_CLASSES,
+    SENSOR_DEVICE_CLASSES,
+    default_classes,
+)
+
+log = logging.getLogger(__name__)
+
+LEARNED_FILE = "homeassistant.json"
+MAX_LEARNED = 256  # sensors remembered per device: a bound against a decoder gone wild
+
+
+@dataclass(frozen=True, slots=True)
+class SeenSensor:
+    unit: str | None
+    binary: bool
+
+
+def known_sensors(device: Device) -> dict[str, str | None]:
+    """Sensor -> unit, for the sensors the config and the decoder say the device has."""
+    known: dict[str, str | None] = {}
+    if isinstance(device, SerialDevice):
+        from gateway.decoders import sensor_specs  # noqa: PLC0415 - serial only
+
+        decoder = device.decoder
+        if isinstance(decoder, CsvDecoder):
+            known.update({c: None for c in decoder.columns if c is not None})
+        elif isinstance(decoder, RegexDecoder):
+            import re  # noqa: PLC0415
+
+            known.update({g: None for g in re.compile(decoder.pattern).groupindex})
+        elif isinstance(decoder, StructDecoder):
+            known.update({f.name: f.unit for f in decoder.field_specs() if f is not None})
+        specs = sensor_specs(device)
+        known.update({name: spec.unit for name, spec in specs.items() if name in known})
+    elif isinstance(device, BleGattDevice):
+        for spec in [*device.notify, *device.poll]:
+            if spec.fields:
+                known.update({f: None for f in spec.fields if f != "_"})
+            else:
+                known[spec.sensor or spec.format] = None
+    elif isinstance(device, BleAdvertDevice) and device.rssi:
+        known["signal_strength"] = "dBm"
+    for name, sensor in device.sensors.items():
+        known[name] = sensor.unit if sensor.unit is not None else known.get(name)
+    return known
+
+
+def is_binary(spec: SensorSpec) -> bool:
+    """A binary_sensor: bool values, or a class only binary sensors have (door, motion)."""
+    if spec.type is not None:
+        return spec.type == "bool"
+    dc = spec.device_class
+    return dc in BINARY_SENSOR_DEVICE_CLASSES and dc not in SENSOR_DEVICE_CLASSES
+
+
+def default_unit(device: Device, sensor: str) -> str | None:
+    """The unit a sensor has when the config gives none: the decoder's."""
+    unit = known_sensors(device).get(sensor)
+    return unit if unit is not None else _ble_unit(device, sensor)
+
+
+def _ble_unit(device: Device, sensor: str) -> str | None:
+    if not isinstance(device, BleAdvertDevice | BleGattDevice):
+        return None
+    from gateway.decoders.ble import unit_of  # noqa: PLC0415 - BLE only
+
+    return unit_of(sensor)
+
+
+def sensor_info(
+    device: Device, sensor: str, unit: str | None, seen: SeenSensor | None
+) -> SensorInfo:
+    spec = device.sensors.get(sensor) or SensorSpec()
+    if unit is None and seen is not None:
+        unit = seen.unit
+    if unit is None:
+        unit = _ble_unit(device, sensor)
+    device_class: str | None = spec.device_class
+    state_class: str | None = spec.state_class
+    binary = is_binary(spec) or (spec.type is None and seen is not None and seen.binary)
+    if device_class is None:
+        device_class, implied_state = default_classes(sensor, unit, binary=binary)
+        state_class = state_class or implied_state
+    return SensorInfo(
+        key=sensor,
+        unit=None if binary else unit,
+        device_class=device_class,
+        state_class=None if binary else state_class,
+        binary=binary,
+        overrides=dict(spec.homeassistant),
+    )
+
+
+def device_info(device: Device, learned: dict[str, SeenSensor]) -> DeviceInfo:
+    known = known_sensors(device)
+    names = list(known) + [s for s in learned if s not in known]
+    return DeviceInfo(
+        id=device.id,
+        name=device.display_name,
+        manufacturer=device.manufacturer,
+        model=device.model,
+        sensors=tuple(sensor_info(device, n, known.get(n), learned.get(n)) for n in names),
+        payload=device.payload,
+        expire_after=device.availability_timeout,
+    )
+
+
+class Learned:
+    """Sensors seen per device, kept in `<state_dir>/homeassistant.json` (written on change:
+    rare, a handful of times per device's life)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sensors: dict[str, dict[str, SeenSensor]] = {}
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return  # the first run
+        try:
+            data: Any = json.loads(text)
+            for device, sensors in dict(data).items():
+                self.sensors[str(device)] = {
+                    str(name): SeenSensor(info.get("unit"), bool(info.get("binary")))
+                    for name, info in dict(sensors).items()
+                }
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            # A damaged file costs only a re-learn: the sensors are announced on their next
+            # value. Not a reason to refuse to start.
+            log.warning("homeassistant: ignoring %s (%s)", self.path, exc)
+            self.sensors.clear()
+
+    def of(self, device: str) -> dict[str, SeenSensor]:
+        return self.sensors.get(device, {})
+
+    def learn(self, device: str, sensor: str, seen: SeenSensor) -> bool:
+        """Remember a sensor; True when it is new (then announce it)."""
+        sensors = self.sensors.setdefault(device, {})
+        if sensors.get(sensor) == seen or len(sensors) >= MAX_LEARNED:
+            return False
+        sensors[sensor] = seen
+        self._save()
+        return True
+
+    def keep_only(self, devices: set[str]) -> None:
+        """Forget devices no longer configured."""
+        if gone := [d for d in self.sensors if d not in devices]:
+            for device in gone:
+                del self.sensors[device]
+            self._save()
+
+    def _save(self) -> None:
+        data = {
+            device: {name: {"unit": s.unit, "binary": s.binary} for name, s in sensors.items()}
+            for device, sensors in self.sensors.items()
+        }
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, ensure_ascii=False, sort_keys=True), "utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:  # a full disk must not stop readings; we re-learn next start
+            log.warning("homeassistant: cannot write %s: %s", self.path, exc)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sensors)
