@@ -55,7 +55,7 @@ def timed(work: Callable[[], object]) -> float:
 def stage_pipeline(data: bytes) -> tuple[float, list[Reading]]:
     device = SerialDevice.model_validate({"id": "dev", "type": "serial", "port": "x"})
     readings: list[Reading] = []
-    pipeline = FramePipeline(device, readings.append, Metrics())
+    pipeline = FramePipeline(device, readings.extend, Metrics())
     chunks = [data[i : i + 4096] for i in range(0, len(data), 4096)]
 
     def feed() -> None:

@@ -68,7 +68,7 @@ def run(config: dict[str, Any], data: bytes, seconds: float) -> tuple[float, flo
     device = SerialDevice.model_validate({"id": "b", "type": "serial", "port": "x", **config})
     readings: list[Reading] = []
     metrics = Metrics()
-    pipeline = FramePipeline(device, readings.append, metrics)
+    pipeline = FramePipeline(device, readings.extend, metrics)
     chunks = [data[i : i + 4096] for i in range(0, len(data), 4096)]
     frames = passes = 0
     started = time.perf_counter()
@@ -80,7 +80,7 @@ def run(config: dict[str, Any], data: bytes, seconds: float) -> tuple[float, flo
     elapsed = time.perf_counter() - started
     # Count frames once, by feeding a fresh pipeline.
     counted: list[Reading] = []
-    probe = FramePipeline(device, counted.append, Metrics())
+    probe = FramePipeline(device, counted.extend, Metrics())
     seen = 0
 
     def count() -> None:

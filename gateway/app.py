@@ -264,11 +264,23 @@ class Gateway:
             link = StreamLink(
                 device,
                 stream,
-                self.emit,
+                lambda readings: self._emit_timed(device.id, readings),
                 lambda fresh: availability.set_fresh(device.id, fresh),
             )
             self.stream_links[device.id] = link
             sup.start(link)
+
+    def _emit_timed(self, device_id: str, readings: Sequence[Reading]) -> None:
+        """What timed filters emit. While the device is offline, values are held back (a
+        heartbeat must not present the last value of a device that is gone as current);
+        a `timeout`'s null still goes out: it says exactly that."""
+        if not self.availability.online(device_id):
+            held = [r for r in readings if r.value is not None]
+            for reading in held:
+                self.metrics.filter_dropped.labels(device_id, reading.sensor, "offline").inc()
+            readings = [r for r in readings if r.value is None]
+        if readings:
+            self.emit(readings)
 
     def _forget_stream(self, device_id: str) -> None:
         self.streams.pop(device_id, None)

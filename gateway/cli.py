@@ -93,7 +93,7 @@ def _decode(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     try:
-        data = sample_bytes(args.line, args.hex, args.file)
+        data = args.line if args.line is not None else sample_bytes(args.hex, args.file)
     except (ValueError, OSError) as exc:
         print(f"cannot read the sample: {exc}", file=sys.stderr)
         return 1

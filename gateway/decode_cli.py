@@ -15,7 +15,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from gateway.config import BleAdvertDevice, BleGattDevice, Config, Device, SerialDevice
+from gateway.config import (
+    BleAdvertDevice,
+    BleGattDevice,
+    Config,
+    DelimiterFraming,
+    Device,
+    SerialDevice,
+)
 from gateway.errors import DecodeError
 from gateway.models import Reading, Value
 from gateway.mqtt.topics import device_payload, device_topic, reading_payload, reading_topic
@@ -24,9 +31,7 @@ from gateway.streams.device import DeviceStream
 Out = Callable[[str], None]
 
 
-def sample_bytes(line: str | None, hex_text: str | None, file: Path | None) -> bytes:
-    if line is not None:
-        return line.encode()
+def sample_bytes(hex_text: str | None, file: Path | None) -> bytes:
     if hex_text is not None:
         return bytes.fromhex(hex_text.replace(":", " "))
     assert file is not None
@@ -46,8 +51,8 @@ def serial_frames(device: SerialDevice, data: bytes, out: Out) -> Iterator[list[
             out(f"frame {frame[:60]!r}: not decoded: {exc}")
     for reason, count in framer.take_errors().items():
         out(f"framing: {count} frame(s) skipped ({reason})")
-    if framer.reset():
-        out("framing: an unfinished frame is left (no terminator or end marker yet)")
+    if left := framer.reset():
+        out(f"framing: {left} byte(s) left that do not make a frame (yet)")
 
 
 def parse_ad_structures(data: bytes, address: str) -> object:
@@ -103,11 +108,16 @@ def ble_gatt_frames(
 
     specs = [*device.notify, *device.poll]
     if characteristic is not None:
-        from pydantic import TypeAdapter  # noqa: PLC0415
+        from pydantic import TypeAdapter, ValidationError  # noqa: PLC0415
 
         from gateway.config import Uuid as UuidType  # noqa: PLC0415
 
-        uuid = TypeAdapter(UuidType).validate_python(characteristic)
+        try:
+            uuid = TypeAdapter(UuidType).validate_python(characteristic)
+        except ValidationError:
+            raise DecodeError(
+                f"--characteristic {characteristic!r} is not a UUID (e.g. 2a37 or the full form)"
+            ) from None
         specs = [s for s in specs if s.characteristic == uuid]
     if not specs:
         raise DecodeError("no notify or poll characteristic of this device matches")
@@ -127,24 +137,37 @@ def frames(
     raise AssertionError(device)  # pragma: no cover
 
 
+def line_bytes(device: Device, line: str) -> bytes:
+    """A `--line` as the device sends it: in its encoding, with its terminator or delimiter."""
+    if not isinstance(device, SerialDevice):
+        return line.encode()
+    data = line.encode(device.encoding)
+    if device.framing == "line":
+        end = device.terminator.encode(device.encoding)
+    elif isinstance(device.framing, DelimiterFraming):
+        end = bytes.fromhex(device.framing.delimiter)
+    else:
+        return data
+    return data if data.endswith(end) else data + end
+
+
 def run_decode(
     cfg: Config,
     device_id: str,
-    data: bytes,
+    data: bytes | str,
     *,
     characteristic: str | None = None,
     out: Out = print,
 ) -> int:
-    """Exit status: 0 when something was decoded, 1 when nothing was (or the id is unknown)."""
+    """`data`: bytes, or the text of a `--line`. Exit status: 0 when something was decoded, 1
+    when nothing was (or the id is unknown)."""
     device = cfg.device(device_id)
     if device is None:
         known = ", ".join(d.id for d in cfg.devices) or "none"
         print(f"no device {device_id!r} in the config (devices: {known})", file=sys.stderr)
         return 1
-    if isinstance(device, SerialDevice) and device.framing == "line":
-        terminator = device.terminator.encode(device.encoding)
-        if not data.endswith(terminator):
-            data += terminator
+    if isinstance(data, str):
+        data = line_bytes(device, data)
     drops: list[tuple[str, str]] = []
     stream = DeviceStream(device, lambda sensor, name: drops.append((sensor, name)))
     prefix, decoded = cfg.mqtt.topic_prefix, 0
@@ -162,6 +185,13 @@ def run_decode(
             _print(device, prefix, passed, state, out)
     except DecodeError as exc:
         out(f"not decoded: {exc}")
+    # What timed filters (debounce, throttle_average, heartbeat, timeout) would emit once
+    # their time came, with nothing else arriving:
+    if (due := stream.deadline()) is not None:
+        later = stream.tick(due, time.time())
+        if later:
+            out("later, when the filters' timers fire:")
+            _print(device, prefix, later, state, out)
     if decoded == 0:
         out("no readings")
     return 0 if decoded else 1

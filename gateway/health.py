@@ -105,10 +105,12 @@ def status_document(gw: Gateway) -> dict[str, Any]:
     """`/status`: the configured links with their states, each device's last reading, the
     outbox, readiness."""
     from gateway.app import link_name  # noqa: PLC0415 - app imports this module
+    from gateway.streams.link import stream_link_name  # noqa: PLC0415
 
     now = time.time()
     statuses: Mapping[str, Any] = gw.supervisor.status if gw.supervisor else {}
     names = [MqttSession.name, *(link_name(d) for d in gw.cfg.devices)]
+    names += [stream_link_name(d.id) for d in gw.cfg.devices]  # present if its filters need time
     links = {n: _link_document(statuses[n], now) for n in names if n in statuses}
     devices = {}
     for device in gw.cfg.devices:

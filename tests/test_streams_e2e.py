@@ -9,6 +9,8 @@ with the next value.
 from __future__ import annotations
 
 import json
+import signal
+import time
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from helpers import (
     Broker,
     Daemon,
     SerialPair,
+    SerialPairFactory,
     Subscriber,
     gateway_config,
     send_until_seen,
@@ -23,7 +26,7 @@ from helpers import (
     wait_consumed,
     wait_until,
 )
-from httpprobe import endpoint, sample, scrape
+from httpprobe import endpoint, sample, scrape, status
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -94,6 +97,19 @@ def test_heartbeat_republishes_and_timeout_publishes_null_after_silence(
     )
     assert null.data is not None
     assert null.data["ts"] > min(stamps)
+    # The device unplugged (offline): its last value is not presented as current any more.
+    serial_pair.unplug()
+    wait_until(
+        lambda: any(
+            m.text == "offline" for m in subscriber.on_topic(f"{PREFIX}/boiler/availability")
+        ),
+        5.0,
+        "offline",
+    )
+    time.sleep(0.2)  # a heartbeat already on its way
+    beats = len(values(subscriber, temp))
+    time.sleep(1.5)  # three periods
+    assert len(values(subscriber, temp)) == beats
 
 
 def test_device_payload_is_one_object_per_frame_with_every_sensor(
@@ -142,3 +158,33 @@ def test_availability_follows_the_link_and_the_timeout(
     serial_pair.write(b"temp=2\n")
     serial_pair.unplug()
     wait_until(lambda: last() == "offline", 5.0, "offline on link loss")
+
+
+def test_a_reload_restarts_a_changed_devices_stream_and_keeps_the_others(
+    daemon: Daemon, broker: Broker, make_serial_pair: SerialPairFactory, subscriber: Subscriber
+) -> None:
+    pairs = {name: make_serial_pair(name.upper()) for name in ("a", "b")}
+
+    def cfg(period_a: float) -> dict[str, Any]:
+        periods = {"a": period_a, "b": 30.0}
+        devices = [
+            serial_device(n, pairs[n], sensors={"temp": {"filters": [{"heartbeat": p}]}})
+            for n, p in periods.items()
+        ]
+        return gateway_config(broker, devices)
+
+    daemon.start(cfg(30))
+    base = endpoint(daemon)
+    for name, pair in pairs.items():
+        send_until_seen(pair, subscriber, PREFIX, name)
+    links = status(base)["links"]
+    assert links["stream:a"]["starts"] == links["stream:b"]["starts"] == 1
+    daemon.write_config(cfg(0.3))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log("reload: ")
+    wait_until(lambda: status(base)["links"]["stream:a"]["starts"] == 2, 5.0, "stream:a again")
+    assert status(base)["links"]["stream:b"]["starts"] == 1
+    # The new filter is the one running: a heartbeat of device a every 0.3 s.
+    pairs["a"].write(b"temp=5\n")
+    wait_until(lambda: values(subscriber, f"{PREFIX}/a/temp").count(5) >= 2, 5.0, "heartbeats")
+    assert values(subscriber, f"{PREFIX}/b/temp") == []

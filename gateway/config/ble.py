@@ -141,7 +141,10 @@ class BleAdvertDevice(DeviceBase):
         # no use for a name pattern, so there `name` means the same as elsewhere.
         if isinstance(data, Mapping) and data.get("address") is not None and "name" in data:
             if "friendly_name" in data:
-                return data  # both given: the consistency check below says so
+                raise ValueError(
+                    "with `address`, `name` is the friendly name: give `name` or "
+                    "`friendly_name`, not both"
+                )
             data = dict(data)
             data["friendly_name"] = data.pop("name")
         return data

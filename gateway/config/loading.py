@@ -152,7 +152,9 @@ def _check_sensors(cfg: Config, located: Located) -> list[str]:
                 spec.device_class, spec.state_class, unit, binary=is_binary(spec)
             ):
                 key = "device_class" if spec.device_class is not None else "state_class"
-                if "unit" in problem and spec.unit is not None:
+                if "state_class" in problem and spec.state_class is not None:
+                    key = "state_class"
+                elif "unit" in problem and spec.unit is not None:
                     key = "unit"
                 loc = ("devices", i, "sensors", name, key)
                 problems.append(f"{located.where(loc)}: {dotted(loc)}: {problem}")
