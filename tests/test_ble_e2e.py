@@ -9,6 +9,7 @@ monitor) with BTHome button events.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from helpers import (
     Daemon,
     Subscriber,
     gateway_config,
+    wait_until,
 )
 
 from gateway.decoders.ble import uuid16
@@ -194,3 +196,41 @@ def test_passive_scanning_publishes_adverts_and_button_events_once(
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(15) == 0
     assert bluez.call(fake.monitors) == []  # the monitor was unregistered
+
+
+def test_ble_values_go_through_streams_and_are_announced_to_home_assistant(
+    broker: Broker, subscriber: Subscriber, daemon: Daemon, bluez: ThreadedFakeBlueZ
+) -> None:
+    """Adverts and GATT values alike: filters apply, and the sensors appear in Home Assistant's
+    discovery with the device class and unit their names imply, under the friendly name."""
+    fake = bluez.fake
+    bluez.call(lambda: fake.add_device(HEART, "HRM", HEART_GATT))
+    bluez.call(lambda: fake.add_device(KITCHEN, "ATC_123456", service_data={ENV: PVVX}))
+    cfg = ble_config(broker)
+    kitchen, heart = cfg["devices"]
+    kitchen["name"] = "Kitchen"  # with an address: the friendly name
+    kitchen["sensors"] = {"temperature": {"filters": [{"offset": 1.0}, {"round": 1}]}}
+    heart["sensors"] = {"heart_rate": {"filters": [{"multiply": 2}]}}
+    cfg["homeassistant"] = {"discovery": True}
+    daemon.start(cfg)
+    subscriber.wait_value(f"{PREFIX}/kitchen/temperature", 22.6, timeout=10)  # 21.55 + 1
+    subscriber.wait_value(f"{PREFIX}/heart/heart_rate", 144)  # 72 x 2
+    topic = "homeassistant/device/gw1/gw1--kitchen/config"
+
+    def announced() -> dict[str, Any] | None:
+        found = [m for m in subscriber.on_topic(topic) if m.payload]
+        config: dict[str, Any] = json.loads(found[-1].payload) if found else {}
+        return (
+            config if {"temperature", "humidity"} <= config.get("components", {}).keys() else None
+        )
+
+    config = wait_until(announced, 10.0, "the kitchen's sensors announced")
+    assert config["device"]["name"] == "Kitchen"
+    temperature = config["components"]["temperature"]
+    assert (temperature["device_class"], temperature["unit_of_measurement"]) == (
+        "temperature",
+        "°C",
+    )
+    assert temperature["state_class"] == "measurement"
+    assert temperature["expire_after"] == 900  # stale_after
+    assert config["components"]["humidity"]["device_class"] == "humidity"
