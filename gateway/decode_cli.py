@@ -9,7 +9,6 @@ characteristic's value), `--file F` (the file's bytes, like `--hex`).
 
 from __future__ import annotations
 
-import itertools
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -172,14 +171,14 @@ def run_decode(
     stream = DeviceStream(device, lambda sensor, name: drops.append((sensor, name)))
     prefix, decoded = cfg.mqtt.topic_prefix, 0
     state: dict[str, Value | None] = {}
-    clock = itertools.count()
     try:
-        for readings in frames(device, data, characteristic, out):
+        # A frame a second on the filters' clock (time is what throttle and debounce judge).
+        for second, readings in enumerate(frames(device, data, characteristic, out)):
             decoded += len(readings)
             passed: list[Reading] = []
             for reading in readings:  # one at a time: to say which value a filter dropped
                 del drops[:]
-                passed += stream.feed([reading], float(next(clock)))
+                passed += stream.feed([reading], float(second))
                 for _, name in drops:
                     out(f"dropped {reading.sensor}={reading.value!r} by filter {name}")
             _print(device, prefix, passed, state, out)
@@ -190,7 +189,7 @@ def run_decode(
     if (due := stream.deadline()) is not None:
         later = stream.tick(due, time.time())
         if later:
-            out("later, when the filters' timers fire:")
+            out(f"{due:g} s later, when the filters' timers first fire:")
             _print(device, prefix, later, state, out)
     if decoded == 0:
         out("no readings")

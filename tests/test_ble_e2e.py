@@ -204,7 +204,7 @@ def test_ble_values_go_through_streams_and_are_announced_to_home_assistant(
     """Adverts and GATT values alike: filters apply, and the sensors appear in Home Assistant's
     discovery with the device class and unit their names imply, under the friendly name."""
     fake = bluez.fake
-    bluez.call(lambda: fake.add_device(HEART, "HRM", HEART_GATT))
+    hrm = bluez.call(lambda: fake.add_device(HEART, "HRM", HEART_GATT))
     bluez.call(lambda: fake.add_device(KITCHEN, "ATC_123456", service_data={ENV: PVVX}))
     cfg = ble_config(broker)
     kitchen, heart = cfg["devices"]
@@ -214,6 +214,8 @@ def test_ble_values_go_through_streams_and_are_announced_to_home_assistant(
     cfg["homeassistant"] = {"discovery": True}
     daemon.start(cfg)
     subscriber.wait_value(f"{PREFIX}/kitchen/temperature", 22.6, timeout=10)  # 21.55 + 1
+    daemon.wait_log("ble_gatt:heart: connected", timeout=15)
+    bluez.call(lambda: hrm.chars[HR_MEAS].notify(b"\x00\x48"))
     subscriber.wait_value(f"{PREFIX}/heart/heart_rate", 144)  # 72 x 2
     topic = "homeassistant/device/gw1/gw1--kitchen/config"
 
@@ -225,6 +227,8 @@ def test_ble_values_go_through_streams_and_are_announced_to_home_assistant(
         )
 
     config = wait_until(announced, 10.0, "the kitchen's sensors announced")
+    # Its own filters, then republish_after: one value, not one per advert (20 a second).
+    assert len(subscriber.on_topic(f"{PREFIX}/kitchen/temperature")) == 1
     assert config["device"]["name"] == "Kitchen"
     temperature = config["components"]["temperature"]
     assert (temperature["device_class"], temperature["unit_of_measurement"]) == (

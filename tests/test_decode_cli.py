@@ -485,7 +485,7 @@ def test_timed_filters_show_what_they_would_emit_later(
     code, lines, _ = decode(capsys, config, "--device", "t", "--line", "temp=3")
     assert code == 0
     assert lines[0] == "dropped temp=3 by filter debounce"
-    assert lines[1] == "later, when the filters' timers fire:"
+    assert lines[1] == "1 s later, when the filters' timers first fire:"
     assert lines[2].startswith("gateway/t/temp ")
     assert json.loads(lines[2].split(" ", 1)[1])["value"] == 3
 

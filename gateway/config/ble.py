@@ -119,7 +119,11 @@ class BleAdvertDevice(DeviceBase):
     struct: AdvertStructSpec | None = Field(None, description="Layout for `decoder: struct`.")
     adapter: AdapterName | None = Field(None, description="Default: ble.adapter.")
     republish_after: float = Field(
-        60.0, ge=0, description="Unchanged values are published again at most this often (s)."
+        60.0,
+        ge=0,
+        description="Unchanged values are published again every this many seconds while the "
+        "device is online: shorthand for `or: [{delta: 0}, {heartbeat: N}]` after each "
+        "sensor's own filters; 0 publishes every advert.",
     )
     rssi: bool = Field(
         False, description="Also publish signal_strength (RSSI, dBm), every republish_after."

@@ -509,65 +509,64 @@ class ClampSpec(_Spec):
     root: ClampOptions
 
 
+# The window filters' options; `median:` alone (null) or `{}` means ESPHome's defaults.
+_WindowRoot = Annotated[
+    WindowOptions, BeforeValidator(_none_to_defaults, json_schema_input_type=WindowOptions | None)
+]
+_QuantileRoot = Annotated[
+    QuantileOptions,
+    BeforeValidator(_none_to_defaults, json_schema_input_type=QuantileOptions | None),
+]
+_SlidingAverageRoot = Annotated[
+    SlidingAverageOptions,
+    BeforeValidator(_none_to_defaults, json_schema_input_type=SlidingAverageOptions | None),
+]
+_EmaRoot = Annotated[
+    EmaOptions, BeforeValidator(_none_to_defaults, json_schema_input_type=EmaOptions | None)
+]
+
+
 class MedianSpec(_Spec):
     """The median of the last window_size numbers (the mean of the two middle ones for an even
     count)."""
 
     key: ClassVar[str] = "median"
-    root: Annotated[
-        WindowOptions,
-        BeforeValidator(_none_to_defaults, json_schema_input_type=WindowOptions | None),
-    ]
+    root: _WindowRoot
 
 
 class MinSpec(_Spec):
     """The smallest of the last window_size numbers."""
 
     key: ClassVar[str] = "min"
-    root: Annotated[
-        WindowOptions,
-        BeforeValidator(_none_to_defaults, json_schema_input_type=WindowOptions | None),
-    ]
+    root: _WindowRoot
 
 
 class MaxSpec(_Spec):
     """The largest of the last window_size numbers."""
 
     key: ClassVar[str] = "max"
-    root: Annotated[
-        WindowOptions,
-        BeforeValidator(_none_to_defaults, json_schema_input_type=WindowOptions | None),
-    ]
+    root: _WindowRoot
 
 
 class QuantileSpec(_Spec):
     """A quantile of the last window_size numbers (a value from the window)."""
 
     key: ClassVar[str] = "quantile"
-    root: Annotated[
-        QuantileOptions,
-        BeforeValidator(_none_to_defaults, json_schema_input_type=QuantileOptions | None),
-    ]
+    root: _QuantileRoot
 
 
 class SlidingWindowMovingAverageSpec(_Spec):
     """The mean of the last window_size numbers."""
 
     key: ClassVar[str] = "sliding_window_moving_average"
-    root: Annotated[
-        SlidingAverageOptions,
-        BeforeValidator(_none_to_defaults, json_schema_input_type=SlidingAverageOptions | None),
-    ]
+    root: _SlidingAverageRoot
 
 
 class ExponentialMovingAverageSpec(_Spec):
     """An exponentially weighted mean of all numbers so far."""
 
     key: ClassVar[str] = "exponential_moving_average"
-    root: Annotated[
-        EmaOptions,
-        BeforeValidator(_none_to_defaults, json_schema_input_type=EmaOptions | None),
-    ]
+    root: _EmaRoot
 
 
 class ThrottleAverageSpec(_Spec):

@@ -7,9 +7,9 @@ need time (heartbeat, timeout, throttle_average, debounce) have deadlines; the d
 reported to `on_drop(sensor, filter)` (counted per device, sensor and filter).
 
 Sensors without `filters:` pass straight through, except on Bluetooth LE advert devices, where
-`republish_after` is shorthand for `or: [{delta: 0}, {heartbeat: republish_after}]` (on change,
-or every republish_after), `signal_strength` (which jitters on every advert) is
-`throttle: republish_after`, and events (a button press) always pass: each one is news.
+`republish_after` adds `or: [{delta: 0}, {heartbeat: republish_after}]` (on change, or every
+republish_after) after a sensor's own filters; `signal_strength` (which jitters on every
+advert) gets `throttle: republish_after`, and events (a button press) nothing: each one is news.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from gateway.decoders.events import is_event
 from gateway.metrics import Metrics
 from gateway.models import Reading
 from gateway.streams.chain import Chain, Result, build_chain
-from gateway.streams.filters import Sample
+from gateway.streams.filters import Filter, Sample
 
 RSSI_SENSOR = "signal_strength"
 REPUBLISH_FILTER = "republish_after"  # the filter label of drops by the BLE default chain
@@ -58,6 +58,25 @@ def device_is_timed(device: Device) -> bool:
     return any(build_chain(spec.filters).timed for spec in device.sensors.values())
 
 
+class Shorthand:
+    """A chain that counts as one filter under one name: what `republish_after` stands for,
+    so that its drops are counted as `republish_after`, whatever filters it is made of."""
+
+    def __init__(self, name: str, chain: Chain) -> None:
+        self.name = name
+        self.timed = chain.timed
+        self._chain = chain
+
+    def feed(self, sample: Sample, now: float) -> list[Sample]:
+        return self._chain.feed(sample, now).samples
+
+    def deadline(self) -> float | None:
+        return self._chain.deadline()
+
+    def tick(self, now: float, wall: float) -> list[Sample]:
+        return self._chain.tick(now, wall).samples
+
+
 class DeviceStream:
     def __init__(self, device: Device, on_drop: DropCallback) -> None:
         self.device = device
@@ -65,7 +84,6 @@ class DeviceStream:
         self._chains: dict[str, Chain | None] = {}  # None: passes straight through
         self._units: dict[str, str | None] = {}
         self._republish = device.republish_after if isinstance(device, BleAdvertDevice) else 0.0
-        self._labels: dict[str, str] = {}  # sensor -> the label of drops by its default chain
 
     def chain(self, sensor: str) -> Chain | None:
         """The sensor's chain, made on its first value (decoders such as kv name their sensors
@@ -75,11 +93,13 @@ class DeviceStream:
         except KeyError:
             pass
         spec = self.device.sensors.get(sensor)
-        filters: list[Any] = list(spec.filters) if spec is not None else []
-        if not filters and self._republish > 0 and not is_event(sensor):
-            filters = ble_default_filters(self._republish, sensor)
-            self._labels[sensor] = REPUBLISH_FILTER
-        chain = build_chain(filters) if filters else None
+        filters: list[Filter] = list(build_chain(spec.filters).filters) if spec else []
+        if self._republish > 0 and not is_event(sensor):
+            # After the sensor's own filters: an advert comes several times a second, and a
+            # user who adds an offset must not flood the broker by doing so.
+            default = build_chain(ble_default_filters(self._republish, sensor))
+            filters.append(Shorthand(REPUBLISH_FILTER, default))
+        chain = Chain(filters) if filters else None
         self._chains[sensor] = chain
         return chain
 
@@ -112,15 +132,11 @@ class DeviceStream:
                 self._collect(sensor, chain.tick(now, wall), out)
         return out
 
-    def forget(self, sensor: str) -> None:
-        self._chains.pop(sensor, None)
-
     def _collect(self, sensor: str, result: Result, out: list[Reading]) -> None:
         device, unit = self.device.id, self._units.get(sensor)
         out.extend(Reading(device, sensor, s.value, unit, s.ts) for s in result.samples)
-        label = self._labels.get(sensor)
         for name in result.dropped_by:
-            self._on_drop(sensor, label or name)
+            self._on_drop(sensor, name)
 
 
 def stream_for(device: Device, metrics: Metrics) -> DeviceStream | None:
