@@ -214,6 +214,8 @@ class Gateway:
     def submit(self, readings: Sequence[Reading]) -> None:
         """Where every link hands the readings of a frame: through the device's sensor streams
         (if it has any) into the durable outbox, never blocking."""
+        if not readings:
+            return
         device = readings[0].device
         stream = self.streams.get(device)
         if stream is not None:

@@ -10,6 +10,7 @@ import itertools
 import math
 import statistics
 from collections.abc import Callable, Sequence
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, get_args
 
 import pytest
@@ -680,3 +681,16 @@ def test_config_errors_are_single_and_located(item: Any, loc: str, message: str)
     assert message in got_message.replace("greater than or equal to ", ">= ").replace(
         "less than or equal to ", "<= "
     ).replace("greater than ", "> ")
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    x=st.floats(allow_nan=False, allow_infinity=False, min_value=-1e15, max_value=1e15)
+    | st.integers(-(10**6), 10**6).map(lambda n: n / 1000 + 0.0005),  # exact halves at 3 places
+    decimals=st.integers(0, 6),
+)
+def test_round_fast_path_agrees_with_decimal_rounding(x: float, decimals: int) -> None:
+    """Round takes Python's round() away from halves; it must give what the Decimal rounding
+    of the shown digits (halves away from zero) gives, everywhere."""
+    exact = float(Decimal(repr(x)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))
+    assert Round(decimals).rounded(x) == exact

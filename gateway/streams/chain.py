@@ -99,7 +99,14 @@ class Chain:
         return result
 
     def _run(self, start: int, samples: list[Sample], now: float, result: Result) -> None:
-        for f in self.filters[start:]:
+        for f in self.filters[start:] if start else self.filters:
+            if len(samples) == 1:  # the common case: one value in, at most one out
+                out = f.feed(samples[0], now)
+                if not out:
+                    result.dropped_by.append(f.name)
+                    return
+                samples = out
+                continue
             passed: list[Sample] = []
             for sample in samples:
                 out = f.feed(sample, now)

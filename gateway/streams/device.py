@@ -113,6 +113,12 @@ class DeviceStream:
                 continue
             self._units[reading.sensor] = reading.unit
             result = chain.feed(Sample(reading.value, reading.ts), now)
+            passed = result.samples
+            if len(passed) == 1 and not result.dropped_by:
+                sample = passed[0]
+                if sample.value is reading.value and sample.ts == reading.ts:
+                    out.append(reading)  # passed unchanged: no new Reading
+                    continue
             self._collect(reading.sensor, result, out)
         return out
 

@@ -100,6 +100,11 @@ def _number_or_verdict(sample: Sample) -> Real | list[Sample]:
     """The finite number a numeric filter works on, or its verdict on anything else: a
     non-number passes unchanged, a NaN or infinity is dropped."""
     value = sample.value
+    kind = type(value)  # the exact types first: this runs for every value of every filter
+    if kind is float:
+        return value if value - value == 0.0 else []  # type: ignore[operator,return-value]
+    if kind is int:
+        return value  # type: ignore[return-value]
     if not is_number(value):
         return [sample]
     if isinstance(value, float) and not math.isfinite(value):
@@ -109,7 +114,7 @@ def _number_or_verdict(sample: Sample) -> Real | list[Sample]:
 
 def _finite(value: Real, ts: float) -> list[Sample]:
     """A computed result, unless it overflowed to infinity or NaN: that is dropped."""
-    if isinstance(value, float) and not math.isfinite(value):
+    if type(value) is float and value - value != 0.0:  # inf - inf and nan - nan are nan
         return []
     return [Sample(value, ts)]
 
@@ -269,12 +274,14 @@ _ROUNDING = Context(prec=340, rounding=ROUND_HALF_UP)
 class Round(_Untimed):
     """Round floats to `decimals` places, halves away from zero; ints are already round."""
 
-    __slots__ = ("_quantum",)
+    __slots__ = ("_decimals", "_quantum", "_scale")
     name = "round"
 
     def __init__(self, decimals: int) -> None:
         if not 0 <= decimals <= 15:
             raise ValueError("round takes 0..15 decimals")
+        self._decimals = decimals
+        self._scale = 10.0**decimals
         self._quantum = Decimal(1).scaleb(-decimals)
 
     def feed(self, sample: Sample, now: float) -> list[Sample]:
@@ -283,9 +290,17 @@ class Round(_Untimed):
             return x
         if isinstance(x, int):
             return [sample]
-        # repr() is the shortest decimal that reads back as x: the digits a user sees.
-        rounded = Decimal(repr(x)).quantize(self._quantum, context=_ROUNDING)
-        return _finite(float(rounded) + 0.0, sample.ts)  # + 0.0: -0.4 rounds to 0.0, not -0.0
+        return _finite(self.rounded(x) + 0.0, sample.ts)  # + 0.0: -0.4 rounds to 0.0, not -0.0
+
+    def rounded(self, x: float) -> float:
+        """Halves away from zero on the decimal digits a user sees (repr: the shortest decimal
+        that reads back as x). Python's round() rounds the binary value, halves to even: the
+        same result unless x is (nearly) a half, so the exact Decimal path is taken only there,
+        and for values too large for the scaled float to be exact."""
+        scaled = abs(x) * self._scale
+        if scaled < 1e12 and abs(scaled % 1.0 - 0.5) > 1e-3:
+            return round(x, self._decimals)
+        return float(Decimal(repr(x)).quantize(self._quantum, context=_ROUNDING))
 
 
 # --- windows -------------------------------------------------------------------------------
