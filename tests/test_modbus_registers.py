@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import ModbusDevice, RegisterSpec, load_config
-from gateway.errors import ConfigError
-from gateway.errors import DecodeError
+from gateway.errors import ConfigError, DecodeError
+from gateway.homeassistant.devices import known_sensors
 from gateway.modbus.registers import ReadRequest, decode, encode, plan_reads
 
 
@@ -170,12 +170,11 @@ def problems(tmp_path: Path, text: str) -> str:
 
 def test_the_issue_config_loads_and_registers_become_sensors(tmp_path: Path) -> None:
     device = load(tmp_path, CONFIG)
-    assert device.unit_id == 1 and device.retries == 2
+    assert device.unit_id == 1
+    assert device.retries == 2
     assert device.sensors["energy"].device_class == "energy"
     assert device.sensors["voltage"].unit == "V"
     assert device.sensors["relay"].type == "bool"
-    from gateway.homeassistant.devices import known_sensors
-
     assert known_sensors(device) == {"voltage": "V", "energy": "kWh", "relay": None}
 
 

@@ -116,8 +116,12 @@ class ModbusLink:
         ts = time.time()
         values: dict[str, Value] = {}
         answered = False
-        for request in self._plan:
-            answered |= await self._read(request, values)
+        try:
+            for request in self._plan:
+                answered |= await self._read(request, values) != "timeout"
+        except LinkDownError as exc:
+            self._check_port()
+            raise TransientLinkError(str(exc), kind="unplugged") from exc
         if values:
             self._submit(to_readings(self.device.id, values, self.device.sensors, ts))
         if not answered:
@@ -127,8 +131,8 @@ class ModbusLink:
                 advice="check the wiring, unit_id, baudrate and parity; asking again with backoff",
             )
 
-    async def _read(self, request: ReadRequest, values: dict[str, Value]) -> bool:
-        """One block into `values`; whether the slave answered (an exception is an answer)."""
+    async def _read(self, request: ReadRequest, values: dict[str, Value]) -> str | None:
+        """One block into `values`; None, or why not: `timeout` or the exception's name."""
         d = self.device
         try:
             words = await self._ask(
@@ -137,16 +141,14 @@ class ModbusLink:
             )
         except TimeoutError:
             self._count(request.registers, "timeout")
-            return False
+            return "timeout"
         except ExceptionResponseError as exc:
-            if len(request.registers) == 1:
+            if len(request.registers) > 1:
+                await self._split(request, exc, values)
+            else:
                 log.debug("%s: %s", self.name, exc)
                 self._count(request.registers, exc.reason)
-                return True
-            self._split(request, exc)
-            for reg in request.registers:
-                await self._read(ReadRequest(reg.function, reg.address, reg.words, (reg,)), values)
-            return True
+            return exc.reason
         for reg in request.registers:
             start = reg.address - request.address
             try:
@@ -154,14 +156,25 @@ class ModbusLink:
             except DecodeError as exc:
                 log.debug("%s: %s", self.name, exc)
                 self._count((reg,), "decode")
-        return True
+        return None
 
-    def _split(self, request: ReadRequest, exc: ExceptionResponseError) -> None:
-        names = {r.name for r in request.registers}
+    async def _split(
+        self, request: ReadRequest, exc: ExceptionResponseError, values: dict[str, Value]
+    ) -> None:
+        """A block drew an exception: read its registers one by one, and from now on read
+        those that draw one alone (their neighbours stay in blocks)."""
+        refused = set()
+        for reg in request.registers:
+            single = ReadRequest(reg.function, reg.address, reg.words, (reg,))
+            if await self._read(single, values) not in (None, "timeout"):
+                refused.add(reg.name)
         log.warning(
-            "%s: %s; reading %s one by one from now on", self.name, exc, ", ".join(sorted(names))
+            "%s: %s; reading %s alone from now on",
+            self.name,
+            exc,
+            ", ".join(sorted(refused)) or "nothing",
         )
-        self._alone |= names
+        self._alone |= refused
         self._plan = plan_reads(self.device.registers, alone=self._alone)
 
     async def _ask(self, function: str, call: Callable[[RtuClient], Awaitable[T]]) -> T:
