@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from helpers import SerialPair, missing_programs
 
 from gateway.config import ModbusDevice
 from gateway.errors import LinkDownError, TransientLinkError
@@ -18,7 +19,6 @@ from gateway.modbus.bus import ModbusBuses
 from gateway.modbus.link import ModbusLink
 from gateway.modbus.simulator import ModbusSimulator, UnitMap
 from gateway.models import Reading
-from tests.helpers import SerialPair, missing_programs
 
 pytestmark = pytest.mark.skipif(bool(missing_programs("socat")), reason="needs socat")
 

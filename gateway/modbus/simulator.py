@@ -9,8 +9,13 @@ every request and writes to it, so a test or a profile changes what the slaves s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import math
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -70,28 +75,13 @@ class ModbusSimulator:
         self.silent: set[int] = set()
         self.requests = 0
         self.before_answer: Callable[[ModbusSimulator], None] | None = None
-        devices = [
-            SimDevice(
-                id=unit,
-                simdata=tuple(  # type: ignore[arg-type]
-                    _block(table.get(f, {}), bits=f in ("coil", "discrete"))
-                    for f in ("coil", "discrete", "holding", "input")
-                ),
-                action=functools.partial(self._serve, unit),
-            )
-            for unit, table in self.values.items()
-        ]
-        self._server = ModbusSerialServer(
-            devices,
-            framer=FramerType.RTU,
-            port=str(port),
-            baudrate=baudrate,
-            parity=parity,
-            bytesize=bytesize,
-            stopbits=stopbits,
-            ignore_missing_devices=True,
-            trace_packet=self._trace,
-        )
+        self._line = {
+            "port": str(port),
+            "baudrate": baudrate,
+            "parity": parity,
+            "bytesize": bytesize,
+            "stopbits": stopbits,
+        }
 
     def _trace(self, sending: bool, packet: bytes) -> bytes:
         if not sending:
@@ -137,11 +127,30 @@ class ModbusSimulator:
             cells.update({register.address + i: w for i, w in enumerate(words)})
 
     async def serve(self) -> None:
-        """Answer requests until cancelled; the port is closed on the way out."""
+        """Answer requests until cancelled; the port is closed on the way out. The slaves'
+        tables have the addresses `values` has now (more cannot be added later)."""
+        devices = [
+            SimDevice(
+                id=unit,
+                simdata=tuple(  # type: ignore[arg-type]
+                    _block(table.get(f, {}), bits=f in ("coil", "discrete"))
+                    for f in ("coil", "discrete", "holding", "input")
+                ),
+                action=functools.partial(self._serve, unit),
+            )
+            for unit, table in self.values.items()
+        ]
+        server = ModbusSerialServer(
+            devices,
+            framer=FramerType.RTU,
+            ignore_missing_devices=True,
+            trace_packet=self._trace,
+            **self._line,  # type: ignore[arg-type]
+        )
         try:
-            await self._server.serve_forever()
+            await server.serve_forever()
         finally:
-            await self._server.shutdown()  # type: ignore[no-untyped-call]
+            await server.shutdown()  # type: ignore[no-untyped-call]
 
 
 # -- the `gateway simulate modbus` profile ------------------------------------------------------
@@ -179,3 +188,39 @@ def play_profile(sim: ModbusSimulator, now: float | None = None) -> None:
         sim.put(1, reg, value)
     sim.put(2, THERMOMETER[0], f"{21 + math.sin(t / 60):.1f}")
     sim.put(2, THERMOMETER[1], str(round(45 + 5 * math.sin(t / 90))))
+
+
+async def _serve_until_signalled(sim: ModbusSimulator) -> None:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await sim.serve()
+
+
+def simulate_modbus(port: Path | None, link: Path | None, baudrate: int, parity: str) -> int:
+    """`gateway simulate modbus`: the profile's two slaves on `port` (an existing tty), or on a
+    new socat pty pair whose gateway side is the symlink `link`."""
+    socat: subprocess.Popen[bytes] | None = None
+    if port is None:
+        where = link or Path("ttyMODBUS")
+        port = where.with_name(where.name + ".peer")
+        socat = subprocess.Popen(
+            ["socat", f"pty,raw,echo=0,link={where}", f"pty,raw,echo=0,link={port}"]
+        )
+        deadline = time.monotonic() + 5
+        while not (where.exists() and port.exists()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        print(f"simulating modbus units 1 (meter) and 2 (thermometer) on {where}", file=sys.stderr)
+    try:
+        sim = ModbusSimulator(port, profile_units(), baudrate=baudrate, parity=parity)
+        play_profile(sim)  # the slaves' tables: every address the profile uses
+        sim.before_answer = play_profile
+        asyncio.run(_serve_until_signalled(sim))
+    finally:
+        if socat is not None:
+            socat.terminate()
+            socat.wait(5)
+    return 0
