@@ -72,7 +72,7 @@ class ModbusBus:
             bytesize=o.bytesize,
             parity=o.parity,
             stopbits=o.stopbits,
-            on_lost=self._lost,
+            on_lost=lambda: self._lost(client),
         )
         try:
             opened = await client.connect()
@@ -101,7 +101,11 @@ class ModbusBus:
             return translate_open_error(path, exc)
         return TransientLinkError(f"cannot open {path}", kind="open")
 
-    def _lost(self) -> None:
+    def _lost(self, client: RtuClient) -> None:
+        # Only the port in use going away matters: closing a dead one ourselves (a reopen)
+        # reports a disconnect too, which must not fail the links that use the new one.
+        if client is not self._client:
+            return
         for on_lost in list(self._users.values()):
             on_lost()
 
