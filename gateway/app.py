@@ -34,6 +34,7 @@ from gateway.config import (
     BleGattDevice,
     Config,
     Device,
+    ModbusDevice,
     SerialDevice,
     load_config,
 )
@@ -56,6 +57,7 @@ from gateway.watchdog import Watchdog
 if TYPE_CHECKING:
     from gateway.ble.hub import BleHub
     from gateway.homeassistant.announcer import Announcer
+    from gateway.modbus.bus import ModbusBuses
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +70,17 @@ def make_link(
     submit: Submit,
     metrics: Metrics,
     ble: BleHub | None = None,
+    modbus: ModbusBuses | None = None,
 ) -> Link:
     match device:
         case SerialDevice():
             return SerialLink(device, submit, metrics)
+        case ModbusDevice():  # Modbus RTU: devices on one port share its bus
+            if modbus is None:
+                raise ValueError("modbus devices need the gateway's ModbusBuses")
+            from gateway.modbus.link import ModbusLink  # noqa: PLC0415 - the `modbus` extra
+
+            return ModbusLink(device, modbus.bus_for(device), submit, metrics)
         case BleAdvertDevice() | BleGattDevice():  # Bluetooth LE: the adapters' shared state
             if ble is None:
                 raise ValueError(f"{device.type} devices need the gateway's BleHub")
@@ -113,6 +122,7 @@ class Gateway:
         # reload: the same dict, so a running session sees the change).
         self.batches: dict[str, BatchConfig] = {}
         self._ble: BleHub | None = None
+        self._modbus: ModbusBuses | None = None
         self.exit_code = 0  # non-zero when a component asks for a restart (see _ble_gave_up)
         self.seen = Seen(keep_values=cfg.metrics.sensor_values)
         self.http: HttpServer | None = None
@@ -250,8 +260,9 @@ class Gateway:
 
     def _start_device(self, sup: Supervisor, device: Device) -> None:
         ble = self.ble if is_ble(device) else None
+        modbus = self.modbus if isinstance(device, ModbusDevice) else None
         self._start_stream(sup, device)
-        sup.start(make_link(device, self.submit, self.metrics, ble=ble))
+        sup.start(make_link(device, self.submit, self.metrics, ble=ble, modbus=modbus))
         self.availability.set(device.id, online=False)
 
     def _start_stream(self, sup: Supervisor, device: Device) -> None:
@@ -426,6 +437,17 @@ class Gateway:
             if link_name(device) not in sup and stream_link_name(device.id) not in sup:
                 self._start_device(sup, device)
         await self._sync_ble_scanners(sup, old)
+
+    @property
+    def modbus(self) -> ModbusBuses:
+        """The Modbus RTU buses (one per port). Made on first use: pymodbus is an optional
+        extra, imported only when a Modbus device is configured (the config check says when
+        it is missing)."""
+        if self._modbus is None:
+            from gateway.modbus.bus import ModbusBuses  # noqa: PLC0415
+
+            self._modbus = ModbusBuses()
+        return self._modbus
 
     # -- Bluetooth LE (issue 5) ----------------------------------------------------------------
     @property

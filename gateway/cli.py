@@ -61,6 +61,19 @@ def _parser() -> argparse.ArgumentParser:
         help="meter: leave every N-th poll unanswered",
     )
 
+    modbus = sim_sub.add_parser(
+        "modbus", help="Modbus RTU slaves: unit 1 an energy meter, unit 2 a thermometer"
+    )
+    where_mb = modbus.add_mutually_exclusive_group()
+    where_mb.add_argument(
+        "--link", type=Path, help="symlink for the gateway's side of a new socat pty pair"
+    )
+    where_mb.add_argument("--port", type=Path, help="serve on this existing tty instead")
+    modbus.add_argument("--baudrate", type=int, default=9600)
+    modbus.add_argument(
+        "--parity", default="N", choices=["N", "E", "O"], help="N (a pty refuses parity bits)"
+    )
+
     decode = sub.add_parser(
         "decode", help="run one device's framer, decoder and filters on a sample (no hardware)"
     )
@@ -125,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
         from gateway.ble.scan import run_scan  # noqa: PLC0415 - bleak only when scanning
 
         return run_scan(args.adapter, args.seconds)
+    if args.command == "simulate" and args.kind == "modbus":
+        from gateway.modbus.simulator import simulate_modbus  # noqa: PLC0415 - the extra
+
+        return simulate_modbus(args.port, args.link, args.baudrate, args.parity)
     if args.command == "simulate":
         from gateway.simulate import simulate_serial  # noqa: PLC0415
 

@@ -30,8 +30,9 @@ class CommandTarget(Protocol):
 
     async def wait_up(self) -> None: ...
 
-    async def execute(self, command: str, payload: bytes) -> None:
-        """Carry out `command`; raise GatewayError (or ValueError) with a message for the user."""
+    async def execute(self, command: str, payload: bytes) -> str | None:
+        """Carry out `command`; raise GatewayError (or ValueError) with a message for the user.
+        A text returned (what the device answered) is the reply: `ok: <text>`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ class CommandRouter:
         self._ttl = ttl
 
     async def handle(self, command: Command) -> str:
-        """Run a command; returns the reply text (`ok` or `error: ...`)."""
+        """Run a command; returns the reply text (`ok`, `ok: <answer>` or `error: ...`)."""
         if len(command.payload) > MAX_PAYLOAD:
             return f"error: payload larger than {MAX_PAYLOAD} bytes"
         target = self._lookup(command.device)
@@ -80,8 +81,8 @@ class CommandRouter:
                     raise LinkDownError(
                         f"device {command.device} did not come back within {self._ttl:g}s"
                     ) from None
-            await target.execute(command.name, command.payload)
+            answer = await target.execute(command.name, command.payload)
         except (GatewayError, ValueError) as exc:
             log.info("command %s/%s failed: %s", command.device, command.name, exc)
             return f"error: {exc}"
-        return "ok"
+        return f"ok: {answer}" if answer else "ok"

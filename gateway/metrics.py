@@ -86,6 +86,20 @@ class Metrics:
             ["device"],
             registry=r,
         )
+        # -- Modbus RTU (issue 13) --
+        self.modbus_requests = Counter(
+            "gateway_modbus_requests_total",
+            "Modbus requests sent (each retry counts), by device and function.",
+            ["device", "function"],
+            registry=r,
+        )
+        self.modbus_errors = Counter(
+            "gateway_modbus_errors_total",
+            "Modbus registers not read: timeout, an exception answer (illegal_address, ...), "
+            "decode.",
+            ["device", "register", "reason"],
+            registry=r,
+        )
         self.inflight = Gauge(
             "gateway_mqtt_inflight", "Publishes awaiting a broker acknowledgement.", registry=r
         )

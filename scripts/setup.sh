@@ -5,7 +5,8 @@
 #     dbus-daemon, rabbitmq-server as a second MQTT broker). On Debian/Ubuntu the missing ones
 #     are installed with apt-get (as root, or through sudo); elsewhere we say what is missing.
 #  2. A virtual environment in .venv (Python >= 3.11; set PYTHON=/path/to/python3.x to choose),
-#     with the package installed in editable mode plus its test extras. pip runs again only
+#     with the package installed in editable mode plus its test extras and the modbus extra
+#     (pymodbus), so that the Modbus tests run too. pip runs again only
 #     when pyproject.toml changed since the last successful install.
 set -euo pipefail
 
@@ -126,7 +127,7 @@ main() {
         return
     fi
     say "installing the gateway and its test tools into $VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,modbus]"
     stamp >"$STAMP"
     say "ready: $("$VENV/bin/gateway" --version)"
 }

@@ -21,7 +21,7 @@ from gateway.ble.errors import translate
 from gateway.ble.gatt import GattLink
 from gateway.ble.hub import BleHub
 from gateway.ble.links import device_link, scanner_links
-from gateway.config import Config, Device
+from gateway.config import BleAdvertDevice, BleGattDevice, Config, Device
 from gateway.decoders.ble import uuid16
 from gateway.decoders.ble.bthome import encode_bthome
 from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
@@ -154,7 +154,7 @@ class Running:
         for link in scanner_links(self.hub, self.cfg, self.readings, self.fatal.append):
             self.sup.start(link)
         for device in self.cfg.devices:
-            assert device.type != "serial"
+            assert isinstance(device, BleAdvertDevice | BleGattDevice)
             self.sup.start(device_link(self.hub, device, self._through_stream(device)))
         return self
 

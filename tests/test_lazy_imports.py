@@ -17,8 +17,9 @@ cfg = Config.model_validate({"gateway": {"id": "gw"}, "devices": [DEVICE]})
 gw = Gateway(cfg)
 device = cfg.devices[0]
 ble = gw.ble if device.type.startswith("ble") else None
-make_link(device, gw.submit, gw.metrics, ble=ble)
-print(sorted(m for m in ("bleak", "dbus_fast", "cryptography") if m in sys.modules))
+modbus = gw.modbus if device.type == "modbus" else None
+make_link(device, gw.submit, gw.metrics, ble=ble, modbus=modbus)
+print(sorted(m for m in ("bleak", "dbus_fast", "cryptography", "pymodbus") if m in sys.modules))
 """
 
 
@@ -30,6 +31,11 @@ print(sorted(m for m in ("bleak", "dbus_fast", "cryptography") if m in sys.modul
             '{"id": "kitchen", "type": "ble_advert", "address": "A4:C1:38:12:34:56", '
             '"decoder": "pvvx"}',
             "['bleak', 'cryptography', 'dbus_fast']",
+        ),
+        (
+            '{"id": "meter1", "type": "modbus", "port": "/dev/ttyX", '
+            '"registers": [{"name": "v", "address": 0}]}',
+            "['pymodbus']",
         ),
     ],
 )

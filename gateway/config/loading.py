@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +16,7 @@ from pydantic import (
 
 from gateway.config.base import Model
 from gateway.config.ble import BleAdvertDevice, BleGattDevice, BleSection
+from gateway.config.modbus import ModbusDevice
 from gateway.config.sections import (
     GatewaySection,
     HomeAssistantSection,
@@ -27,7 +29,9 @@ from gateway.config.serial import SerialDevice
 from gateway.errors import ConfigError
 from gateway.yamlsource import Located, Path_, dotted, load_yaml
 
-Device = Annotated[SerialDevice | BleAdvertDevice | BleGattDevice, Field(discriminator="type")]
+Device = Annotated[
+    SerialDevice | ModbusDevice | BleAdvertDevice | BleGattDevice, Field(discriminator="type")
+]
 
 
 class Config(Model):
@@ -123,6 +127,63 @@ def _check_unique_ids(cfg: Config, located: Located) -> list[str]:
     return problems
 
 
+def _check_modbus_buses(cfg: Config, located: Located) -> list[str]:
+    """Modbus devices on one port share it: the same line settings, a unit id each."""
+    first: dict[tuple[object, ...], tuple[int, ModbusDevice]] = {}
+    units: dict[tuple[object, ...], set[int]] = {}
+    problems = []
+    for i, device in enumerate(cfg.devices):
+        if not isinstance(device, ModbusDevice):
+            continue
+        if not first and importlib.util.find_spec("pymodbus") is None:
+            loc_: Path_ = ("devices", i, "type")
+            problems.append(
+                f"{located.where(loc_)}: {dotted(loc_)}: modbus devices need pymodbus: "
+                "pip install 'iot-gateway[modbus]'"
+            )
+        j, other = first.setdefault(device.bus_key, (i, device))
+        used = units.setdefault(device.bus_key, set())
+        loc: Path_ | None = None
+        if other.line_settings != device.line_settings:
+            loc, problem = (
+                ("devices", i, "baudrate"),
+                f"shares its port with devices[{j}] ({other.id}): give both the same "
+                "baudrate, bytesize, parity and stopbits",
+            )
+        elif device.unit_id in used:
+            loc, problem = (
+                ("devices", i, "unit_id"),
+                f"unit_id {device.unit_id} is used by another device on this port",
+            )
+        used.add(device.unit_id)
+        if loc is not None:
+            problems.append(f"{located.where(loc)}: {dotted(loc)}: {problem}")
+    return problems
+
+
+def _sensor_loc(device: Device, i: int, name: str, key: str, located: Located) -> Path_:
+    """Where a sensor's setting was written: under `sensors:`, or a Modbus register's entry."""
+    loc: Path_ = ("devices", i, "sensors", name, key)
+    if isinstance(device, ModbusDevice) and key not in _given(located, loc[:-1]):
+        for j, reg in enumerate(device.registers):
+            if name in reg.sensor_names:
+                return ("devices", i, "registers", j, key)
+    return loc
+
+
+def _given(located: Located, loc: Path_) -> set[str]:
+    """The keys written at `loc` in the YAML (none if there is nothing there)."""
+    node: Any = located.data
+    for part in loc:
+        if isinstance(node, Mapping):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return set()
+    return {str(k) for k in node} if isinstance(node, Mapping) else set()
+
+
 def _check_sensors(cfg: Config, located: Located) -> list[str]:
     """What pydantic cannot see alone: Home Assistant's unit and state-class tables (checked
     with the decoder's unit where the config gives none), batches that Home Assistant could
@@ -156,7 +217,7 @@ def _check_sensors(cfg: Config, located: Located) -> list[str]:
                     key = "state_class"
                 elif "unit" in problem and spec.unit is not None:
                     key = "unit"
-                loc = ("devices", i, "sensors", name, key)
+                loc = _sensor_loc(device, i, name, key, located)
                 problems.append(f"{located.where(loc)}: {dotted(loc)}: {problem}")
     return problems
 
@@ -171,7 +232,11 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         cfg = Config.model_validate(located.data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, located)) from exc
-    if problems := _check_unique_ids(cfg, located) + _check_sensors(cfg, located):
+    if problems := (
+        _check_unique_ids(cfg, located)
+        + _check_modbus_buses(cfg, located)
+        + _check_sensors(cfg, located)
+    ):
         raise ConfigError(problems)
     return _resolve_paths(cfg, file.resolve().parent, located)
 

@@ -1,4 +1,5 @@
-"""Serial devices: identity (`match`), framing, decoders, polling."""
+"""Serial devices: the port (`match`, settings; shared with Modbus RTU), framing, decoders,
+polling."""
 
 from __future__ import annotations
 
@@ -297,8 +298,10 @@ class PollConfig(Model):
         return self
 
 
-class SerialDevice(DeviceBase):
-    type: Literal["serial"]
+class SerialPortOptions(Model):
+    """Where a serial port is and how it is set up: what a serial device and a Modbus RTU device
+    share (`match` and `port` first: `port`'s check reads `match`)."""
+
     match: SerialMatch | None = Field(
         None, description="Find the port by USB id, serial number or by-id name instead of `port`."
     )
@@ -314,28 +317,7 @@ class SerialDevice(DeviceBase):
         "N", description="None, even, odd, mark or space."
     )
     stopbits: float = Field(1, description="1, 1.5 or 2.")
-    rtscts: bool = Field(False, description="Hardware flow control (RTS/CTS).")
-    xonxoff: bool = Field(False, description="Software flow control (XON/XOFF).")
-    framing: Framing = Field(
-        "line",
-        description="`line` (split at `terminator`), or {type: delimiter | fixed | binary, ...}.",
-    )
-    decoder: Decoder = Field(
-        "kv", description="kv | json | nmea, or {type: csv | regex | struct, ...}."
-    )
-    terminator: str = Field("\n", min_length=1, description="Line terminator.")
-    encoding: str = Field(
-        "utf-8", description="Of the terminator, text queries and the csv and regex decoders."
-    )
-    max_line: int = Field(4096, ge=16, description="Longer lines are counted and skipped.")
-    poll: PollConfig | None = Field(None, description="Ask the device for each reading.")
     open_timeout: float = Field(5.0, gt=0, description="Seconds allowed to open the port.")
-    exclusive: bool = Field(True, description="Lock the port so a second opener fails.")
-    commands: dict[TopicLevel, str] = Field(
-        default_factory=dict,
-        description="MQTT command name -> text written to the port; `{payload}` is replaced by "
-        "the command's payload and the terminator is appended. `raw` (payload as is) is built in.",
-    )
 
     @field_validator("stopbits")
     @classmethod
@@ -357,15 +339,6 @@ class SerialDevice(DeviceBase):
             raise ValueError("give either port or match, not both")
         return value
 
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        try:
-            codecs.lookup(value)
-        except LookupError:
-            raise ValueError(f"unknown encoding {value!r}") from None
-        return value
-
     @property
     def match_text(self) -> str:
         """`vid=0403 pid=6001`: the criteria given, for log lines and errors."""
@@ -374,3 +347,37 @@ class SerialDevice(DeviceBase):
             return ""
         given = {"vid": m.vid, "pid": m.pid, "serial_number": m.serial_number, "by_id": m.by_id}
         return " ".join(f"{k}={v}" for k, v in given.items() if v is not None)
+
+
+class SerialDevice(SerialPortOptions, DeviceBase):
+    type: Literal["serial"]
+    rtscts: bool = Field(False, description="Hardware flow control (RTS/CTS).")
+    xonxoff: bool = Field(False, description="Software flow control (XON/XOFF).")
+    framing: Framing = Field(
+        "line",
+        description="`line` (split at `terminator`), or {type: delimiter | fixed | binary, ...}.",
+    )
+    decoder: Decoder = Field(
+        "kv", description="kv | json | nmea, or {type: csv | regex | struct, ...}."
+    )
+    terminator: str = Field("\n", min_length=1, description="Line terminator.")
+    encoding: str = Field(
+        "utf-8", description="Of the terminator, text queries and the csv and regex decoders."
+    )
+    max_line: int = Field(4096, ge=16, description="Longer lines are counted and skipped.")
+    poll: PollConfig | None = Field(None, description="Ask the device for each reading.")
+    exclusive: bool = Field(True, description="Lock the port so a second opener fails.")
+    commands: dict[TopicLevel, str] = Field(
+        default_factory=dict,
+        description="MQTT command name -> text written to the port; `{payload}` is replaced by "
+        "the command's payload and the terminator is appended. `raw` (payload as is) is built in.",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+        return value

@@ -26,7 +26,7 @@ from typing import Any, Self
 import serial
 import serial_asyncio
 
-from gateway.config import SerialDevice, hex_bytes
+from gateway.config import SerialDevice, SerialPortOptions, hex_bytes
 from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
 from gateway.links.hardware import hardware_executor
 from gateway.links.pipeline import FramePipeline
@@ -90,6 +90,34 @@ def translate_open_error(port: str, exc: BaseException) -> Exception:
     return TransientLinkError(f"cannot open {port}: {text}", kind="open")
 
 
+def find_port(options: SerialPortOptions) -> tuple[str, str]:
+    """(path to open, how it was found). Blocking (it may list the ports): call it in the
+    opening thread. A match lists the ports again at every open, so a device that came back
+    under a new tty name is found."""
+    if options.match is None:
+        assert options.port is not None  # the config requires port or match
+        return options.port, ""
+    try:
+        ports = list_ports(options.match.by_id_dir)
+    except OSError as exc:  # sysfs or the by-id directory unreadable
+        raise TransientLinkError(f"cannot list serial ports: {exc}", kind="open") from exc
+    found = matching(options.match, ports)
+    if len(found) == 1:
+        return found[0].device, f" (match {options.match_text}: {details(found[0])})"
+    if not found:
+        raise TransientLinkError(
+            f"no serial port matches {options.match_text}",
+            kind="not_found",
+            advice="is the device plugged in? `gateway ports` lists the ports there are",
+        )
+    raise TransientLinkError(
+        f"{len(found)} serial ports match {options.match_text}: "
+        + ", ".join(describe(p) for p in found),
+        kind="ambiguous",
+        advice="add serial_number or by_id to the match",
+    )
+
+
 class _PortProtocol(asyncio.Protocol):
     """Bridges the serial transport's callbacks to the link."""
 
@@ -126,31 +154,7 @@ class SerialLink:
         await self._up.wait()
 
     def _find_port(self) -> tuple[str, str]:
-        """(path to open, how it was found). Runs in the opening thread: a match lists the ports
-        again at every open, so a device that came back under a new tty name is found."""
-        d = self.device
-        if d.match is None:
-            assert d.port is not None  # the config requires port or match
-            return d.port, ""
-        try:
-            ports = list_ports(d.match.by_id_dir)
-        except OSError as exc:  # sysfs or the by-id directory unreadable
-            raise TransientLinkError(f"cannot list serial ports: {exc}", kind="open") from exc
-        found = matching(d.match, ports)
-        if len(found) == 1:
-            return found[0].device, f" (match {d.match_text}: {details(found[0])})"
-        if not found:
-            raise TransientLinkError(
-                f"no serial port matches {d.match_text}",
-                kind="not_found",
-                advice="is the device plugged in? `gateway ports` lists the ports there are",
-            )
-        raise TransientLinkError(
-            f"{len(found)} serial ports match {d.match_text}: "
-            + ", ".join(describe(p) for p in found),
-            kind="ambiguous",
-            advice="add serial_number or by_id to the match",
-        )
+        return find_port(self.device)
 
     def _open_port(self) -> tuple[Any, str, str]:
         d = self.device

@@ -1,0 +1,229 @@
+"""A Modbus RTU device's link (`modbus:<id>`): attached to its port's bus, it reads every
+register each `poll_interval` and writes registers and coils for MQTT commands.
+
+A request without an answer (after `retries` further tries) or with an exception answer costs
+only the registers it was for: it is counted (`gateway_modbus_errors_total{device,register,
+reason}`) and the other requests of the cycle go on. A block that draws an exception is split
+into one request per register from then on, so one register missing from a slave's map does not
+hide its neighbours. Only a cycle in which the slave answered nothing at all fails the link
+(`timeout`): the device is then offline, and asked again after a backoff, while the other
+devices on the bus carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Self, TypeVar
+
+from gateway.config import ModbusDevice, RegisterSpec
+from gateway.decoders import to_readings
+from gateway.errors import DecodeError, LinkDownError, TransientLinkError
+from gateway.metrics import Metrics
+from gateway.modbus.bus import ModbusBus
+from gateway.modbus.client import ExceptionResponseError, RtuClient
+from gateway.modbus.registers import ReadRequest, decode, encode, plan_reads
+from gateway.models import Submit, Value
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class NoAnswerError(TransientLinkError):
+    kind = "timeout"
+
+
+class ModbusLink:
+    def __init__(
+        self, device: ModbusDevice, bus: ModbusBus, submit: Submit, metrics: Metrics
+    ) -> None:
+        self.device = device
+        self.name = f"modbus:{device.id}"
+        self.open_timeout = device.open_timeout
+        self.backoff = device.backoff.policy()
+        self._bus = bus
+        self._submit = submit
+        self._metrics = metrics
+        self._alone: frozenset[str] = frozenset()
+        self._plan = plan_reads(device.registers)
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._up = asyncio.Event()
+        self._wake = asyncio.Event()  # the port went away, or a write wants a fresh read
+        self._lost = False
+
+    @property
+    def is_up(self) -> bool:
+        return self._stack is not None and self._bus.connected
+
+    async def wait_up(self) -> None:
+        await self._up.wait()
+
+    async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise RuntimeError(f"{self.name} is already open (links are not reentrant)")
+        self._lost = False
+        self._wake.clear()
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self._bus.attached(self.name, self._on_lost))
+            self._stack = stack.pop_all()
+        self._up.set()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._up.clear()
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()  # detach: the last device on the port closes it
+
+    def _on_lost(self) -> None:
+        self._lost = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        if self._stack is None:
+            raise RuntimeError("run() outside the link's context")
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            await self.poll_once()
+            next_at = max(next_at + self.device.poll_interval, loop.time())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(next_at):
+                    await self._wake.wait()
+            self._wake.clear()
+            self._check_port()
+
+    def _check_port(self) -> None:
+        if self._lost or not self._bus.connected:
+            raise TransientLinkError(
+                f"{self._bus.path} went away",
+                kind="unplugged",
+                advice="reopening with backoff until it is back",
+            )
+
+    async def poll_once(self) -> None:
+        """Read every register once and submit the values of those that answered."""
+        ts = time.time()
+        values: dict[str, Value] = {}
+        answered = False
+        try:
+            for request in self._plan:
+                answered |= await self._read(request, values) != "timeout"
+        except LinkDownError as exc:
+            self._check_port()
+            raise TransientLinkError(str(exc), kind="unplugged") from exc
+        if values:
+            self._submit(to_readings(self.device.id, values, self.device.sensors, ts))
+        if not answered:
+            self._check_port()
+            raise NoAnswerError(
+                f"unit {self.device.unit_id} on {self._bus.path} does not answer",
+                advice="check the wiring, unit_id, baudrate and parity; asking again with backoff",
+            )
+
+    async def _read(self, request: ReadRequest, values: dict[str, Value]) -> str | None:
+        """One block into `values`; None, or why not: `timeout` or the exception's name."""
+        d = self.device
+        try:
+            words = await self._ask(
+                request.function,
+                lambda c: c.read(request.function, request.address, request.count, d.unit_id),
+            )
+        except TimeoutError:
+            self._count(request.registers, "timeout")
+            return "timeout"
+        except ExceptionResponseError as exc:
+            if len(request.registers) > 1:
+                await self._split(request, exc, values)
+            else:
+                log.debug("%s: %s", self.name, exc)
+                self._count(request.registers, exc.reason)
+            return exc.reason
+        for reg in request.registers:
+            start = reg.address - request.address
+            try:
+                values.update(decode(reg, words[start : start + reg.words]))
+            except DecodeError as exc:
+                log.debug("%s: %s", self.name, exc)
+                self._count((reg,), "decode")
+        return None
+
+    async def _split(
+        self, request: ReadRequest, exc: ExceptionResponseError, values: dict[str, Value]
+    ) -> None:
+        """A block drew an exception: read its registers one by one, and from now on read
+        those that draw one alone (their neighbours stay in blocks)."""
+        refused = set()
+        for reg in request.registers:
+            single = ReadRequest(reg.function, reg.address, reg.words, (reg,))
+            if await self._read(single, values) not in (None, "timeout"):
+                refused.add(reg.name)
+        log.warning(
+            "%s: %s; reading %s alone from now on",
+            self.name,
+            exc,
+            ", ".join(sorted(refused)) or "nothing",
+        )
+        self._alone |= refused
+        self._plan = plan_reads(self.device.registers, alone=self._alone)
+
+    async def _ask(self, function: str, call: Callable[[RtuClient], Awaitable[T]]) -> T:
+        """One request with the device's timeout and retries; TimeoutError if none answered."""
+        requests = self._metrics.modbus_requests.labels(self.device.id, function)
+        for _attempt in range(self.device.retries + 1):
+            requests.inc()
+            async with self._bus.turn() as client:
+                try:
+                    async with asyncio.timeout(self.device.timeout):
+                        return await call(client)
+                except TimeoutError:
+                    continue
+        raise TimeoutError
+
+    def _count(self, registers: tuple[RegisterSpec, ...], reason: str) -> None:
+        for reg in registers:
+            self._metrics.modbus_errors.labels(self.device.id, reg.name, reason).inc()
+
+    async def execute(self, command: str, payload: bytes) -> str:
+        """`set/<register>`: write a holding register or coil (the value scaled back); the
+        reply says what the device answered. The next read follows at once."""
+        reg = self.device.register(command)
+        if reg is None:
+            writable = ", ".join(r.name for r in self.device.registers if r.writable)
+            raise ValueError(f"unknown register {command!r} (writable: {writable or 'none'})")
+        if not reg.writable:
+            raise ValueError(f"{command} is a {reg.function} register: read-only")
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError:
+            raise ValueError("the payload must be text: 1, on, 230.5, ...") from None
+        target = encode(reg, text)
+        unit = self.device.unit_id
+        try:
+            if isinstance(target, bool):
+                answer: object = await self._ask(
+                    "write_coil", lambda c: c.write_coil(reg.address, target, unit)
+                )
+                shown = "on" if answer else "off"
+            else:
+                words = await self._ask(
+                    "write_holding", lambda c: c.write_registers(reg.address, target, unit)
+                )
+                shown = ", ".join(str(w) for w in words)
+        except TimeoutError:
+            self._count((reg,), "timeout")
+            raise LinkDownError(
+                f"unit {unit} did not answer the write within {self.device.timeout:g}s"
+            ) from None
+        self._wake.set()
+        return f"{reg.name} = {text.strip()} (device answered {shown})"

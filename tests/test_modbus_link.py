@@ -1,0 +1,234 @@
+"""Modbus links against a real Modbus RTU server: pymodbus's own, on the far end of a socat pty
+pair, with two slaves on one line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from helpers import SerialPair, missing_programs
+
+from gateway.config import ModbusDevice
+from gateway.errors import LinkDownError, TransientLinkError
+from gateway.metrics import Metrics
+from gateway.modbus.bus import ModbusBuses
+from gateway.modbus.link import ModbusLink
+from gateway.modbus.simulator import ModbusSimulator, UnitMap
+from gateway.models import Reading
+
+pytestmark = pytest.mark.skipif(bool(missing_programs("socat")), reason="needs socat")
+
+# Every data type, both word orders, a gap (address 20) inside a block of configured registers.
+REGISTERS = [
+    {"name": "i16", "address": 0, "data_type": "int16", "scale": 0.1},
+    {"name": "u16", "address": 1},
+    {"name": "i32", "address": 2, "data_type": "int32"},
+    {"name": "u32", "address": 4, "data_type": "uint32", "word_order": "little"},
+    {"name": "i64", "address": 6, "data_type": "int64"},
+    {"name": "u64", "address": 10, "data_type": "uint64", "word_order": "little"},
+    {"name": "f32", "address": 14, "data_type": "float32", "unit": "V"},
+    {"name": "f64", "address": 16, "data_type": "float64", "word_order": "little"},
+    {"name": "missing", "address": 20},
+    {"name": "after_gap", "address": 21, "byte_order": "little"},
+    {"name": "model", "address": 22, "data_type": "string", "count": 3},
+    {"name": "status", "address": 25, "data_type": "bits"},
+    {"name": "volts_in", "address": 0, "function": "input", "data_type": "float32"},
+    {"name": "relay", "address": 3, "function": "coil"},
+    {"name": "door", "address": 0, "function": "discrete"},
+]
+VALUES = {
+    "i16": "-12.5",
+    "u16": "65000",
+    "i32": "-123456",
+    "u32": "4000000000",
+    "i64": "-9000000000000",
+    "u64": "18000000000000000000",
+    "f32": "230.5",
+    "f64": "0.000123",
+    "after_gap": "513",
+    "model": "MB1",
+    "volts_in": "12.25",
+}
+
+
+def device(port: str, unit: int, **kw: object) -> ModbusDevice:
+    return ModbusDevice.model_validate(
+        {
+            "id": f"unit{unit}",
+            "type": "modbus",
+            "port": port,
+            "unit_id": unit,
+            "parity": "N",  # a pty refuses parity bits
+            "poll_interval": 0.2,
+            "timeout": 0.2,
+            "retries": 1,
+            "registers": REGISTERS,
+            **kw,
+        }
+    )
+
+
+def server_map(dev: ModbusDevice) -> UnitMap:
+    sim = ModbusSimulator("/dev/null", {1: {}})  # only to encode the values
+    for reg in dev.registers:
+        if reg.name in VALUES:
+            sim.put(1, reg, VALUES[reg.name])
+    table = sim.values[1]
+    table["holding"][25] = 0b1000_0000_0000_0101
+    table["coil"] = {3: 1}
+    table["discrete"] = {0: 0}
+    return table
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.frames: list[dict[str, object]] = []
+        self.event = asyncio.Event()
+
+    def __call__(self, readings: Sequence[Reading]) -> None:
+        self.frames.append({r.sensor: r.value for r in readings})
+        self.event.set()
+
+    async def next(self) -> dict[str, object]:
+        self.event.clear()
+        async with asyncio.timeout(5.0):
+            await self.event.wait()
+        return self.frames[-1]
+
+
+@contextlib.asynccontextmanager
+async def serving(sim: ModbusSimulator) -> AsyncIterator[ModbusSimulator]:
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(sim.serve(), name="modbus-server")
+        await asyncio.sleep(0.2)  # the server opens its port
+        try:
+            yield sim
+        finally:
+            task.cancel()
+
+
+@pytest.fixture
+def line(tmp_path: Path) -> Iterator[SerialPair]:
+    pair = SerialPair(tmp_path)
+    pair.plug()
+    yield pair
+    pair.close()
+
+
+async def run_link(link: ModbusLink) -> None:
+    async with link:
+        await link.run()
+
+
+async def test_every_type_both_orders_an_exception_and_a_write(line: SerialPair) -> None:
+    dev = device(line.dev, 1)
+    metrics = Metrics()
+    sim = ModbusSimulator(line.peer, {1: server_map(dev)}, parity="N")
+    got = Collector()
+    link = ModbusLink(dev, ModbusBuses().bus_for(dev), got, metrics)
+    async with serving(sim), asyncio.TaskGroup() as tg:
+        task = tg.create_task(run_link(link))
+        values = await got.next()
+        assert values == {
+            "i16": -12.5,
+            "u16": 65000,
+            "i32": -123456,
+            "u32": 4000000000,
+            "i64": -9000000000000,
+            "u64": 18000000000000000000,
+            "f32": 230.5,
+            "f64": 0.000123,
+            "after_gap": 513,
+            "model": "MB1",
+            **{f"status_{i}": i in (0, 2, 15) for i in range(16)},
+            "volts_in": 12.25,
+            "relay": True,
+            "door": False,
+        }
+        # Address 20 is not in the slave's map: that costs register `missing` only.
+        errors = metrics.modbus_errors.labels("unit1", "missing", "illegal_address")
+        assert errors._value.get() >= 1
+        assert "missing" not in values
+        answer = await link.execute("relay", b"0")
+        assert answer == "relay = 0 (device answered off)"
+        assert sim.values[1]["coil"][3] == 0
+        assert (await got.next())["relay"] is False
+        answer = await link.execute("i16", b"-3.2")
+        assert answer == "i16 = -3.2 (device answered 65504)"
+        assert (await got.next())["i16"] == -3.2
+        with pytest.raises(ValueError, match="read-only"):
+            await link.execute("volts_in", b"1")
+        with pytest.raises(ValueError, match="unknown register"):
+            await link.execute("nope", b"1")
+        task.cancel()
+
+
+async def test_two_units_share_the_port_and_a_silent_one_stops_only_itself(
+    line: SerialPair,
+) -> None:
+    dev1, dev2 = device(line.dev, 1), device(line.dev, 2)
+    metrics, buses = Metrics(), ModbusBuses()
+    sim = ModbusSimulator(line.peer, {1: server_map(dev1), 2: server_map(dev2)}, parity="N")
+    got1, got2 = Collector(), Collector()
+    link1 = ModbusLink(dev1, buses.bus_for(dev1), got1, metrics)
+    link2 = ModbusLink(dev2, buses.bus_for(dev2), got2, metrics)
+    assert buses.bus_for(dev1) is buses.bus_for(dev2)
+    async with serving(sim), asyncio.TaskGroup() as tg:
+        task1 = tg.create_task(run_link(link1))
+        await got1.next()
+        async with link2:
+            await link2.poll_once()
+            assert got2.frames
+            sim.silent.add(2)
+            with pytest.raises(TransientLinkError, match=r"unit 2 .* does not answer") as err:
+                await link2.poll_once()
+            assert err.value.kind == "timeout"
+            timeouts = metrics.modbus_errors.labels("unit2", "f32", "timeout")._value.get()
+            assert timeouts == 1
+            # The other unit on the line kept being read meanwhile, and still is.
+            before = len(got1.frames)
+            await got1.next()
+            assert len(got1.frames) > before
+            sim.silent.clear()
+            await link2.poll_once()
+        # link2 left; the port stays open for link1.
+        assert link1.is_up
+        await got1.next()
+        assert os.path.realpath(line.dev) in fds()
+        task1.cancel()
+    assert os.path.realpath(line.dev) not in fds()
+
+
+def fds() -> set[str]:
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            out.add(os.readlink(f"/proc/self/fd/{fd}"))
+    return out
+
+
+async def test_unplug_fails_the_link_and_replug_reads_again(line: SerialPair) -> None:
+    dev = device(line.dev, 1)
+    bus = ModbusBuses().bus_for(dev)
+    got = Collector()
+    for _ in range(3):
+        sim = ModbusSimulator(line.peer, {1: server_map(dev)}, parity="N")
+        link = ModbusLink(dev, bus, got, Metrics())
+        async with serving(sim):
+            async with link:
+                await link.poll_once()
+                assert got.frames
+                line.unplug()
+                with pytest.raises(TransientLinkError) as err:
+                    await link.run()
+                assert err.value.kind == "unplugged"
+            assert not link.is_up
+            with pytest.raises(LinkDownError):
+                async with bus.turn():
+                    pass
+            line.plug()
+    assert line.realpath not in fds()  # three unplugs left no stale fd behind
