@@ -87,7 +87,7 @@ s.close()'
 }
 
 finish() {
-    local status=$? gw_rc readings name
+    local status=$? gw_rc readings meter name
     trap - EXIT INT TERM
     set +e
     echo >&2
@@ -99,12 +99,14 @@ finish() {
         stop gateway
     fi
     gw_rc=$STOPPED_RC
-    for name in simulator subscriber display broker; do
+    for name in simulator modbus subscriber display broker; do
         stop "$name"
     done
     readings=$(grep -c '^gateway/boiler/' "$RUN/readings.log" 2>/dev/null)
-    say "received ${readings:-0} readings; the gateway exited with code $gw_rc; logs in .demo/"
-    if [ "$status" -eq 0 ] && { [ "$gw_rc" != 0 ] || [ "${readings:-0}" -eq 0 ]; }; then
+    meter=$(grep -c '^gateway/meter/' "$RUN/readings.log" 2>/dev/null)
+    say "received ${readings:-0} readings from the serial device and ${meter:-0} from the" \
+        "Modbus meter; the gateway exited with code $gw_rc; logs in .demo/"
+    if [ "$status" -eq 0 ] && { [ "$gw_rc" != 0 ] || [ "${readings:-0}" -eq 0 ] || [ "${meter:-0}" -eq 0 ]; }; then
         say "demo FAILED: see .demo/gateway.log"
         status=1
     fi
@@ -113,7 +115,7 @@ finish() {
 
 # -- run ----------------------------------------------------------------------------------------
 mkdir -p "$RUN"
-rm -f "$RUN"/*.log "$RUN/ttySIM"
+rm -f "$RUN"/*.log "$RUN/ttySIM" "$RUN/ttyMODBUS"
 : >"$RUN/readings.log"
 : >"$RUN/gateway.log"
 trap finish EXIT
@@ -136,6 +138,9 @@ say "starting a simulated serial device on .demo/ttySIM ($DEMO_RATE lines/s)"
 start simulator "$RUN/simulator.log" \
     "$BIN/gateway" simulate serial --profile kv --link "$RUN/ttySIM" --rate "$DEMO_RATE"
 wait_for 10 "the simulated device" simulator test -L "$RUN/ttySIM"
+say "starting a simulated Modbus RTU meter on .demo/ttyMODBUS (pymodbus's server)"
+start modbus "$RUN/modbus.log" "$BIN/gateway" simulate modbus --link "$RUN/ttyMODBUS"
+wait_for 10 "the simulated meter" modbus test -L "$RUN/ttyMODBUS"
 
 start subscriber "$RUN/readings.log" mosquitto_sub -h 127.0.0.1 -p "$PORT" -v -t 'gateway/#'
 # Show what the subscriber prints, and the gateway's log, as they come.
@@ -147,7 +152,8 @@ if [ "$DEMO_SECONDS" -eq 0 ]; then
 else
     say "starting: gateway run -c config/demo.yaml for ${DEMO_SECONDS}s (Ctrl-C stops earlier)"
 fi
-export DEMO_MQTT_PORT=$PORT DEMO_TTY=$RUN/ttySIM DEMO_METRICS_PORT=${DEMO_METRICS_PORT:-0}
+export DEMO_MQTT_PORT=$PORT DEMO_TTY=$RUN/ttySIM DEMO_MODBUS_TTY=$RUN/ttyMODBUS
+export DEMO_METRICS_PORT=${DEMO_METRICS_PORT:-0}
 start gateway "$RUN/gateway.log" "$BIN/gateway" run -c config/demo.yaml
 
 SECONDS=0
