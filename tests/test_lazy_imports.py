@@ -1,8 +1,10 @@
 """A gateway without Bluetooth devices does not load the Bluetooth libraries (their import
-costs about half a second of start-up and 10 MB), and one with them does."""
+costs about half a second of start-up and 10 MB), and one with them does; the parser
+libraries of the `ble-parsers` extra load only for a device whose decoder uses them."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -18,8 +20,9 @@ gw = Gateway(cfg)
 device = cfg.devices[0]
 ble = gw.ble if device.type.startswith("ble") else None
 make_link(device, gw.submit, gw.metrics, ble=ble)
-print(sorted(m for m in ("bleak", "dbus_fast", "cryptography") if m in sys.modules))
+print(sorted(m for m in ("bleak", "dbus_fast", "cryptography", *PARSERS) if m in sys.modules))
 """
+PARSERS = ("habluetooth", "bthome_ble", "govee_ble", "xiaomi_ble", "ruuvitag_ble")
 
 
 @pytest.mark.parametrize(
@@ -31,11 +34,20 @@ print(sorted(m for m in ("bleak", "dbus_fast", "cryptography") if m in sys.modul
             '"decoder": "pvvx"}',
             "['bleak', 'cryptography', 'dbus_fast']",
         ),
+        pytest.param(
+            '{"id": "hall", "type": "ble_advert", "address": "A4:C1:38:12:34:56", '
+            '"decoder": "govee"}',
+            "['bleak', 'cryptography', 'dbus_fast', 'govee_ble', 'habluetooth']",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("govee_ble") is None,
+                reason="the ble-parsers extra is not installed",
+            ),
+        ),
     ],
 )
 def test_bluetooth_libraries_load_only_for_bluetooth_devices(device: str, loaded: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", PROBE.replace("DEVICE", device)],
+        [sys.executable, "-c", PROBE.replace("DEVICE", device).replace("PARSERS", repr(PARSERS))],
         capture_output=True,
         text=True,
         timeout=60,
