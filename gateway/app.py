@@ -45,7 +45,7 @@ from gateway.http import Endpoints, HttpServer, HttpServerError
 from gateway.links.serial import SerialLink
 from gateway.logs import config_secrets, set_secrets, setup_logging
 from gateway.metrics import Metrics
-from gateway.models import Reading, Submit
+from gateway.models import Reading, SensorClasses, Submit
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.session import Availability, MqttSession
 from gateway.streams.device import DeviceStream, device_is_timed, stream_for
@@ -123,6 +123,8 @@ class Gateway:
         self.batches: dict[str, BatchConfig] = {}
         self._ble: BleHub | None = None
         self._modbus: ModbusBuses | None = None
+        # What decoders said each sensor is (BLE parser libraries), for Home Assistant.
+        self.sensor_classes: SensorClasses = {}
         self.exit_code = 0  # non-zero when a component asks for a restart (see _ble_gave_up)
         self.seen = Seen(keep_values=cfg.metrics.sensor_values)
         self.http: HttpServer | None = None
@@ -329,7 +331,7 @@ class Gateway:
             from gateway.homeassistant.announcer import Announcer  # noqa: PLC0415
 
             assert self.encoder is not None
-            self.announcer = Announcer(cfg, self.encoder, self.metrics)
+            self.announcer = Announcer(cfg, self.encoder, self.metrics, self.sensor_classes)
             return old is not None
         if cfg.homeassistant.discovery:
             self.announcer.configure(cfg)
@@ -458,7 +460,7 @@ class Gateway:
         if self._ble is None:
             from gateway.ble.hub import BleHub  # noqa: PLC0415
 
-            self._ble = BleHub(self.cfg.ble, self.metrics)
+            self._ble = BleHub(self.cfg.ble, self.metrics, self.sensor_classes)
         return self._ble
 
     async def _sync_ble_scanners(self, sup: Supervisor, old: Config | None) -> None:

@@ -20,6 +20,21 @@ class Reading:
     ts: float  # seconds since the epoch, taken when the frame was read (not when published)
 
 
+@dataclass(frozen=True, slots=True)
+class SensorClass:
+    """What a decoder says one of its sensors is, in Home Assistant's terms: the defaults of
+    its discovery config where the device's `sensors:` entry says nothing."""
+
+    unit: str | None
+    device_class: str | None
+    state_class: str | None
+
+
+#: Device id -> sensor -> what its decoder said it is (BLE parser libraries, learned at run
+#: time). One per gateway: advert links write it, Home Assistant discovery reads it.
+SensorClasses = dict[str, dict[str, SensorClass]]
+
+
 #: Where a link hands the readings of one frame (one line, one advert, one notification): the
 #: unit of a device-mode payload. Never blocks, never raises.
 Submit = Callable[[Sequence[Reading]], None]

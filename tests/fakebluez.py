@@ -29,7 +29,7 @@ import concurrent.futures
 import os
 import subprocess
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -355,6 +355,7 @@ class Device(Obj):
         manufacturer_data: Mapping[int, bytes] | None = None,
         service_data: Mapping[str, bytes] | None = None,
         rssi: int = -60,
+        service_uuids: Sequence[str] = (),
     ) -> None:
         super().__init__(
             "org.bluez.Device1",
@@ -370,7 +371,7 @@ class Device(Obj):
             Trusted=False,
             RSSI=rssi,
             TxPower=0,
-            UUIDs=list(gatt) + list(service_data or {}),
+            UUIDs=list(gatt) + list(service_data or {}) + list(service_uuids),
             ManufacturerData=_variants(manufacturer_data),
             ServiceData=_variants(service_data),
         )

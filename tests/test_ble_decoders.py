@@ -497,7 +497,7 @@ def test_passive_patterns_come_from_the_decoders_and_the_config() -> None:
         (0, 0x16, "95fe"),
         (0, 0x21, "9ecadc240ee5a9e093f3a3b50100406e"),  # a 128-bit UUID, reversed
     ]
-    assert plan.unmatched == ("heart",)  # a GATT device: nothing to derive
+    assert plan.unmatched == ("ble_gatt:heart",)  # a GATT device: nothing to derive
     assert [str(p) for p in scan_plan(cfg, "hci1").patterns] == ["0x16:1a18"]
     # Configured patterns are added; with them, GATT devices are assumed to be covered.
     pattern = {"ad_type": 0x03, "data": "0d18", "start": 0}

@@ -1,8 +1,10 @@
 """A gateway without Bluetooth devices does not load the Bluetooth libraries (their import
-costs about half a second of start-up and 10 MB), and one with them does."""
+costs about half a second of start-up and 10 MB), and one with them does; the parser
+libraries of the `ble-parsers` extra load only for a device whose decoder uses them."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -19,8 +21,10 @@ device = cfg.devices[0]
 ble = gw.ble if device.type.startswith("ble") else None
 modbus = gw.modbus if device.type == "modbus" else None
 make_link(device, gw.submit, gw.metrics, ble=ble, modbus=modbus)
-print(sorted(m for m in ("bleak", "dbus_fast", "cryptography", "pymodbus") if m in sys.modules))
+watched = ("bleak", "dbus_fast", "cryptography", "pymodbus", *PARSERS)
+print(sorted(m for m in watched if m in sys.modules))
 """
+PARSERS = ("habluetooth", "bthome_ble", "govee_ble", "xiaomi_ble", "ruuvitag_ble")
 
 
 @pytest.mark.parametrize(
@@ -37,11 +41,20 @@ print(sorted(m for m in ("bleak", "dbus_fast", "cryptography", "pymodbus") if m 
             '"registers": [{"name": "v", "address": 0}]}',
             "['pymodbus']",
         ),
+        pytest.param(
+            '{"id": "hall", "type": "ble_advert", "address": "A4:C1:38:12:34:56", '
+            '"decoder": "govee"}',
+            "['bleak', 'cryptography', 'dbus_fast', 'govee_ble', 'habluetooth']",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("govee_ble") is None,
+                reason="the ble-parsers extra is not installed",
+            ),
+        ),
     ],
 )
 def test_bluetooth_libraries_load_only_for_bluetooth_devices(device: str, loaded: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", PROBE.replace("DEVICE", device)],
+        [sys.executable, "-c", PROBE.replace("DEVICE", device).replace("PARSERS", repr(PARSERS))],
         capture_output=True,
         text=True,
         timeout=60,

@@ -24,7 +24,7 @@ from gateway.config import BleAdvertDevice, BleSection
 from gateway.decoders.ble import Advert, Decoded, detect, make_advert_parser
 from gateway.errors import DecodeError, TransientLinkError
 from gateway.metrics import Metrics
-from gateway.models import Submit
+from gateway.models import SensorClass, Submit
 from gateway.streams.device import RSSI_SENSOR
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class AdvertLink:
         adapter: AdapterState,
         submit: Submit,
         metrics: Metrics,
+        classes: dict[str, SensorClass] | None = None,
     ) -> None:
         self.device = device
         self.name = f"{device.type}:{device.id}"
@@ -50,6 +51,9 @@ class AdvertLink:
         self._submit = submit
         self._metrics = metrics
         self._parse = make_advert_parser(device)
+        # What the decoder says each sensor is (the parser libraries): Home Assistant
+        # discovery reads it for the sensors it learns (BleHub.sensor_classes).
+        self._classes = {} if classes is None else classes
         self._guard = PacketGuard(
             encrypted=device.bindkey is not None, repeat_window=device.repeat_window
         )
@@ -111,13 +115,16 @@ class AdvertLink:
             self._drop(reason, decoded)
             return
         self._warned = None
+        self._classes.update(decoded.classes)
         values = dict(decoded.values)
         if d.rssi and advert.rssi is not None:
             values[RSSI_SENSOR] = advert.rssi
         try:
             # Unchanged values are held back by the device's sensor stream (republish_after);
             # events pass it always: each one is news (repeats were dropped above).
-            readings = ble_readings(d.id, {**values, **decoded.events}, d.sensors, now)
+            readings = ble_readings(
+                d.id, {**values, **decoded.events}, d.sensors, now, decoded.classes
+            )
         except DecodeError as exc:  # a configured type coercion failed
             self._metrics.frame_errors.labels(d.id, "decode").inc()
             log.debug("%s: advertisement not decoded: %s", self.name, exc)

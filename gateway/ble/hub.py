@@ -19,6 +19,7 @@ from gateway.ble.slots import ConnectionSlots
 from gateway.config import BleAdvertDevice, BleGattDevice, BleSection, Config
 from gateway.decoders.ble import Advert
 from gateway.metrics import Metrics
+from gateway.models import SensorClasses
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +128,13 @@ class AdapterState:
 class BleHub:
     """Per-adapter state for one gateway; `configure` follows config reloads."""
 
-    def __init__(self, section: BleSection, metrics: Metrics) -> None:
+    def __init__(
+        self, section: BleSection, metrics: Metrics, sensor_classes: SensorClasses | None = None
+    ) -> None:
         self.section = section
         self.metrics = metrics
+        #: What advert decoders said each sensor is; the gateway's, shared with discovery.
+        self.sensor_classes: SensorClasses = {} if sensor_classes is None else sensor_classes
         self._adapters: dict[str, AdapterState] = {}
 
     def configure(self, section: BleSection) -> None:

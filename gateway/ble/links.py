@@ -20,7 +20,8 @@ def device_link(
 ) -> AdvertLink | GattLink:
     adapter = hub.adapter_of(device)
     if isinstance(device, BleAdvertDevice):
-        return AdvertLink(device, adapter, submit, hub.metrics)
+        classes = hub.sensor_classes.setdefault(device.id, {})
+        return AdvertLink(device, adapter, submit, hub.metrics, classes)
     return GattLink(device, adapter, submit, hub.metrics)
 
 

@@ -67,10 +67,19 @@ def struct_pattern(spec: AdvertStructSpec) -> Pattern:
     return Pattern(0, SERVICE_DATA_128, uuid.UUID(full).bytes[::-1])
 
 
-def device_pattern(device: BleAdvertDevice) -> Pattern:
+#: The parser libraries' formats with a fixed service data UUID. Govee, Inkbird, SensorPush
+#: and ThermoPro put measurements where the company id goes, and `auto` may be any format:
+#: no pattern is sure to hear those (like a GATT device, they need ble.passive_patterns).
+LIBRARY_PATTERNS: dict[str, Pattern] = {
+    "xiaomi": Pattern(0, SERVICE_DATA_16, _le16(0xFE95)),  # MiBeacon
+    "qingping": Pattern(0, SERVICE_DATA_16, _le16(0xFDCD)),
+}
+
+
+def device_pattern(device: BleAdvertDevice) -> Pattern | None:
     if device.struct is not None:
         return struct_pattern(device.struct)
-    return BUILTIN_PATTERNS[device.decoder]
+    return BUILTIN_PATTERNS.get(device.decoder) or LIBRARY_PATTERNS.get(device.decoder)
 
 
 def configured_pattern(spec: PassivePattern) -> Pattern:
@@ -80,7 +89,8 @@ def configured_pattern(spec: PassivePattern) -> Pattern:
 @dataclass(frozen=True, slots=True)
 class ScanPlan:
     """One adapter's scanner: how it scans and, passively, with which patterns. `unmatched`
-    names the GATT devices that no derived pattern is sure to hear (they have no decoder)."""
+    names the links of devices that no derived pattern is sure to hear (GATT devices, and
+    advert devices whose decoder has no fixed pattern)."""
 
     adapter: str
     mode: ScanningMode
@@ -93,19 +103,20 @@ def scan_plan(cfg: Config, adapter: str) -> ScanPlan:
     if mode == "active":
         return ScanPlan(adapter, mode)
     patterns: dict[Pattern, None] = {}  # ordered, without duplicates
-    gatt: list[str] = []
+    unheard: list[str] = []
     for device in cfg.devices:
         if not isinstance(device, BleAdvertDevice | BleGattDevice):
             continue
         if (device.adapter or cfg.ble.adapter) != adapter:
             continue
-        if isinstance(device, BleAdvertDevice):
-            patterns[device_pattern(device)] = None
+        pattern = device_pattern(device) if isinstance(device, BleAdvertDevice) else None
+        if pattern is not None:
+            patterns[pattern] = None
         else:
-            gatt.append(device.id)
+            unheard.append(f"{device.type}:{device.id}")
     if cfg.ble.unknown_devices == "publish" and adapter == cfg.ble.adapter:
         patterns.update(dict.fromkeys(BUILTIN_PATTERNS.values()))
     configured = cfg.ble.passive_patterns_of(adapter)
     patterns.update(dict.fromkeys(configured_pattern(p) for p in configured))
-    unmatched = () if configured else tuple(gatt)
+    unmatched = () if configured else tuple(unheard)
     return ScanPlan(adapter, mode, tuple(patterns), unmatched)

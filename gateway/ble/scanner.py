@@ -177,7 +177,8 @@ class ScannerLink:
         log.warning("%s. %s", message, advice)
 
     def _warn_unmatched(self) -> None:
-        """GATT devices are connected only once heard; passively, only a pattern hears them."""
+        """GATT devices are connected only once heard, and some decoders have no pattern;
+        passively, only a pattern hears them."""
         if not self.plan.unmatched or "unmatched" in self._warned:
             return
         self._warned.add("unmatched")
@@ -185,7 +186,7 @@ class ScannerLink:
             "%s: passive scanning hears only advertisements that match its patterns; %s must "
             "match one to be found: add one to ble.passive_patterns, or scan actively",
             self.name,
-            ", ".join(f"ble_gatt:{device}" for device in self.plan.unmatched),
+            ", ".join(self.plan.unmatched),
         )
 
     async def _stop(self, scanner: BleakScanner) -> None:

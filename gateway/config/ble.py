@@ -95,6 +95,15 @@ class AdvertStructSpec(StructSpec):
         return self
 
 
+#: Decoders of Home Assistant's parser libraries (the `ble-parsers` extra).
+LIBRARY_DECODERS = ("govee", "xiaomi", "inkbird", "qingping", "sensorpush", "thermopro")
+BINDKEY_DECODERS = ("bthome", "xiaomi", "auto")
+AdvertDecoderName = Literal[
+    "bthome", "pvvx", "atc", "ruuvi", "ibeacon", "struct", "auto",
+    "govee", "xiaomi", "inkbird", "qingping", "sensorpush", "thermopro",
+]  # fmt: skip
+
+
 class BleAdvertDevice(DeviceBase):
     """A passive sensor: its advertisements, heard by the adapter's scanner, are decoded."""
 
@@ -112,9 +121,15 @@ class BleAdvertDevice(DeviceBase):
         description="Friendly name (Home Assistant's device name) of a device matched by "
         "`name`; default: the id.",
     )
-    decoder: Literal["bthome", "pvvx", "atc", "ruuvi", "ibeacon", "struct"]
+    decoder: AdvertDecoderName = Field(
+        description="Built in: bthome, pvvx, atc, ruuvi, ibeacon, struct. With the "
+        "`ble-parsers` extra: govee, xiaomi, inkbird, qingping, sensorpush, thermopro "
+        "(Home Assistant's parser libraries), and auto (the first parser that reads it)."
+    )
     bindkey: SecretStr | None = Field(
-        None, description="BTHome encryption key: 32 hex digits (keep it out of logs)."
+        None,
+        description="Encryption key of BTHome or Xiaomi (MiBeacon) adverts: 32 hex digits "
+        "(24 for a MiBeacon v2/v3 key; keep it out of logs).",
     )
     struct: AdvertStructSpec | None = Field(None, description="Layout for `decoder: struct`.")
     adapter: AdapterName | None = Field(None, description="Default: ble.adapter.")
@@ -166,8 +181,21 @@ class BleAdvertDevice(DeviceBase):
     @field_validator("bindkey")
     @classmethod
     def _hex_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not re.fullmatch(r"[0-9A-Fa-f]{32}", value.get_secret_value()):
-            raise ValueError("bindkey must be 32 hex digits (16 bytes)")
+        if value is not None and not re.fullmatch(
+            r"[0-9A-Fa-f]{24}|[0-9A-Fa-f]{32}", value.get_secret_value()
+        ):
+            raise ValueError("bindkey must be 32 hex digits (16 bytes; 24 for MiBeacon v2/v3)")
+        return value
+
+    @field_validator("decoder")
+    @classmethod
+    def _library_installed(cls, value: str) -> str:
+        if value in LIBRARY_DECODERS:
+            # Lazily: the decoders import the config models.
+            from gateway.decoders.ble.parsers import installed, missing_extra  # noqa: PLC0415
+
+            if not installed(value):
+                raise ValueError(missing_extra(value))
         return value
 
     @model_validator(mode="after")
@@ -176,8 +204,11 @@ class BleAdvertDevice(DeviceBase):
             raise ValueError("give exactly one of address and name")
         if (self.decoder == "struct") != (self.struct is not None):
             raise ValueError("`struct:` goes with `decoder: struct`, and only with it")
-        if self.bindkey is not None and self.decoder != "bthome":
-            raise ValueError("bindkey is only used by `decoder: bthome`")
+        if self.bindkey is not None and self.decoder not in BINDKEY_DECODERS:
+            raise ValueError("bindkey is only used by `decoder: bthome`, `xiaomi` or `auto`")
+        key = self.bindkey.get_secret_value() if self.bindkey is not None else ""
+        if len(key) == 24 and self.decoder != "xiaomi":
+            raise ValueError("a 24-digit bindkey is a MiBeacon v2/v3 key: `decoder: xiaomi`")
         return self
 
 

@@ -40,7 +40,7 @@ from gateway.homeassistant.discovery import (
     removals,
 )
 from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.models import Reading, SensorClasses
 from gateway.mqtt.aioclient import GatewayClient
 from gateway.mqtt.session import await_controls
 from gateway.mqtt.topics import status_topic
@@ -66,9 +66,17 @@ def gateway_info(cfg: Config) -> GatewayInfo:
 class Announcer:
     name = "homeassistant"
 
-    def __init__(self, cfg: Config, encoder: Encoder, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        encoder: Encoder,
+        metrics: Metrics,
+        sensor_classes: SensorClasses | None = None,
+    ) -> None:
         self._encoder = encoder
         self._metrics = metrics
+        # What decoders said each sensor is (written by BLE advert links before they submit).
+        self._classes: SensorClasses = {} if sensor_classes is None else sensor_classes
         self.learned = Learned(Path(cfg.gateway.state_dir) / LEARNED_FILE)
         self._pending_clear: list[tuple[str, bytes]] = []
         self._wake = asyncio.Event()
@@ -115,7 +123,13 @@ class Announcer:
                 continue  # not configured (a BLE passer-by): never announced
             self._known.add((reading.device, reading.sensor))
             binary = isinstance(reading.value, bool)
-            seen = SeenSensor(reading.unit, binary)
+            stated = self._classes.get(reading.device, {}).get(reading.sensor)
+            seen = SeenSensor(
+                reading.unit,
+                binary,
+                device_class=stated.device_class if stated is not None else None,
+                state_class=stated.state_class if stated is not None else None,
+            )
             if self.learned.learn(reading.device, reading.sensor, seen):
                 log.info("homeassistant: announcing %s/%s", reading.device, reading.sensor)
                 self.configs = discovery_messages(self.gw, self._infos())

@@ -31,6 +31,7 @@ from gateway.homeassistant.discovery import DeviceInfo, SensorInfo
 from gateway.homeassistant.tables import (
     BINARY_SENSOR_DEVICE_CLASSES,
     SENSOR_DEVICE_CLASSES,
+    check_sensor,
     default_classes,
 )
 
@@ -44,6 +45,9 @@ MAX_LEARNED = 256  # sensors remembered per device: a bound against a decoder go
 class SeenSensor:
     unit: str | None
     binary: bool
+    # What the decoder said the sensor is (the BLE parser libraries' descriptions), if it did.
+    device_class: str | None = None
+    state_class: str | None = None
 
 
 def known_sensors(device: Device) -> dict[str, str | None]:
@@ -109,6 +113,8 @@ def sensor_info(
     device_class: str | None = spec.device_class
     state_class: str | None = spec.state_class
     binary = is_binary(spec) or (spec.type is None and seen is not None and seen.binary)
+    if device_class is None and seen is not None and seen.device_class is not None:
+        device_class, state_class = _stated_classes(seen, unit, state_class, binary=binary)
     if device_class is None:
         device_class, implied_state = default_classes(sensor, unit, binary=binary)
         state_class = state_class or implied_state
@@ -120,6 +126,18 @@ def sensor_info(
         binary=binary,
         overrides=dict(spec.homeassistant),
     )
+
+
+def _stated_classes(
+    seen: SeenSensor, unit: str | None, state_class: str | None, *, binary: bool
+) -> tuple[str | None, str | None]:
+    """The decoder's device and state class where Home Assistant takes them with this unit
+    (a user's filter may have changed it: then the sensor's name decides, as elsewhere)."""
+    state_class = state_class or (None if binary else seen.state_class)
+    for candidate in (state_class, None):
+        if check_sensor(seen.device_class, candidate, unit, binary=binary) is None:
+            return seen.device_class, candidate
+    return None, state_class
 
 
 def device_info(device: Device, learned: dict[str, SeenSensor]) -> DeviceInfo:
@@ -154,7 +172,12 @@ class Learned:
             data: Any = json.loads(text)
             for device, sensors in dict(data).items():
                 self.sensors[str(device)] = {
-                    str(name): SeenSensor(info.get("unit"), bool(info.get("binary")))
+                    str(name): SeenSensor(
+                        info.get("unit"),
+                        bool(info.get("binary")),
+                        info.get("device_class"),
+                        info.get("state_class"),
+                    )
                     for name, info in dict(sensors).items()
                 }
         except (OSError, ValueError, TypeError, AttributeError) as exc:
@@ -184,7 +207,7 @@ class Learned:
 
     def _save(self) -> None:
         data = {
-            device: {name: {"unit": s.unit, "binary": s.binary} for name, s in sensors.items()}
+            device: {name: _saved(s) for name, s in sensors.items()}
             for device, sensors in self.sensors.items()
         }
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -197,3 +220,12 @@ class Learned:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.sensors)
+
+
+def _saved(seen: SeenSensor) -> dict[str, Any]:
+    saved: dict[str, Any] = {"unit": seen.unit, "binary": seen.binary}
+    if seen.device_class is not None:
+        saved["device_class"] = seen.device_class
+    if seen.state_class is not None:
+        saved["state_class"] = seen.state_class
+    return saved

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.errors import DecodeError
-from gateway.models import Value
+from gateway.models import SensorClass, Value
 
 BASE_UUID_SUFFIX = "-0000-1000-8000-00805f9b34fb"
 
@@ -52,6 +52,8 @@ class Decoded:
     events: dict[str, Value] = field(default_factory=dict)
     packet_id: int | None = None
     counter: int | None = None  # None: the advertisement was not encrypted
+    #: What the decoder says each value is (unit, Home Assistant classes), where it says.
+    classes: Mapping[str, SensorClass] = field(default_factory=dict)
 
 
 #: A parser: like an AdvertDecoder, with events and the packet's identity.

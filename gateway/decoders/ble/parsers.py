@@ -1,0 +1,233 @@
+"""Home Assistant's BLE parser libraries (the `ble-parsers` extra) as advert parsers.
+
+The only module that imports them or knows their API (they change it from release to release;
+pyproject.toml pins the ranges tested). Each library has a `...BluetoothDeviceData` class whose
+`supported(service_info)` says whether an advertisement is for it and whose
+`update(service_info)` returns a `SensorUpdate`: values keyed by `DeviceKey(key, device_id)`
+with descriptions (Home Assistant's device class and native unit). Here an `Advert` becomes a
+`BluetoothServiceInfoBleak` (the subclass with `.time`: bthome-ble reads it, and the plain
+`BluetoothServiceInfo` lacks it), and a `SensorUpdate` becomes a `Decoded`: values named as the
+libraries name them (`temperature`, `humidity`, `battery`, ...), with a `SensorClass` each.
+
+The parser objects keep state per device (BTHome's packet ids, Xiaomi's bindkey check), so a
+`LibraryParser` belongs to one device. The libraries are imported only when a device uses one:
+a gateway without such a device does not pay their start-up and memory (see the README).
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import enum
+import functools
+import importlib
+import importlib.util
+import time
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from gateway.decoders.ble.advert import Advert, AdvertParser, Decoded
+from gateway.errors import DecodeError
+from gateway.models import SensorClass, Value
+
+INSTALL_HINT = "pip install 'iot-gateway[ble-parsers]'"
+
+#: Decoder name -> (module, class) of its library. Also the order in which `auto` tries them.
+LIBRARIES: dict[str, tuple[str, str]] = {
+    "bthome": ("bthome_ble", "BTHomeBluetoothDeviceData"),
+    "xiaomi": ("xiaomi_ble", "XiaomiBluetoothDeviceData"),
+    "govee": ("govee_ble", "GoveeBluetoothDeviceData"),
+    "inkbird": ("inkbird_ble", "INKBIRDBluetoothDeviceData"),
+    "qingping": ("qingping_ble", "QingpingBluetoothDeviceData"),
+    "sensorpush": ("sensorpush_ble", "SensorPushBluetoothDeviceData"),
+    "thermopro": ("thermopro_ble", "ThermoProBluetoothDeviceData"),
+    "ruuvi": ("ruuvitag_ble", "RuuvitagBluetoothDeviceData"),
+}
+#: Libraries whose formats can be encrypted: their class takes the device's bindkey.
+WITH_BINDKEY = frozenset({"bthome", "xiaomi"})
+#: The libraries add the RSSI as a sensor; the device's `rssi` option does that here.
+RSSI_KEY = "signal_strength"
+SOURCE = "local"  # BluetoothServiceInfo.source: the adapter it came from (one, here)
+
+
+class _DeviceData(Protocol):
+    """What this module uses of a library's `...BluetoothDeviceData`."""
+
+    def supported(self, data: Any) -> bool: ...
+    def update(self, data: Any) -> Any: ...
+
+
+@functools.cache
+def installed(name: str) -> bool:
+    """Whether the library of decoder `name` can be imported (without importing it)."""
+    module = LIBRARIES[name][0]
+    return importlib.util.find_spec(module) is not None
+
+
+def installed_libraries() -> list[str]:
+    return [name for name in LIBRARIES if installed(name)]
+
+
+def missing_extra(name: str) -> str:
+    return f"decoder {name!r} needs the BLE parser libraries: {INSTALL_HINT}"
+
+
+def _new_device_data(name: str, bindkey: bytes | None) -> _DeviceData:
+    module_name, class_name = LIBRARIES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RuntimeError(missing_extra(name)) from exc
+    cls = getattr(module, class_name)
+    data: _DeviceData = cls(bindkey=bindkey) if name in WITH_BINDKEY else cls()
+    return data
+
+
+def service_info(advert: Advert, now: float | None = None) -> Any:
+    """The libraries' view of an advertisement. `now`: monotonic seconds, as in HA."""
+    from bleak.backends.device import BLEDevice  # noqa: PLC0415 - loaded with bleak already
+    from habluetooth import BluetoothServiceInfoBleak  # noqa: PLC0415 - the extra's
+
+    return BluetoothServiceInfoBleak(
+        name=advert.name or "",
+        address=advert.address,
+        rssi=advert.rssi if advert.rssi is not None else -127,
+        manufacturer_data=dict(advert.manufacturer_data),
+        service_data=dict(advert.service_data),
+        service_uuids=list(advert.service_uuids),
+        source=SOURCE,
+        device=BLEDevice(advert.address, advert.name, None),
+        advertisement=None,
+        connectable=False,
+        time=time.monotonic() if now is None else now,
+        tx_power=advert.tx_power,
+    )
+
+
+class LibraryParser:
+    """One device's parser object of one library, as an `AdvertParser`."""
+
+    def __init__(self, name: str, bindkey: bytes | None = None) -> None:
+        self.name = name
+        self._data = _new_device_data(name, bindkey)
+
+    def supported(self, info: Any) -> bool:
+        """Whether the library reads this `service_info(advert)`."""
+        return bool(self._data.supported(info))
+
+    def __call__(self, advert: Advert) -> Decoded:
+        return self.decode(service_info(advert))
+
+    def decode(self, info: Any) -> Decoded:
+        try:
+            update = self._data.update(info)
+        except Exception as exc:  # a library's bug on odd bytes must not escape a decoder
+            raise DecodeError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+        decoded = to_decoded(update)
+        if not decoded.values and not decoded.events:
+            raise DecodeError(f"not a {self.name} advertisement (or nothing decoded)")
+        return decoded
+
+
+class AutoParser:
+    """`decoder: auto`: the built-in parsers in `first` (exact, and cheaper: see the README),
+    then every installed library whose `supported()` accepts the advert, then `last`. One
+    parser object per library and device, made when first needed (they keep state)."""
+
+    def __init__(
+        self,
+        first: Iterable[tuple[str, AdvertParser]] = (),
+        last: Iterable[tuple[str, AdvertParser]] = (),
+        bindkey: bytes | None = None,
+    ) -> None:
+        self._first, self._last = list(first), list(last)
+        self._bindkey = bindkey
+        self._parsers: dict[str, LibraryParser] = {}
+        self.last: str | None = None  # which parser read the last advertisement
+
+    def __call__(self, advert: Advert) -> Decoded:
+        if (found := _first_of(self._first, advert)) is not None:
+            self.last = found[0]
+            return found[1]
+        names = installed_libraries()
+        info = service_info(advert) if names else None
+        for name in names:
+            parser = self._parsers.get(name) or self._parsers.setdefault(
+                name, LibraryParser(name, self._bindkey)
+            )
+            if parser.supported(info):
+                self.last = name
+                return parser.decode(info)
+        if (found := _first_of(self._last, advert)) is not None:
+            self.last = found[0]
+            return found[1]
+        raise DecodeError("no installed parser reads this advertisement")
+
+
+def _first_of(
+    parsers: Iterable[tuple[str, AdvertParser]], advert: Advert
+) -> tuple[str, Decoded] | None:
+    for name, parse in parsers:
+        try:
+            return name, parse(advert)
+        except DecodeError:
+            continue
+    return None
+
+
+# -- SensorUpdate -> Decoded ------------------------------------------------------------------
+def _key(device_key: Any) -> str:
+    """`DeviceKey(temperature, None)` -> temperature; a sub-device's gets its id appended
+    (`temperature_probe_2`), as a topic level."""
+    key = str(_text(device_key.key))  # ruuvitag-ble keys by SensorDeviceClass members
+    return key if device_key.device_id is None else f"{key}_{device_key.device_id}"
+
+
+def _value(native: object) -> Value | None:
+    match native:
+        case bool() | int() | float() | str():
+            return native
+        case decimal.Decimal():
+            return float(native)
+        case datetime.date():  # also datetime.datetime
+            return native.isoformat()
+        case enum.Enum():
+            return str(native.value)
+        case None:
+            return None
+    return str(native)
+
+
+def _text(item: object) -> str | None:
+    if item is None:
+        return None
+    return str(item.value) if isinstance(item, enum.Enum) else str(item)
+
+
+def to_decoded(update: Any) -> Decoded:
+    """A SensorUpdate as values, events and each value's SensorClass."""
+    values: dict[str, Value] = {}
+    classes: dict[str, SensorClass] = {}
+    descriptions = update.entity_descriptions
+    for device_key, sensor in update.entity_values.items():
+        name, value = _key(device_key), _value(sensor.native_value)
+        if device_key.key == RSSI_KEY or value is None:
+            continue
+        values[name] = value
+        description = descriptions.get(device_key)
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        classes[name] = SensorClass(
+            unit=_text(getattr(description, "native_unit_of_measurement", None)),
+            device_class=_text(getattr(description, "device_class", None)),
+            state_class="measurement" if numeric else None,
+        )
+    binary_descriptions = update.binary_entity_descriptions
+    for device_key, sensor in update.binary_entity_values.items():
+        if sensor.native_value is None:
+            continue
+        name = _key(device_key)
+        values[name] = bool(sensor.native_value)
+        description = binary_descriptions.get(device_key)
+        classes[name] = SensorClass(None, _text(getattr(description, "device_class", None)), None)
+    events: dict[str, Value] = {_key(k): str(e.event_type) for k, e in update.events.items()}
+    return Decoded(values, events, classes=classes)
