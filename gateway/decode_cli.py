@@ -133,7 +133,10 @@ def frames(
             return ble_advert_frames(device, data)
         case BleGattDevice():
             return ble_gatt_frames(device, data, characteristic)
-    raise AssertionError(device)  # pragma: no cover
+    raise DecodeError(
+        f"gateway decode does not read {device.type} devices (their values are registers, "
+        "not frames): `gateway simulate modbus` plays a meter to try a config on"
+    )
 
 
 def line_bytes(device: Device, line: str) -> bytes:

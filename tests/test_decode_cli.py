@@ -505,3 +505,18 @@ def test_a_line_is_sent_in_the_devices_encoding_with_its_delimiter(
     code, lines, _ = decode(capsys, config, "--device", "d", "--line", "T=21.5°")
     assert code == 0
     assert [json.loads(line.split(" ", 1)[1])["value"] for line in lines] == [21.5]
+
+
+def test_a_modbus_device_is_refused_with_a_reason(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "modbus.yaml"
+    config.write_text(
+        "gateway: {id: gw1}\n"
+        "devices:\n"
+        "  - {id: m, type: modbus, port: /dev/null, registers: [{name: v, address: 0}]}\n",
+        "utf-8",
+    )
+    code, lines, _ = decode(capsys, config, "--device", "m", "--hex", "0001")
+    assert code == 1
+    assert "does not read modbus devices" in lines[0]
