@@ -471,16 +471,19 @@ def test_gatt_characteristic_that_does_not_fit(
     assert lines[-1] == "no readings"
 
 
+def one_device(tmp_path: Path, device: str) -> Path:
+    """A config file with one device, given as the YAML of its list item."""
+    config = tmp_path / "one.yaml"
+    config.write_text(f"gateway: {{id: gw1}}\ndevices:\n{device}", "utf-8")
+    return config
+
+
 def test_timed_filters_show_what_they_would_emit_later(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    config = tmp_path / "timed.yaml"
-    config.write_text(
-        "gateway: {id: gw1}\n"
-        "devices:\n"
-        "  - {id: t, type: serial, port: /dev/null,"
-        " sensors: {temp: {filters: [{debounce: 1}]}}}\n",
-        "utf-8",
+    config = one_device(
+        tmp_path,
+        "  - {id: t, type: serial, port: /dev/null, sensors: {temp: {filters: [{debounce: 1}]}}}\n",
     )
     code, lines, _ = decode(capsys, config, "--device", "t", "--line", "temp=3")
     assert code == 0
@@ -493,14 +496,11 @@ def test_timed_filters_show_what_they_would_emit_later(
 def test_a_line_is_sent_in_the_devices_encoding_with_its_delimiter(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    config = tmp_path / "latin.yaml"
-    config.write_text(
-        "gateway: {id: gw1}\n"
-        "devices:\n"
+    config = one_device(
+        tmp_path,
         "  - {id: d, type: serial, port: /dev/null, encoding: latin-1,"
         " framing: {type: delimiter, delimiter: '3b'},"
         " decoder: {type: regex, pattern: 'T=(?P<temp>[0-9.]+)°'}}\n",
-        "utf-8",
     )
     code, lines, _ = decode(capsys, config, "--device", "d", "--line", "T=21.5°")
     assert code == 0
@@ -510,12 +510,9 @@ def test_a_line_is_sent_in_the_devices_encoding_with_its_delimiter(
 def test_a_modbus_device_is_refused_with_a_reason(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    config = tmp_path / "modbus.yaml"
-    config.write_text(
-        "gateway: {id: gw1}\n"
-        "devices:\n"
+    config = one_device(
+        tmp_path,
         "  - {id: m, type: modbus, port: /dev/null, registers: [{name: v, address: 0}]}\n",
-        "utf-8",
     )
     code, lines, _ = decode(capsys, config, "--device", "m", "--hex", "0001")
     assert code == 1
