@@ -18,6 +18,8 @@ from gateway.config import OutboxConfig
 from gateway.metrics import Metrics
 from gateway.models import Reading
 from gateway.mqtt.outbox import ACK_FLUSH_DELAY, MAX_LAZY_DELETES, Checkpointer, Outbox, Record
+from gateway.outbox.numbering import SEQ_BLOCK
+from gateway.outbox.store import StoreError
 
 
 class Clock:
@@ -475,3 +477,173 @@ async def test_sync_full_commits_never_fsync_on_the_event_loop(tmp_path: Path) -
     box.ack_many(out)
     box.close()
     assert rows(tmp_path / "o.sqlite3") == []
+
+
+# -- disk failures: seqs never repeat, drops stay dropped (the state machine's findings) ------
+def disk_full(box: Outbox, *, full: bool = True) -> None:
+    """SQLite's own "disk full" (as the state machine does): no new pages. A write of records
+    fails; deletes and seqs rows, which need none, still go in, as on a real full disk."""
+    db = box.store.db
+    assert db is not None
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count={pages if full else 1 << 30}")
+
+
+def sigkill(box: Outbox) -> None:
+    """The process dies: no close(), no final flush; only what is on disk remains."""
+    box._cancel_timers()
+    box._checkpointer.stop()
+    box.store.close()
+
+
+async def test_a_restart_on_a_full_disk_never_reuses_a_seq_that_went_out_from_memory(
+    tmp_path: Path,
+) -> None:
+    """Machine failure 1 ("('a', 32) named two readings: 32, 48"): on a full disk, readings
+    went out from memory and were acknowledged; the close could not write the one still held,
+    and the seqs row went down with it, so the next run handed out the same seqs again."""
+    db = tmp_path / "o.sqlite3"
+    box = make(db, retry_interval=60)
+    disk_full(box)
+    for i in range(30):
+        box.put(reading(i), "t", 1)
+    await settle()
+    assert box.degraded
+    out = await take_all(box, 30)  # delivered from memory...
+    box.ack_many(out[:-15])  # ...all but the last 15, still in flight at the close
+    box.close()  # their write fails on the full disk: they are lost (README)
+
+    box = make(db)
+    box.put(reading(99), "t", 1)
+    await settle()
+    (new,) = await take_all(box, 1)
+    assert new.seq > 30, "a seq that went out was handed out again"
+    box.close()
+
+
+@pytest.mark.parametrize("durability", ["disk", "spill"])
+async def test_a_sigkill_in_memory_mode_never_reuses_a_seq(tmp_path: Path, durability: str) -> None:
+    """The limitation the README used to state ("those readings' seqs may be used again"):
+    readings went out from memory, beyond the seqs table (spill mode: beyond its reserved
+    block), and were acknowledged; a SIGKILL, and the next run handed their seqs out again."""
+    db = tmp_path / "o.sqlite3"
+    clock = Clock()
+    box = make(db, clock=clock, durability=durability, spill_after=0.05, retry_interval=60)
+    box.put(reading(0), "t", 1)
+    clock.now += 1
+    await asyncio.sleep(0.1)  # on disk (spill mode: after spill_after)
+    box.ack_many(await take_all(box, 1))
+    await asyncio.sleep(ACK_FLUSH_DELAY + 0.1)  # (deleted: it does not come back)
+    disk_full(box)
+    for i in range(1, 10):
+        box.put(reading(i), "t", 1)
+    clock.now += 1
+    await asyncio.sleep(0.1)
+    assert box.degraded
+    n = 10 + SEQ_BLOCK
+    for i in range(10, n):
+        box.put(reading(i), "t", 1)
+    box.ack_many(await take_all(box, n - 1))  # all went out from memory, never rows
+    sigkill(box)
+
+    box = make(db, durability=durability)
+    box.put(reading(99), "t", 1)
+    await asyncio.sleep(0.1)
+    (new,) = await take_all(box, 1)
+    assert new.seq > n
+    box.close()
+
+
+async def test_readings_dropped_on_a_full_disk_stay_dropped_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Machine failures 2 and 3 ("('a', 1) overtaken by a newer one"; more fates than
+    readings): the outbox reached max_bytes while the disk was full; the oldest readings (on
+    disk) were dropped, but their deletes waited for a write with new records, which the disk
+    refused, at the close too. After the restart they came back: delivered although counted
+    dropped, after newer ones."""
+    db = tmp_path / "o.sqlite3"
+    metrics = Metrics()
+    box = make(db, metrics, max_bytes=10_000, retry_interval=60)
+    for i in range(40):
+        box.put(reading(i), "gateway/boiler/temp", 1)
+    await settle()
+    disk_full(box)
+    for i in range(40, 100):
+        box.put(reading(i), "gateway/boiler/temp", 1)
+        if i % 10 == 0:
+            await settle()
+    await settle()
+    lost = dropped(metrics, "boiler", "outbox_full")
+    assert box.degraded
+    assert lost
+    first = box.take_nowait(4)
+    assert first[0].seq == lost + 1
+    box.close()
+
+    box = make(db)
+    again = await drain(box, len(box))
+    assert again
+    assert min(r.seq for r in again) == first[0].seq, "a dropped reading came back"
+    box.close()
+
+
+async def test_a_dead_disk_holds_readings_beyond_their_reservation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that takes no write at all (an I/O error, not a full disk): readings go out from
+    memory only while their seq is reserved on disk (spill mode reserved a block before the
+    disk died); beyond it they wait, and go once a write works again."""
+
+    def dead(*_: object, **__: object) -> None:
+        raise StoreError("io", "disk I/O error")
+
+    db = tmp_path / "o.sqlite3"
+    box = make(db, durability="spill", retry_interval=0.05)
+    box.put(reading(0), "t", 1)  # reserves 1..SEQ_BLOCK on disk
+    box.ack_many(box.take_nowait(1))
+    write = box.store.write
+    monkeypatch.setattr(box.store, "write", dead)
+    for i in range(1, SEQ_BLOCK + 200):
+        box.put(reading(i), "t", 1)
+    await asyncio.sleep(0.2)  # (retries that fail)
+    assert box.degraded
+    out = box.take_nowait(10_000)
+    assert [r.seq for r in out] == list(range(2, SEQ_BLOCK + 1))
+    assert box.take_nowait(10_000) == []  # the rest waits for a reservation
+    monkeypatch.setattr(box.store, "write", write)
+    box.ack_many(out)
+    out = await drain(box, 200)
+    assert [r.seq for r in out] == list(range(SEQ_BLOCK + 1, SEQ_BLOCK + 201))
+    box.close()
+
+
+async def test_readings_taken_while_the_file_is_unreadable_never_repeat_its_seqs(
+    tmp_path: Path,
+) -> None:
+    """The file cannot be read at startup: its seqs are unknown, so nothing new goes out; once
+    it can be read, readings whose seq it already used are dropped (counted), never sent."""
+    state = tmp_path / "state"
+    box = make(state / "o.sqlite3")
+    for i in range(10):
+        box.put(reading(i), "t", 1)
+    box.close()
+    state.rename(tmp_path / "aside")
+    state.write_bytes(b"")  # a file where the directory should be: the outbox cannot open
+
+    metrics = Metrics()
+    box = make(state / "o.sqlite3", metrics, retry_interval=0.05)
+    assert box.degraded
+    for i in range(10, 15):
+        box.put(reading(i), "t", 1)  # seqs 1..5: the file used those
+    await settle()
+    assert box.take_nowait(100) == []
+    state.unlink()
+    (tmp_path / "aside").rename(state)
+    out = await drain(box, 10)
+    assert [r.seq for r in out] == list(range(1, 11))  # the 10 from the file
+    assert dropped(metrics, "boiler", "seq_unknown") == 5
+    box.put(reading(20), "t", 1)
+    (new,) = await drain(box, 1)
+    assert new.seq == 11
+    box.close()

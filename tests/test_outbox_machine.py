@@ -1,13 +1,17 @@
 """The whole outbox as a state machine (hypothesis): random puts, takes, acknowledgements,
 connection losses, disk failures and recoveries, clean restarts and crashes, against a real
 SQLite file. A full disk is real too: SQLite's `max_page_count` makes every write that needs
-a new page fail with SQLITE_FULL, as a full filesystem does.
+a new page fail with SQLITE_FULL, as a full filesystem does (deletes and seqs rows, which need
+none, still go in). A dead disk (an I/O error) takes no write at all.
 
 Invariants, checked as it runs and after a final drain:
 - fate: every accepted reading is delivered (acknowledged) or counted dropped by a bound (or,
-  only where the README says so, lost: held in memory at a crash); never both, never neither;
-- order: per device, readings are handed out for the first time in the order they were put;
-- seq: per device, one seq names one reading, and seqs grow with the order of the puts.
+  only where the README says so, lost: held in memory at a crash); never both, never neither
+  (but for the README's exception: a drop a dead disk could not delete comes back);
+- order: per device, readings are handed out for the first time in the order they were put
+  (but for such a drop, which comes back late);
+- seq: per device, one seq names one reading, and seqs grow with the order of the puts; a seq
+  that went out is never used again, whatever was lost (crash or close in memory mode too).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import os
 import shutil
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,6 +41,8 @@ from gateway.config import OutboxConfig
 from gateway.metrics import Metrics
 from gateway.models import Reading
 from gateway.outbox import Outbox, Record
+from gateway.outbox.bounds import Bounds
+from gateway.outbox.store import Store, StoreError
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -50,6 +56,39 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class DyingStore(Store):
+    """The outbox's file on a disk that can die: while `dead()`, every write fails."""
+
+    def __init__(self, path: Path, dead: Callable[[], bool]) -> None:
+        super().__init__(path)
+        self.dead = dead
+
+    def write(
+        self,
+        records: Sequence[Record],
+        deletes: Iterable[int] = (),
+        seqs: Sequence[tuple[str, int]] = (),
+        *,
+        exact_seqs: bool = False,
+    ) -> None:
+        if self.dead():
+            raise StoreError("io", "disk I/O error")
+        super().write(records, deletes, seqs, exact_seqs=exact_seqs)
+
+
+class DropLog(Bounds):
+    """The outbox's bounds, noting what they drop (id -> (device, seq)), for the model."""
+
+    def __init__(self, box: Outbox, log: dict[int, tuple[str, int]]) -> None:
+        super().__init__(box)
+        self.log = log
+
+    def forget(self, dropped: Iterable[Record], reason: str) -> None:
+        dropped = list(dropped)
+        self.log.update((r.id, (r.device, r.seq)) for r in dropped)
+        super().forget(dropped, reason)
 
 
 class OutboxMachine(RuleBasedStateMachine):
@@ -82,12 +121,20 @@ class OutboxMachine(RuleBasedStateMachine):
         self.dropped_before: dict[str, float] = defaultdict(float)  # earlier instances' counts
         self.taken: list[Record] = []
         self.disk_full = False
+        self.disk_dead = False
+        self.dropped_ids: dict[int, tuple[str, int]] = {}  # this instance's drops
+        self.returning: set[tuple[str, int]] = set()  # drops a dead disk brought back
+        self.reserved_ahead = False  # the seqs table may hold reservations (numbering.py)
+        self.may_skip = False  # a crash while it did: seqs may skip (disk durability)
         self.box = self._open()
 
     # -- plumbing ----------------------------------------------------------------------------
     def _open(self) -> Outbox:
         self.metrics = Metrics()
         box = Outbox(self.dir / "o.sqlite3", self.cfg, self.metrics, clock=self.clock)
+        box.store = DyingStore(box.path, lambda: self.disk_dead)
+        self.dropped_ids = {}  # (ids are per file state: a later run may use one again)
+        box.bounds = DropLog(box, self.dropped_ids)
 
         async def go() -> None:
             box.open()
@@ -121,7 +168,7 @@ class OutboxMachine(RuleBasedStateMachine):
 
     def _dropped(self, device: str) -> float:
         total = self.dropped_before[device]
-        for reason in ("outbox_full", "max_age"):
+        for reason in ("outbox_full", "max_age", "seq_unknown"):
             value = self.metrics.registry.get_sample_value(
                 "gateway_readings_dropped_total", {"device": device, "reason": reason}
             )
@@ -166,6 +213,9 @@ class OutboxMachine(RuleBasedStateMachine):
             key = (record.device, record.seq)
             if key in self.ever_taken:
                 continue  # again, after a requeue or a restart
+            if key in self.returning:  # a drop a dead disk could not delete: late by nature
+                self.ever_taken.add(key)
+                continue
             value = self.seq_value[key]
             assert value > self.first_taken[record.device], f"{key} overtaken by a newer one"
             self.first_taken[record.device] = value
@@ -190,11 +240,18 @@ class OutboxMachine(RuleBasedStateMachine):
     @rule()
     def disk_fails(self) -> None:
         self.disk_full = True
+        self.reserved_ahead = True  # readings will go out from memory, reserved ahead
         self._apply_disk()
+
+    @rule()
+    def disk_dies(self) -> None:
+        self.disk_dead = True
+        self.reserved_ahead = True
 
     @rule()
     def disk_recovers(self) -> None:
         self.disk_full = False
+        self.disk_dead = False
         self._apply_disk()
         self._run(0.02)  # a retry or two
         self._apply_disk()  # (the store may have reopened)
@@ -209,36 +266,57 @@ class OutboxMachine(RuleBasedStateMachine):
         """SIGTERM: close writes what memory holds (it can fail on a full disk)."""
         self._call(self.box.close)
         self._forget_unwritten()
+        if self.disk_dead:  # deletes and the exact seqs could not be written: as a crash
+            self._deletes_undone()
+            self.may_skip |= self.reserved_ahead
+        else:  # a full disk still takes them: no drop comes back, no reservation stays
+            assert not self.box.deletes, "the close left deletes unwritten"
+            self.reserved_ahead = False
         self.taken = []
         self._keep_dropped_counts()
         self._open()
 
-    @precondition(lambda self: not self.box.degraded)
     @rule()
     def crash(self) -> None:
-        """SIGKILL after the loop ran: only what was not written is gone."""
+        """SIGKILL after the loop ran: only what was not written is gone. In memory mode too:
+        it used to be left out, as the README allowed such a crash to reuse seqs; it must not
+        (a consumer would drop a new reading as a repeat of an old one)."""
         self._run()
+        self.may_skip |= self.reserved_ahead
         box = self.box
         box._cancel_timers()
         box._checkpointer.stop()
         self._forget_unwritten()
-        for device in DEVICES:  # an acknowledgement or drop not yet deleted comes back
-            self.slack[device] += len(box.deletes)
+        if not self.disk_dead:  # drops are deleted at once, on a full disk too (README)
+            assert not box.deletes & self.dropped_ids.keys(), "a drop was not deleted at once"
+        self._deletes_undone()
         box.store.close()
         self.taken = []
         self._keep_dropped_counts()
         self._open()
 
     def _forget_unwritten(self) -> None:
-        """Readings held only in memory are lost (spill mode: the young ones; memory mode: all,
-        and their seqs may be used again: the README says both)."""
+        """Readings held only in memory are lost (spill mode: the young ones; memory mode: all;
+        the README says both). Their seqs stay taken in `seq_value` when they went out: no
+        later reading may carry one (a seq that never went out is not known here, and may be
+        handed out again: no consumer can tell)."""
         for record in self.box.unwritten.values():
             assert self.durability == "spill" or self.box.degraded
-            key = (record.device, record.seq)
-            if self.box.degraded:
-                self.seq_value.pop(key, None)
-                self.ever_taken.discard(key)
             self.lost[record.device] += 1
+
+    def _deletes_undone(self) -> None:
+        """Deletes not yet on disk (a crash, or a close on a dead disk, which cannot write them
+        either) are undone by the restart: an acknowledged reading comes back, a repeat (README,
+        "At least once"; it may then be dropped by a bound: counted both ways), and so does a
+        drop, on a dead disk only (README, "Gateway killed"): delivered after all, though
+        counted dropped, behind newer readings."""
+        for device in DEVICES:
+            self.slack[device] += len(self.box.deletes)
+        for i in self.box.deletes:
+            key = self.dropped_ids.get(i)
+            if key is not None:
+                self.returning.add(key)
+                self.slack[key[0]] += 1
 
     # -- invariants --------------------------------------------------------------------------
     @invariant()
@@ -258,6 +336,7 @@ class OutboxMachine(RuleBasedStateMachine):
 
     def _drain_and_check(self) -> None:
         self.disk_full = False
+        self.disk_dead = False
         self._apply_disk()
         self._call(self.box.requeue_inflight)
         self.taken = []
@@ -286,7 +365,10 @@ class OutboxMachine(RuleBasedStateMachine):
             values = [self.seq_value[(device, s)] for s in seqs]
             assert values == sorted(values), "seqs do not follow the order of the puts"
             assert len(set(values)) == len(values)
-            if self.durability == "disk" and not self.lost[device]:
+            # Seqs skip only where numbering.py says: after a crash while the seqs table held a
+            # reservation (readings went out from memory since the last clean stop), or after
+            # readings were lost. (Spill mode reserves all along: it may skip after any crash.)
+            if self.durability == "disk" and not self.lost[device] and not self.may_skip:
                 assert all(s <= self.accepted[device] for s in seqs), "a seq was skipped"
 
 

@@ -73,22 +73,60 @@ def test_numbering_continues_and_tracks_what_the_table_lacks() -> None:
     n.take("a")  # moved on meanwhile: "a" stays dirty
     n.written(rows)
     assert n.dirty == {"a"}
-    assert not n.needs_reservation("a")  # disk durability: rows carry seqs
+    assert n.rows() == [("a", 9)]
+    n.written([("a", 9)])
+    assert n.rows() == []  # the table holds every seq: nothing to write
 
 
-def test_spill_numbering_reserves_blocks_before_use() -> None:
-    n = Numbering(reserve=True)
+def test_numbering_reserves_blocks_before_use() -> None:
+    n = Numbering()
     n.restore({"a": 5}, behind=set())
-    assert n.needs_reservation("a") is not False or True  # (restored value is a reservation)
-    n.seqs["a"] = 5
+    assert n.covers("a", 5)
+    assert not n.covers("a", 6)  # not yet a row, and beyond the table: must not go out
     assert n.needs_reservation("a")
     row = n.reservation("a")
     assert row == ("a", 5 + SEQ_BLOCK)
-    n.reserved([row])
+    n.written([row])
     for _ in range(SEQ_BLOCK):
         assert not n.needs_reservation("a")
-        n.take("a")
+        assert n.covers("a", n.take("a"))
     assert n.needs_reservation("a")
+
+
+def test_numbering_reserves_ahead_from_memory_and_a_clean_stop_writes_exact_values() -> None:
+    """While records go out from memory, each write of seqs rows reserves a block for every
+    device that used half of its own; a clean stop lowers the reservations again."""
+    n = Numbering()
+    n.restore({"a": 5, "b": 2}, behind={"b"})  # b's rows are ahead of its table row
+    assert not n.covers("b", 1)  # (what the table holds for b is not known)
+    n.take("a")
+    rows = n.rows(ahead=True)
+    assert sorted(rows) == [("a", 6 + SEQ_BLOCK), ("b", 2 + SEQ_BLOCK)]
+    n.written(rows)
+    assert n.covers("a", 6 + SEQ_BLOCK)
+    assert not n.dirty
+    while n.seqs["a"] < 6 + SEQ_BLOCK // 2:
+        n.take("a")
+    assert n.rows(ahead=True) == []  # half of the block left: no write for it
+    n.take("a")
+    assert n.rows(ahead=True) == [("a", n.seqs["a"] + SEQ_BLOCK)]
+    exact = sorted(n.exact_rows())
+    assert exact == [("a", n.seqs["a"]), ("b", 2)]
+    n.written(exact, exact=True)
+    assert n.reserved == dict(exact)
+
+
+def test_numbering_after_the_file_was_lost_reserves_nothing() -> None:
+    """A corrupt file replaced by an empty one, or a file that could not be read at first:
+    nothing is reserved, every device's row is to be written; seqs handed out stay."""
+    n = Numbering()
+    n.restore({"a": 40}, behind=set())
+    n.take("a")
+    n.restore({}, set())
+    assert not n.covers("a", 1)
+    assert n.rows() == [("a", 41)]
+    n.restore({"a": 60}, behind=set())  # a file read late that knew more
+    assert n.peek("a") == 61
 
 
 # -- mode ------------------------------------------------------------------------------------
@@ -102,6 +140,9 @@ def test_mode_goes_disk_memory_recovering_disk() -> None:
     assert d.mode.value == "recovering"  # (mypy narrowed d.mode above)
     d.wrote(everything_on_disk=True)
     assert (d.mode, d.reason) == (Mode.DISK, "")
+    d.light = False  # a light write failed (a dead disk, not a full one)...
+    d.wrote(everything_on_disk=True)
+    assert d.light  # ...and any write that works says light ones do too
 
 
 # -- commit grouping -------------------------------------------------------------------------

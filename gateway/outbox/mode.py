@@ -11,6 +11,10 @@ publishable at once, bounded by max_bytes; the disk is tried again every `retry_
 RECOVERING: a retry worked; what was kept in memory is written back a batch per loop turn
 (a large one at once would stall the loop); readings stay publishable at once meanwhile, so
 their order is kept.
+
+Apart from the mode: whether light writes (deletes and seqs rows, no new records) still work.
+They need no new space, so a full disk takes them and a dead one does not; while they work they
+go at once even in MEMORY (drops stay dropped, reservations let readings go out, numbering.py).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class DiskState:
     mode: Mode = Mode.DISK
     reason: str = ""  # why not DISK: "disk_full: database or disk is full"
     retry_at: float = 0.0  # monotonic time of the next write attempt while MEMORY
+    light: bool = True  # the last light write worked (or none failed since a write did)
 
     def failed(self, kind: str, why: str, retry_interval: float) -> bool:
         """The disk failed; True when this is news (was DISK or RECOVERING before)."""
@@ -49,6 +54,7 @@ class DiskState:
     def wrote(self, everything_on_disk: bool) -> Mode:
         """A write worked: the previous mode, after moving on."""
         before = self.mode
+        self.light = True
         if everything_on_disk:
             self.mode, self.reason = Mode.DISK, ""
         elif self.mode is Mode.MEMORY:

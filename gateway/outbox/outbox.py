@@ -12,8 +12,9 @@ side. When records are written:
 - `durability: spill`: new records are ready at once and written only when the broker has not
   acknowledged them within `spill_after`, or when they cannot be held in memory (a backlog).
 - Acknowledged records on disk are deleted together, lazily (`ACK_FLUSH_DELAY`).
-- While the disk fails (mode MEMORY), records are ready at once and the disk is tried again
-  every `retry_interval`; then (RECOVERING) what memory held is written back in batches.
+- While the disk fails (mode MEMORY), records are ready at once (once their seq is reserved on
+  disk, see numbering.py) and the disk is tried again every `retry_interval`; then (RECOVERING)
+  what memory held is written back in batches.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class Outbox(Writing):
         self.spill = cfg.durability == "spill"
         self.store = Store(path, sync_full=cfg.sync == "full")
         self.window = Window(cfg.memory_records)
-        self.numbering = Numbering(reserve=self.spill)
+        self.numbering = Numbering()
         self.disk = DiskState()
         self.bounds = Bounds(self)
         self.unwritten: dict[int, Record] = {}  # accepted, not on disk (id order)
@@ -100,9 +101,12 @@ class Outbox(Writing):
         except StoreError as exc:
             if not self.store.is_open:
                 # Nothing known of what a previous run left: ids from the clock (microseconds)
-                # lie beyond any it used. Its seqs are unknown until the file opens.
+                # lie beyond any it used. Its seqs are unknown until the file opens: nothing
+                # is reserved, so readings wait in memory until then (see _load).
                 self._next_id = int(self._clock() * 1_000_000)
-                log.error("outbox %s cannot be read: seqs may repeat until it can", self.path)
+                log.error(
+                    "outbox %s cannot be read: readings wait in memory until it can", self.path
+                )
             self._failed("open", exc)
         self._changed()
         self._checkpointer.start()
@@ -132,14 +136,28 @@ class Outbox(Writing):
         self._metrics.outbox_errors.labels("corrupt").inc()
 
     def _load(self) -> None:
-        stored = self.store.load()
-        seqs = {d: max(s, self.numbering.seqs.get(d, 0)) for d, s in stored.seqs.items()}
-        self.numbering.restore({**self.numbering.seqs, **seqs}, stored.behind)
+        try:
+            stored = self.store.load()
+        except StoreError:
+            self.store.close()  # not loaded: not to be written either
+            raise
+        # Readings accepted while the file could not be read (they never went out: nothing was
+        # reserved) whose seq the file already knew would repeat one: they go, counted.
+        clash = [r for r in self.unwritten.values() if r.seq <= stored.seqs.get(r.device, 0)]
+        self.numbering.restore(stored.seqs, stored.behind)
         self.count += stored.count
         self.total += stored.bytes
         self._next_id = max(self._next_id, stored.last_id + 1)
         if stored.count:
             self.window.extend_backlog(stored.first_id, stored.last_id)
+        if clash:
+            log.error(
+                "outbox: %d reading(s) taken while %s was unreadable had seqs it already "
+                "used; dropped",
+                len(clash),
+                self.path,
+            )
+            self.bounds.forget(clash, "seq_unknown")
 
     def close(self) -> None:
         """Write what is only in memory (SIGTERM path) and close the database."""
@@ -179,40 +197,44 @@ class Outbox(Writing):
             self._retry_handle = asyncio.get_running_loop().call_later(
                 self.disk.resting(), self._retry
             )
-        if self.numbering.needs_reservation(device):
+        numbering = self.numbering
+        if self.spill and numbering.needs_reservation(device):
             self._reserve(device)
-        payload = encode(item, self.numbering.peek(device))
+        payload = encode(item, numbering.peek(device))
         size = len(topic) + len(payload) + RECORD_OVERHEAD
         if self.total + size > self.cfg.max_bytes and not self.bounds.make_room(size, device):
             return None
-        seq = self.numbering.take(device)
+        seq = numbering.take(device)
         record = Record(self._next_id, device, seq, topic, payload, qos, ts, size)
         self._next_id += 1
         self.unwritten[record.id] = record
         self.total += size
         self.count += 1
-        if self.at_once:
+        if self.at_once and numbering.covers(device, seq):
             self.window.admit([record], self.on_disk)
             self._changed()
             if self.spill and self.disk.mode is Mode.DISK and record.id not in self.window.tail:
                 self._schedule_spill()
                 return payload
         else:
-            self.window.hold(record)
+            self.window.hold(record)  # until committed, or its seq is reserved on disk
         self._schedule_flush()
         return payload
 
     def _reserve(self, device: str) -> None:
-        """Spill mode: the seqs table reserves a block of seqs before one of them is used."""
-        row = [self.numbering.reservation(device)]
+        """Spill mode: the seqs table reserves a block of seqs before one of them goes out (one
+        row, once per SEQ_BLOCK readings of a device). Not in MEMORY: there the record waits
+        for a light write (writing.py)."""
         if self.disk.mode is not Mode.DISK or not self.store.is_open:
-            return  # (in memory anyway: a SIGKILL loses these readings)
+            return
+        row = [self.numbering.reservation(device)]
         try:
             self.store.write((), (), row)
         except StoreError as exc:
+            self.disk.light = False
             self._failed("write", exc)
             return
-        self.numbering.reserved(row)
+        self.numbering.written(row)
 
     # -- the session's side ------------------------------------------------------------------
     async def take(self, limit: int) -> list[Record]:

@@ -3,7 +3,10 @@
 `Outbox` (outbox.py) is this plus the intake and the session's side; the parts it uses are in
 their own modules. Deletes of acknowledged records wait up to `ACK_FLUSH_DELAY` to go together
 (or go with the next commit once `MAX_LAZY_DELETES` piled up); after a disk failure, what memory
-held is written back `RECOVERY_BATCH` records per loop turn.
+held is written back `RECOVERY_BATCH` records per loop turn. When a write of records fails, its
+deletes and seqs rows go alone (a light write, `_write_light`): a full disk still takes them, so
+a reading dropped by a bound is not brought back by a restart, and reservations let readings go
+out from memory without a seq a restart could repeat (numbering.py).
 """
 
 from __future__ import annotations
@@ -75,7 +78,10 @@ class Writing:
         return record.id not in self.unwritten
 
     def _publishable(self, record: Record) -> bool:
-        return self.at_once or record.id not in self.unwritten
+        """On disk, or (while records go out at once) with a seq a restart starts past."""
+        if record.id not in self.unwritten:
+            return True
+        return self.at_once and self.numbering.covers(record.device, record.seq)
 
     @property
     def at_once(self) -> bool:
@@ -96,8 +102,13 @@ class Writing:
         return self.disk.reason
 
     def _schedule_flush(self, *, now: bool = False) -> None:
-        """New records: commit them as the group says (`now`: at the end of this turn)."""
-        if self._closed or self.disk.mode is Mode.MEMORY:
+        """New records: commit them as the group says (`now`: at the end of this turn). In
+        MEMORY only a light write is tried, for records held for a reservation (in the tail)."""
+        if self._closed:
+            return
+        if self.disk.mode is Mode.MEMORY:
+            if self.disk.light and self.window.tail and self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_new)
             return
         if now or self.disk.mode is Mode.RECOVERING:
             if self._flush_handle is None:
@@ -162,34 +173,73 @@ class Writing:
 
     def flush(self, *, deletes: bool | None = None, everything: bool = False) -> None:
         """Write what is due and (now and then) delete acknowledged records, in one
-        transaction. `everything`: all that is only in memory, the disk tried even if resting
-        (close)."""
+        transaction (if the disk refuses it, the deletes and seqs rows try alone; while it
+        rests, only they do). `everything`: all that is only in memory, the disk tried even if
+        resting (close)."""
         if self._commit is not None:
             return  # one in the thread: its completion flushes again
         if self.disk.resting() and not everything:
+            if self.disk.light:
+                self._write_light()
             return
         if not self.store.is_open and not self._retry_open():
             return
         self.bounds.expire()
         if deletes is None:
-            deletes = len(self.deletes) >= MAX_LAZY_DELETES
+            deletes = len(self.deletes) >= MAX_LAZY_DELETES or self.degraded
         records, more = self._due(everything)
         dels = set(self.deletes) if deletes or everything else set()
-        seqs = self.numbering.rows() if dels or everything or self.degraded else []
+        seqs = self._seq_rows(bool(dels), everything)
         if not records and not dels and not seqs:
             return
-        exact = everything and self.spill
         if self._committer is not None and not everything:
             self._commit_in_thread(records, dels, seqs, more)
             return
         try:
-            self.store.write(records, dels, seqs, exact_seqs=exact)
+            self.store.write(records, dels, seqs, exact_seqs=everything)
         except StoreError as exc:
             self._failed("write", exc)
+            if records:
+                self._write_light(exact=everything)
+            else:
+                self.disk.light = False  # that was a light write
             return
-        self._written(records, dels, seqs, more)
+        self._written(records, dels, seqs, more, exact=everything)
         if more:
             self._schedule_flush(now=True)
+
+    def _seq_rows(self, with_deletes: bool, everything: bool) -> list[tuple[str, int]]:
+        """The seqs rows of a write: exact ones at the close; with deletes (the table covers
+        the rows they delete) and while degraded; ahead while records go out from memory."""
+        if everything:
+            return self.numbering.exact_rows()
+        if with_deletes or self.degraded:
+            return self.numbering.rows(ahead=self.at_once)
+        return []
+
+    def _write_light(self, *, exact: bool = False) -> None:
+        """Deletes and seqs rows alone, in MEMORY or after a write of records failed: they
+        need no new space, so a full disk still takes them (a dead one does not: then they
+        wait for the next retry). `exact`: the close's final values."""
+        if not self.store.is_open or self._commit is not None:
+            return
+        dels = set(self.deletes)
+        seqs = self.numbering.exact_rows() if exact else self.numbering.rows(ahead=True)
+        if not dels and not seqs:
+            return
+        try:
+            self.store.write((), dels, seqs, exact_seqs=exact)
+        except StoreError as exc:
+            self.disk.light = False
+            self._failed("write", exc)
+            return
+        self.disk.light = True
+        self.deletes -= dels
+        self.numbering.written(seqs, exact=exact)
+        self.window.settle_tail(self.on_disk, self._publishable)
+        self._changed()
+        if self.on_ready is not None and self.window.ready and not exact:
+            self.on_ready()
 
     def _commit_in_thread(
         self, records: list[Record], dels: set[int], seqs: list[tuple[str, int]], more: bool
@@ -231,15 +281,20 @@ class Writing:
                 self._committed_in_thread(future)
 
     def _written(
-        self, records: list[Record], dels: set[int], seqs: list[tuple[str, int]], more: bool
+        self,
+        records: list[Record],
+        dels: set[int],
+        seqs: list[tuple[str, int]],
+        more: bool,
+        *,
+        exact: bool = False,
     ) -> None:
         for record in records:
             if self.unwritten.pop(record.id, None) is None:
                 # Acknowledged (or dropped) while its commit ran in the thread: now it is on
                 # disk after all, and goes with the next deletes.
                 self.deletes.add(record.id)
-        self.numbering.written(seqs)
-        self.numbering.reserved(seqs)
+        self.numbering.written(seqs, exact=exact)
         self.deletes -= dels
         if self.deletes:
             self._schedule_deletes()
@@ -289,6 +344,7 @@ class Writing:
         self.count, self.total = len(held), sum(r.size for r in held)
         self.unwritten = {r.id: r for r in sorted(held, key=lambda r: r.id)}
         self.deletes = set()
+        self.numbering.restore({}, set())  # the reservations were in that file: none now
 
     def _retry(self) -> None:
         self._retry_handle = None
@@ -310,12 +366,13 @@ class Writing:
             self.store.open(exclusive=True)
 
     def _retry_open(self) -> bool:
+        """Open the file again; True if it is open (as at startup, a full disk leaves it open
+        through an exclusive connection, loaded: closing it would load it twice later)."""
         try:
             self._open_store()
         except StoreError as exc:
-            self.store.close()
             self.disk.failed(exc.kind, exc.why, self.cfg.retry_interval)
-            return False
+            return self.store.is_open
         return True
 
 
