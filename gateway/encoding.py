@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from gateway.config import Config
 from gateway.models import Reading, Value
-from gateway.mqtt.outbox import Outbox
+from gateway.mqtt.outbox import Outbox, Record
 from gateway.mqtt.topics import device_payload, device_topic, reading_topic
 
 MAX_REMEMBERED = 100_000  # state topics whose last payload is kept (a bound, not a goal)
@@ -25,7 +25,7 @@ MAX_REMEMBERED = 100_000  # state topics whose last payload is kept (a bound, no
 class Encoder:
     def __init__(self, outbox: Outbox, cfg: Config) -> None:
         self._outbox = outbox
-        self.last: dict[str, bytes] = {}  # state topic -> its last payload (keep_last only)
+        self.last: dict[str, Record] = {}  # state topic -> its last record (keep_last only)
         self._state: dict[str, dict[str, Value | None]] = {}
         self.configure(cfg)
 
@@ -60,19 +60,25 @@ class Encoder:
                 state[reading.sensor] = reading.value
             topic = device_topic(prefix, device)
             ts = max(r.ts for r in readings)
-            payload = outbox.put_encoded(
+            record = outbox.put_encoded(
                 device, topic, self._qos, ts, device_payload, (dict(state), ts)
             )
-            self._remember(topic, payload)
+            self._remember(topic, record)
             return
         for reading in readings:
             topic = reading_topic(prefix, reading)
-            payload = outbox.put(reading, topic, self._qos)
+            record = outbox.put(reading, topic, self._qos)
             if self.keep_last:
-                self._remember(topic, payload)
+                self._remember(topic, record)
 
-    def _remember(self, topic: str, payload: bytes | None) -> None:
-        if not self.keep_last or payload is None:
+    def last_payloads(self) -> list[tuple[str, bytes]]:
+        """The last payload of every state topic whose seq is safe to publish again (one whose
+        record still waits for its seq to be secured is left out: it goes out soon anyway)."""
+        spent = self._outbox.seq_is_spent
+        return [(topic, r.payload) for topic, r in self.last.items() if spent(r)]
+
+    def _remember(self, topic: str, record: Record | None) -> None:
+        if not self.keep_last or record is None:
             return
         if topic in self.last or len(self.last) < MAX_REMEMBERED:
-            self.last[topic] = payload
+            self.last[topic] = record

@@ -197,6 +197,6 @@ class Announcer:
         ]
 
     def _publish_states(self, client: GatewayClient) -> list[asyncio.Future[int]]:
-        last = list(self._encoder.last.items())
+        last = self._encoder.last_payloads()
         self._metrics.discovery.labels("state").inc(len(last))
         return [client.publish_control(topic, payload, self._qos) for topic, payload in last]

@@ -174,7 +174,7 @@ class Outbox(Writing):
         self.store.close(truncate_wal=True)
 
     # -- intake ------------------------------------------------------------------------------
-    def put(self, reading: Reading, topic: str, qos: int) -> bytes | None:
+    def put(self, reading: Reading, topic: str, qos: int) -> Record | None:
         """Accept a reading. Never blocks: the write happens in a later flush."""
         return self.put_encoded(reading.device, topic, qos, reading.ts, reading_payload, reading)
 
@@ -186,9 +186,9 @@ class Outbox(Writing):
         ts: float,
         encode: Callable[[T, int], bytes],
         item: T,
-    ) -> bytes | None:
+    ) -> Record | None:
         """Accept one message of `device` whose payload is `encode(item, seq)` (a reading, or
-        a device-mode object of several): it gets the device's next seq. Returns the payload,
+        a device-mode object of several): it gets the device's next seq. Returns its record,
         or None when it was not accepted (shutdown, or no room: counted)."""
         if self._closed:
             self._metrics.readings_dropped.labels(device, "shutdown").inc()
@@ -215,11 +215,17 @@ class Outbox(Writing):
             self._changed()
             if self.spill and self.disk.mode is Mode.DISK and record.id not in self.window.tail:
                 self._schedule_spill()
-                return payload
+                return record
         else:
             self.window.hold(record)  # until committed, or its seq is reserved on disk
         self._schedule_flush()
-        return payload
+        return record
+
+    def seq_is_spent(self, record: Record) -> bool:
+        """Whether `record`'s seq may be published outside the outbox (Home Assistant's
+        republished last values): a restart is sure to number past it, because the record is
+        a row or its seq is reserved."""
+        return record.id not in self.unwritten or self.numbering.covers(record.device, record.seq)
 
     def _reserve(self, device: str) -> None:
         """Spill mode: the seqs table reserves a block of seqs before one of them goes out (one
