@@ -66,6 +66,11 @@ class ModbusBus:
         o = self._options
         # Finding a `match` lists the ports (sysfs): in the hardware pool, like a serial open.
         path, how = await loop.run_in_executor(hardware_executor(), find_port, o)
+        # pymodbus opens the port on the event loop. Open it once in the hardware pool first:
+        # a wedged USB adapter then hangs a pool thread (bounded by the link's open timeout),
+        # never the loop, and a refused open gets pyserial's reason.
+        if (refused := await self._probe(path)) is not None:
+            raise refused
         client = RtuClient(
             path,
             baudrate=o.baudrate,
@@ -84,12 +89,13 @@ class ModbusBus:
             raise
         if not opened:
             client.close()
-            raise await self._why_not(path)
+            raise await self._probe(path) or TransientLinkError(f"cannot open {path}", kind="open")
         self._client, self.path = client, path
         log.info("modbus: opened %s%s at %d baud, parity %s", path, how, o.baudrate, o.parity)
 
-    async def _why_not(self, path: str) -> Exception:
-        """pymodbus only logs why it could not open the port: ask pyserial, for the user."""
+    async def _probe(self, path: str) -> Exception | None:
+        """Open and close the port with pyserial in the hardware pool: None if that worked,
+        else the reason (pymodbus only logs why it could not open a port)."""
 
         def probe() -> None:
             serial.serial_for_url(path, baudrate=self._options.baudrate, exclusive=True).close()
@@ -99,7 +105,7 @@ class ModbusBus:
             await loop.run_in_executor(hardware_executor(), probe)
         except (serial.SerialException, OSError, ValueError) as exc:
             return translate_open_error(path, exc)
-        return TransientLinkError(f"cannot open {path}", kind="open")
+        return None
 
     def _lost(self, client: RtuClient) -> None:
         # Only the port in use going away matters: closing a dead one ourselves (a reopen)
