@@ -16,7 +16,7 @@ The adverts are the real captures of tests/ble_captures.py, sent every 50 ms by 
 Start to first message: from starting the process to the first reading of a device at the
 subscriber. Peak RSS: VmHWM after --settle seconds of running.
 
-    PYTHONPATH=. .venv/bin/python bench/ble_parsers.py [--runs 3] [--settle 3]
+    .venv/bin/python bench/ble_parsers.py [--runs 3] [--settle 3]
 """
 
 from __future__ import annotations
