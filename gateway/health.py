@@ -24,6 +24,8 @@ from gateway.recent import Recent, SensorRecent
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.ble.hub import AdapterState
+    from gateway.ble.strangers import Stranger
 
 
 @dataclass(slots=True)
@@ -258,44 +260,47 @@ def _ble_document(gw: Gateway, now: float) -> dict[str, Any] | None:
     """The scanner of each adapter and the advertisers heard that no device is configured for;
     None when Bluetooth is not configured (nothing of it is loaded then)."""
     hub = gw.ble_hub
-    if hub is None or gw.supervisor is None:
+    if hub is None:
         return None
-    from gateway.ble.hub import adapters_in_use  # noqa: PLC0415 - BLE only when configured
-    from gateway.ble.scanner import ScannerLink  # noqa: PLC0415
     from gateway.config import BleAdvertDevice  # noqa: PLC0415
 
     configured = {d.address for d in gw.cfg.devices if isinstance(d, BleAdvertDevice)}
     adapters: dict[str, Any] = {}
     unknown: list[dict[str, Any]] = []
-    for name in dict.fromkeys([*adapters_in_use(gw.cfg), hub.section.adapter]):
-        link = gw.supervisor.link(f"ble_scanner:{name}")
-        status = gw.supervisor.status.get(f"ble_scanner:{name}")
-        if not isinstance(link, ScannerLink) or status is None:
-            continue
-        state = hub.adapter(name)
-        adapters[name] = {
-            "state": status.state,
-            "mode": link.mode,
-            "adverts_per_second": round(state.adverts_per_second(time.monotonic()), 2),
-            "ladder": link.ladder_step(),
-            "reason": redact(status.last_error) if status.last_error else None,
-        }
+    for name, state in hub.adapters().items():
+        adapters[name] = _scanner_document(gw, name, state)
         for stranger in state.strangers.recent_first():
-            if stranger.advert.address in configured:
-                continue
-            decoder, values = stranger.described()
-            advert = stranger.advert
-            unknown.append(
-                {
-                    "adapter": name,
-                    "address": advert.address,
-                    "name": advert.name,
-                    "rssi": advert.rssi,
-                    "decoder": None if decoder == "-" else decoder,
-                    "values": values,
-                    "snippet": stranger.snippet(),
-                    "last_seen_age": round(max(0.0, now - stranger.last_seen), 3),
-                    "adverts": stranger.adverts,
-                }
-            )
+            if stranger.advert.address not in configured:
+                unknown.append(_stranger_document(name, stranger, now))
     return {"adapters": adapters, "unknown": unknown}
+
+
+def _scanner_document(gw: Gateway, name: str, state: AdapterState) -> dict[str, Any]:
+    from gateway.ble.scanner import ScannerLink  # noqa: PLC0415 - BLE only when configured
+
+    link = gw.supervisor.link(f"ble_scanner:{name}") if gw.supervisor else None
+    status = gw.supervisor.status.get(f"ble_scanner:{name}") if gw.supervisor else None
+    scanner = link if isinstance(link, ScannerLink) else None
+    return {
+        "state": status.state if status else "stopped",
+        "mode": scanner.mode if scanner else None,
+        "adverts_per_second": round(state.adverts_per_second(time.monotonic()), 2),
+        "ladder": scanner.ladder_step() if scanner else "-",
+        "reason": redact(status.last_error) if status and status.last_error else None,
+    }
+
+
+def _stranger_document(adapter: str, stranger: Stranger, now: float) -> dict[str, Any]:
+    decoder, values = stranger.described()
+    advert = stranger.advert
+    return {
+        "adapter": adapter,
+        "address": advert.address,
+        "name": advert.name,
+        "rssi": advert.rssi,
+        "decoder": None if decoder == "-" else decoder,
+        "values": values,
+        "snippet": stranger.snippet(),
+        "last_seen_age": round(max(0.0, now - stranger.last_seen), 3),
+        "adverts": stranger.adverts,
+    }

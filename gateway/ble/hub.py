@@ -170,6 +170,10 @@ class BleHub:
             self._adapters[name] = state
         return state
 
+    def adapters(self) -> dict[str, AdapterState]:
+        """The adapters in use so far, by name."""
+        return dict(self._adapters)
+
     def adapter_of(self, device: BleAdvertDevice | BleGattDevice) -> AdapterState:
         return self.adapter(device.adapter or self.section.adapter)
 
