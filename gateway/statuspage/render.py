@@ -118,12 +118,13 @@ def render_main(doc: Mapping[str, Any]) -> str:
 
 def _gateway_section(doc: Mapping[str, Any]) -> str:
     gw, mqtt, outbox = doc["gateway"], doc["mqtt"], doc["outbox"]
-    if mqtt["connected"]:
-        broker = '<span class="ok" id="broker-state">connected</span>'
-    else:
-        reason = f": {esc(mqtt['reason'])}" if mqtt.get("reason") else ""
-        broker = f'<span class="bad" id="broker-state">disconnected</span>{reason}'
     since = "" if mqtt.get("since") is None else f" for {duration(gw['time'] - mqtt['since'])}"
+    if mqtt["connected"]:
+        broker = f'<span class="ok" id="broker-state">connected</span>{since}'
+    else:
+        why = mqtt.get("reason")
+        reason = f': <span class="reason">{esc(why)}</span>' if why else ""
+        broker = f'<span class="bad" id="broker-state">disconnected</span>{since}{reason}'
     mode = esc(outbox["mode"])
     if outbox.get("mode_reason"):
         mode += f" ({esc(outbox['mode_reason'])})"
@@ -134,7 +135,7 @@ def _gateway_section(doc: Mapping[str, Any]) -> str:
     rows = [
         ("gateway", f"<strong>{esc(gw['id'])}</strong> · version {esc(gw['version'])}"),
         ("uptime", duration(gw.get("uptime", 0.0))),
-        ("broker", f"{esc(mqtt['host'])}:{esc(mqtt['port'])} · {broker}{since}"),
+        ("broker", f"{esc(mqtt['host'])}:{esc(mqtt['port'])} · {broker}"),
         ("reconnects", esc(mqtt.get("reconnects", 0))),
         ("outbox", _outbox_text(outbox, mode)),
         ("loop lag", "n/a" if lag is None else f"{lag * 1000:.1f} ms"),
