@@ -15,6 +15,7 @@ import pytest
 from helpers import HOST, Broker, Daemon, SerialPair, gateway_config, serial_device
 from httpprobe import Reply, endpoint
 
+from gateway.app import is_loopback
 from gateway.config import MetricsAuth, load_config
 from gateway.errors import ConfigError
 from gateway.health import Verdict
@@ -185,3 +186,21 @@ def test_the_daemon_guards_its_endpoint_with_a_token_file(
     assert reply.json()["devices"]["boiler"]["family"] == "serial"
     assert request(f"{base}/", f"Bearer {TOKEN}").status == 200
     assert TOKEN not in daemon.log()  # DEBUG level: the token is masked wherever it would be
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.5", False),
+        ("edge-box", False),
+    ],
+)
+def test_which_listen_addresses_count_as_loopback(host: str, loopback: bool) -> None:
+    """Other hosts can reach the endpoint: without metrics.auth the daemon warns at startup."""
+    assert is_loopback(host) is loopback
