@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import faulthandler
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -98,6 +99,16 @@ def uses_ble(config: Config | None) -> bool:
     return config is not None and any(is_ble(d) for d in config.devices)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this host only (`localhost` included)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
 def link_name(device: Device) -> str:
     return f"{device.type}:{device.id}"
 
@@ -128,6 +139,8 @@ class Gateway:
         self.exit_code = 0  # non-zero when a component asks for a restart (see _ble_gave_up)
         self.seen = Seen(keep_values=cfg.metrics.sensor_values)
         self.http: HttpServer | None = None
+        self.watchdog: Watchdog | None = None  # its loop-lag probe is on the status page
+        self.started = time.time()
         self._wake = asyncio.Event()
         self._stop_requested = False
         self._reload_requested = False
@@ -187,7 +200,7 @@ class Gateway:
                         self.metrics,
                         timeout=watchdog_timeout(),
                         status=self._status_line,
-                    ),
+                    ) as self.watchdog,
                 ):
                     self.supervisor = sup
                     sup.start(self._make_session(cfg))
@@ -257,7 +270,14 @@ class Gateway:
             liveness=lambda: liveness(self),
             readiness=lambda: readiness(self),
             status=lambda: status_document(self),
+            auth=cfg.auth,
         )
+        if cfg.auth is None and not is_loopback(cfg.host):
+            log.warning(
+                "http: metrics.host %s is reachable from other hosts and metrics.auth is not "
+                "set: anyone there can read the status page, /status and /metrics",
+                cfg.host,
+            )
         return HttpServer(cfg.host, cfg.port, endpoints.application())
 
     def _start_device(self, sup: Supervisor, device: Device) -> None:
@@ -452,6 +472,12 @@ class Gateway:
         return self._modbus
 
     # -- Bluetooth LE (issue 5) ----------------------------------------------------------------
+    @property
+    def ble_hub(self) -> BleHub | None:
+        """The BLE state if Bluetooth is configured (or was, before a reload), else None: for
+        reading it (the status page) without loading the BLE libraries."""
+        return self._ble
+
     @property
     def ble(self) -> BleHub:
         """Bluetooth LE state shared by its links. Made on first use: bleak, dbus-fast and

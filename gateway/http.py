@@ -1,4 +1,4 @@
-"""The HTTP endpoint (aiohttp): `/metrics`, `/healthz`, `/readyz`, `/status`.
+"""The HTTP endpoint (aiohttp): `/metrics`, `/healthz`, `/readyz`, `/status`, the status page.
 
 `HttpServer` is an async context manager that owns the listening socket: entering binds it (port
 0 picks a free port, logged), leaving closes it and the open connections within a bounded time.
@@ -10,7 +10,13 @@ answering is itself the proof that the loop is responsive.
 | `/metrics` | always | Prometheus text format |
 | `/healthz` | the loop answers and the supervisor makes progress (503 otherwise) | JSON |
 | `/readyz` | MQTT connected, outbox below `metrics.outbox_high_water` (503 otherwise) | JSON |
-| `/status` | always | JSON: links, states, last reading per device, outbox |
+| `/status` | always | JSON: links, states, last values per device, outbox, broker, BLE |
+| `/` | always | the status page (HTML; `static/` its stylesheet and script) |
+| `/status.html` | always | the page's `<main>`, rendered from a fresh `/status` |
+
+With `metrics.auth`, every path but `/healthz` and `/readyz` needs the credentials
+(`httpauth.py`). Every answer but `/metrics` says not to cache it; the page's answers also carry
+a Content-Security-Policy that lets only its own script and stylesheet run.
 """
 
 from __future__ import annotations
@@ -20,19 +26,33 @@ import errno
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from gateway import httpauth
+from gateway.config import MetricsAuth
 from gateway.errors import GatewayError
 from gateway.health import Verdict
+from gateway.statuspage.render import render_main, render_page
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 2.0  # seconds for open connections to finish when the server closes
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+STATIC = resources.files("gateway.statuspage") / "static"
+STATIC_TYPES = {"page.css": "text/css", "page.js": "text/javascript"}
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class HttpServerError(GatewayError):
@@ -40,7 +60,7 @@ class HttpServerError(GatewayError):
 
 
 class Endpoints:
-    """The four routes over callables that read the gateway (see `health.py`)."""
+    """The routes over callables that read the gateway (see `health.py`)."""
 
     def __init__(
         self,
@@ -50,19 +70,27 @@ class Endpoints:
         liveness: Callable[[], Verdict],
         readiness: Callable[[], Verdict],
         status: Callable[[], dict[str, Any]],
+        auth: MetricsAuth | None = None,
     ) -> None:
         self._registry = registry
         self._refresh = refresh
         self._liveness = liveness
         self._readiness = readiness
         self._status = status
+        self._auth = auth
+        # Read once: the files are part of the installed package.
+        self._static = {name: (STATIC / name).read_bytes() for name in STATIC_TYPES}
 
     def application(self) -> web.Application:
-        app = web.Application()
+        middlewares = [] if self._auth is None else [httpauth.middleware(self._auth)]
+        app = web.Application(middlewares=middlewares)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/status", self.status)
+        app.router.add_get("/", self.page)
+        app.router.add_get("/status.html", self.page_main)
+        app.router.add_get("/static/{name}", self.static)
         return app
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -79,7 +107,25 @@ class Endpoints:
         return _verdict(self._readiness())
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self._status())
+        return web.json_response(self._status(), headers={"Cache-Control": "no-store"})
+
+    async def page(self, request: web.Request) -> web.Response:
+        html = render_page(self._status())
+        return web.Response(text=html, content_type="text/html", headers=PAGE_HEADERS)
+
+    async def page_main(self, request: web.Request) -> web.Response:
+        html = render_main(self._status())
+        return web.Response(text=html, content_type="text/html", headers=PAGE_HEADERS)
+
+    async def static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = self._static.get(name)
+        if body is None:
+            raise web.HTTPNotFound()
+        headers = {"Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"}
+        return web.Response(
+            body=body, content_type=STATIC_TYPES[name], charset="utf-8", headers=headers
+        )
 
 
 def _verdict(verdict: Verdict) -> web.Response:
@@ -125,7 +171,7 @@ class HttpServer:
         if addresses:
             self.port = int(addresses[0][1])
         urls = ", ".join(_url(a) for a in addresses)
-        log.info("http: serving /metrics, /healthz, /readyz, /status on %s", urls)
+        log.info("http: serving /metrics, /healthz, /readyz, /status and the page / on %s", urls)
         return self
 
     async def __aexit__(

@@ -2,7 +2,8 @@
 # Prepare this checkout for the demo and the tests. Idempotent: run it as often as you like.
 #
 #  1. System programs the demo and the tests use (mosquitto, mosquitto_sub/_pub, socat,
-#     dbus-daemon, rabbitmq-server as a second MQTT broker). On Debian/Ubuntu the missing ones
+#     dbus-daemon, rabbitmq-server as a second MQTT broker, chromium and chromium-driver for
+#     the status page's browser test). On Debian/Ubuntu the missing ones
 #     are installed with apt-get (as root, or through sudo); elsewhere we say what is missing.
 #  2. A virtual environment in .venv (Python >= 3.11; set PYTHON=/path/to/python3.x to choose),
 #     with the package installed in editable mode plus its test extras, the modbus extra
@@ -30,6 +31,10 @@ declare -A APT_PACKAGES=(
     # loopback ports. Where policy-rc.d allows it, Debian also starts a system service (AMQP and
     # epmd on all interfaces) that the tests do not use: `systemctl disable --now rabbitmq-server`.
     [rabbitmq-server]=rabbitmq-server
+    # A real browser for the status page's test (tests/test_statuspage_browser.py): Debian's
+    # chromium and its WebDriver, driven by selenium (a test extra) by path, headless.
+    [chromium]=chromium
+    [chromium-driver]=chromedriver
 )
 
 have_program() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }

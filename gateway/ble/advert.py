@@ -15,6 +15,7 @@ from collections import OrderedDict
 from types import TracebackType
 from typing import Self
 
+from gateway.ble.describe import unknown_device_id
 from gateway.ble.errors import NOT_FOUND_ADVICE
 from gateway.ble.guard import PacketGuard
 from gateway.ble.hub import AdapterState, AdvertSink
@@ -153,10 +154,6 @@ class AdvertLink:
                 "so only encrypted ones are accepted",
                 self.name,
             )
-
-
-def unknown_device_id(address: str) -> str:
-    return "ble_" + address.replace(":", "").lower()
 
 
 class UnknownDevices:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from bleak.backends.device import BLEDevice
 
 from gateway.ble.slots import ConnectionSlots
+from gateway.ble.strangers import Strangers
 from gateway.config import BleAdvertDevice, BleGattDevice, BleSection, Config
 from gateway.decoders.ble import Advert
 from gateway.metrics import Metrics
@@ -24,6 +26,8 @@ from gateway.models import SensorClasses
 log = logging.getLogger(__name__)
 
 AdvertHandler = Callable[[Advert, float], None]
+RATE_WINDOW = 10.0  # seconds over which the status page's adverts per second are counted
+RATE_SAMPLES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,9 @@ class AdapterState:
         self.slots = ConnectionSlots(name, max_connections, metrics)
         self.heard = asyncio.Event()  # set by every advert; the scanner's watchdog clears it
         self.on_unknown: AdvertHandler | None = None  # set while the scanner runs
+        self.strangers = Strangers()  # unconfigured advertisers heard (the status page's)
+        self.adverts_heard = 0
+        self._rate_samples: deque[tuple[float, int]] = deque(maxlen=RATE_SAMPLES)
         self._adverts = metrics.ble_adverts.labels(name)
         self._by_address: dict[str, list[AdvertSink]] = {}
         self._by_name: list[AdvertSink] = []
@@ -81,6 +88,7 @@ class AdapterState:
         """Called by the scanner for every advertisement; never raises into bleak."""
         self.heard.set()
         self._adverts.inc()
+        self.adverts_heard += 1
         if advert.address in self._wanted:
             self._devices[advert.address] = device
             for waiter in self._device_waiters.pop(advert.address, ()):
@@ -92,8 +100,21 @@ class AdapterState:
             if sink.wants(advert):
                 handled = True
                 self._call(sink.handler, advert, now, sink.key)
-        if not handled and self.on_unknown is not None:
-            self._call(self.on_unknown, advert, now, "unknown devices")
+        if not handled:
+            self.strangers.heard(advert, now)
+            if self.on_unknown is not None:
+                self._call(self.on_unknown, advert, now, "unknown devices")
+
+    def adverts_per_second(self, now: float) -> float:
+        """Adverts heard per second since the oldest of the last few calls (each status read
+        takes a sample), over at least RATE_WINDOW seconds when the samples reach that far."""
+        samples = self._rate_samples
+        samples.append((now, self.adverts_heard))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
+            samples.popleft()
+        then, count = samples[0]
+        span = now - then
+        return (self.adverts_heard - count) / span if span > 0 else 0.0
 
     @staticmethod
     def _call(handler: AdvertHandler, advert: Advert, now: float, who: str) -> None:
@@ -148,6 +169,10 @@ class BleHub:
             state = AdapterState(name, self.section.max_connections, self.metrics)
             self._adapters[name] = state
         return state
+
+    def adapters(self) -> dict[str, AdapterState]:
+        """The adapters in use so far, by name."""
+        return dict(self._adapters)
 
     def adapter_of(self, device: BleAdvertDevice | BleGattDevice) -> AdapterState:
         return self.adapter(device.adapter or self.section.adapter)

@@ -14,53 +14,13 @@ from bleak import BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
-from gateway.ble.advert import unknown_device_id
+from gateway.ble.describe import config_snippet, describe
 from gateway.ble.errors import FOREIGN_ERRORS, translate
 from gateway.ble.scanner import to_advert
-from gateway.decoders.ble import Advert, auto_parser, unit_of
-from gateway.decoders.ble.advert import BASE_UUID_SUFFIX
-from gateway.errors import DecodeError
+from gateway.decoders.ble import Advert
 
 START_TIMEOUT = 10.0  # seconds to start or stop the scan
-
-
-def describe(advert: Advert) -> tuple[str, str]:
-    """(decoder, values) columns for one advertisement."""
-    parser = auto_parser()
-    try:
-        decoded = parser(advert)
-    except DecodeError:
-        decoded = None
-    if decoded is not None and parser.last is not None:
-        values = {**decoded.values, **decoded.events}
-        units = {k: c.unit for k, c in decoded.classes.items()}
-        parts = [f"{k}={v}{units.get(k) or unit_of(k) or ''}" for k, v in values.items()]
-        return parser.last, " ".join(parts)
-    hints = [f"mfr 0x{k:04X}" for k in advert.manufacturer_data]
-    hints += [f"data {_short(u)}" for u in advert.service_data]
-    hints += [f"service {_short(u)}" for u in advert.service_uuids if u not in advert.service_data]
-    return "-", ", ".join(hints)
-
-
-def _short(uuid: str) -> str:
-    """0000180d-0000-1000-8000-00805f9b34fb -> 180d; other UUIDs stay whole."""
-    return uuid[4:8] if uuid.startswith("0000") and uuid.endswith(BASE_UUID_SUFFIX) else uuid
-
-
-def config_snippet(adverts: list[Advert]) -> str:
-    """`devices:` entries for the advertisers a decoder recognised."""
-    lines = []
-    for a in sorted(adverts, key=lambda a: a.address):
-        decoder, _ = describe(a)
-        if decoder == "-":
-            continue
-        lines += [
-            f"  - id: {unknown_device_id(a.address)}",
-            "    type: ble_advert",
-            f"    address: {a.address}",
-            f"    decoder: {decoder}",
-        ]
-    return "\n".join(["devices:", *lines]) if lines else ""
+__all__ = ["config_snippet", "describe", "render", "run_scan", "scan"]
 
 
 def render(adverts: list[Advert]) -> str:

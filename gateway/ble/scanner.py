@@ -253,6 +253,18 @@ class ScannerLink:
                     advice=self._next_step(),
                 )
 
+    def ladder_step(self) -> str:
+        """Where the silent-scanner ladder stands, for the status page: `ok` (hearing), `restart
+        1/2`, `power_cycle 1/1` (the step the latest silent run led to) or `exit`."""
+        s, restarts, cycles = self.strikes, self.section.restarts, self.section.power_cycles
+        if s == 0:
+            return "ok"
+        if s <= restarts:
+            return f"restart {s}/{restarts}"
+        if s <= restarts + cycles:
+            return f"power_cycle {s - restarts}/{cycles}"
+        return "exit"
+
     def _next_step(self) -> str:
         s, restarts = self.strikes, self.section.restarts
         if s <= restarts:

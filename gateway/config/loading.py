@@ -21,6 +21,7 @@ from gateway.config.sections import (
     GatewaySection,
     HomeAssistantSection,
     LogSection,
+    MetricsAuth,
     MetricsSection,
     MqttSection,
     OutboxConfig,
@@ -85,21 +86,15 @@ def _format_errors(exc: ValidationError, located: Located) -> list[str]:
 
 
 def _resolve_paths(cfg: Config, base: Path, located: Located) -> Config:
-    """Make relative paths relative to the config file and read password_file."""
+    """Make relative paths relative to the config file and read the secret files
+    (`mqtt.password_file`, `metrics.auth.token_file` and `.password_file`)."""
     state_dir = cfg.gateway.state_dir
     if not state_dir.is_absolute():
         state_dir = (base / state_dir).resolve()
     mqtt = cfg.mqtt
     if mqtt.password_file is not None:
-        file = mqtt.password_file if mqtt.password_file.is_absolute() else base / mqtt.password_file
-        try:
-            secret = file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            loc: Path_ = ("mqtt", "password_file")
-            raise ConfigError(
-                [f"{located.where(loc)}: {dotted(loc)}: cannot read {file}: {exc.strerror}"]
-            ) from exc
-        mqtt = mqtt.model_copy(update={"password": SecretStr(secret), "password_file": file})
+        secret, file = _read_secret(mqtt.password_file, base, ("mqtt", "password_file"), located)
+        mqtt = mqtt.model_copy(update={"password": secret, "password_file": file})
     if mqtt.tls is not None:
         tls = mqtt.tls
         files = {
@@ -108,9 +103,44 @@ def _resolve_paths(cfg: Config, base: Path, located: Located) -> Config:
             if (value := getattr(tls, name)) is not None
         }
         mqtt = mqtt.model_copy(update={"tls": tls.model_copy(update=files)})
+    metrics = cfg.metrics
+    if metrics.auth is not None:
+        metrics = metrics.model_copy(update={"auth": _resolve_auth(metrics.auth, base, located)})
     return cfg.model_copy(
-        update={"gateway": cfg.gateway.model_copy(update={"state_dir": state_dir}), "mqtt": mqtt}
+        update={
+            "gateway": cfg.gateway.model_copy(update={"state_dir": state_dir}),
+            "mqtt": mqtt,
+            "metrics": metrics,
+        }
     )
+
+
+def _resolve_auth(auth: MetricsAuth, base: Path, located: Located) -> MetricsAuth:
+    """Read the token and password files of `metrics.auth`; an empty one is an error (an empty
+    secret would let anyone in)."""
+    update: dict[str, object] = {}
+    for name in ("token", "password"):
+        file: Path | None = getattr(auth, f"{name}_file")
+        if file is None:
+            continue
+        where: Path_ = ("metrics", "auth", f"{name}_file")
+        secret, update[f"{name}_file"] = _read_secret(file, base, where, located)
+        if not secret.get_secret_value():
+            raise ConfigError([f"{located.where(where)}: {dotted(where)}: {file} is empty"])
+        update[name] = secret
+    return auth.model_copy(update=update)
+
+
+def _read_secret(file: Path, base: Path, loc: Path_, located: Located) -> tuple[SecretStr, Path]:
+    """The content of a secret file (surrounding whitespace removed) and its absolute path."""
+    file = file if file.is_absolute() else base / file
+    try:
+        secret = file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            [f"{located.where(loc)}: {dotted(loc)}: cannot read {file}: {exc.strerror}"]
+        ) from exc
+    return SecretStr(secret), file
 
 
 def _check_unique_ids(cfg: Config, located: Located) -> list[str]:

@@ -160,8 +160,40 @@ class LogSection(Model):
     format: Literal["text", "json"] = "text"
 
 
+class MetricsAuth(Model):
+    """Credentials for `/`, `/status` and `/metrics` (the probes `/healthz` and `/readyz` stay
+    open): a bearer token, or a user name and password (HTTP basic auth). Relative file paths
+    are relative to the config file; surrounding whitespace of a file's content is removed."""
+
+    token: SecretStr | None = Field(None, description="Bearer token (`Authorization: Bearer`).")
+    token_file: Path | None = Field(None, description="File holding the bearer token.")
+    username: str | None = Field(None, min_length=1, description="Basic auth user name.")
+    password: SecretStr | None = Field(None, description="Basic auth password.")
+    password_file: Path | None = Field(None, description="File holding the basic auth password.")
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> MetricsAuth:
+        token = self.token is not None or self.token_file is not None
+        basic = self.username is not None
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("give either token or token_file, not both")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give either password or password_file, not both")
+        if token == basic:
+            raise ValueError("give a token (token or token_file) or a username with a password")
+        if basic and self.password is None and self.password_file is None:
+            raise ValueError("username needs password or password_file")
+        if token and (self.password is not None or self.password_file is not None):
+            raise ValueError("password and password_file go with username, not with a token")
+        for secret in (self.token, self.password):
+            if secret is not None and not secret.get_secret_value().strip():
+                raise ValueError("an empty token or password would let anyone in")
+        return self
+
+
 class MetricsSection(Model):
-    """The HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/readyz` and `/status`."""
+    """The HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/readyz`, `/status` and the
+    status page `/`."""
 
     enabled: bool = Field(True, description="Serve the HTTP endpoint.")
     host: str = Field(
@@ -179,6 +211,11 @@ class MetricsSection(Model):
         10_000,
         ge=1,
         description="`/readyz` reports not ready while the outbox holds more readings than this.",
+    )
+    auth: MetricsAuth | None = Field(
+        None,
+        description="Protect `/`, `/status` and `/metrics` with a bearer token or basic auth "
+        "(`/healthz` and `/readyz` stay open). Default: no authentication.",
     )
 
 
