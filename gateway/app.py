@@ -48,7 +48,7 @@ from gateway.logs import config_secrets, set_secrets, setup_logging
 from gateway.metrics import Metrics
 from gateway.models import Reading, SensorClasses, Submit
 from gateway.mqtt.outbox import Outbox
-from gateway.mqtt.session import Availability, MqttSession
+from gateway.mqtt.session import Availability, MqttSession, server_label
 from gateway.streams.device import DeviceStream, device_is_timed, stream_for
 from gateway.streams.link import StreamLink, stream_link_name
 from gateway.supervisor import Link, Supervisor
@@ -536,7 +536,8 @@ class Gateway:
 
     # -- status ------------------------------------------------------------------------------
     def _status_line(self) -> str:
-        """`STATUS=2/3 links up (down: serial:boiler), outbox 0`: what an operator needs first."""
+        """`STATUS=2/3 links up (down: serial:boiler), mqtt 10.0.0.5:1883, outbox 0`: what an
+        operator needs first (the broker while connected)."""
         sup = self.supervisor
         states = list(sup.status.values()) if sup else []
         running = [s for s in states if s.state != "stopped"]
@@ -546,6 +547,9 @@ class Gateway:
         line = f"STATUS={up}/{len(running)} links up"
         if down:
             line += f" (down: {', '.join(down[:3])}{', ...' if len(down) > 3 else ''})"
+        session = sup.link(MqttSession.name) if sup else None
+        if isinstance(session, MqttSession) and session.server is not None:
+            line += f", mqtt {server_label(session.server)}"
         line += f", outbox {queued}"
         if self.outbox is not None and self.outbox.degraded:
             line += " (disk failing: memory only)"

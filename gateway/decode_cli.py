@@ -172,7 +172,7 @@ def run_decode(
         data = line_bytes(device, data)
     drops: list[tuple[str, str]] = []
     stream = DeviceStream(device, lambda sensor, name: drops.append((sensor, name)))
-    prefix, decoded = cfg.mqtt.topic_prefix, 0
+    prefix, decoded = cfg.topic_prefix, 0
     state: dict[str, Value | None] = {}
     try:
         # A frame a second on the filters' clock (time is what throttle and debounce judge).

@@ -31,7 +31,7 @@ class Encoder:
 
     def configure(self, cfg: Config) -> None:
         """Take a (reloaded) config: prefix, qos, payload modes."""
-        self._prefix = cfg.mqtt.topic_prefix
+        self._prefix = cfg.topic_prefix
         self._qos = cfg.mqtt.qos
         self._device_mode = {d.id for d in cfg.devices if d.payload == "device"}
         self.keep_last = cfg.homeassistant.discovery

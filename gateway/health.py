@@ -19,7 +19,7 @@ from gateway.config import Device
 from gateway.logs import redact
 from gateway.metrics import Metrics
 from gateway.models import Reading, Value
-from gateway.mqtt.session import MqttSession
+from gateway.mqtt.session import MqttSession, server_label
 from gateway.recent import Recent, SensorRecent
 
 if TYPE_CHECKING:
@@ -166,10 +166,15 @@ def _mqtt_document(gw: Gateway, status: Any, now: float) -> dict[str, Any]:
     reason = None
     if not connected and status is not None:
         reason = redact(status.last_error) if status.last_error else "connecting"
+    servers = gw.cfg.mqtt.server_list()
+    # The broker connected to; while not connected, the one tried next.
+    current = (session.server or session.servers[session.next_index]) if session else servers[0]
     return {
         "connected": connected,
-        "host": gw.cfg.mqtt.host,
-        "port": gw.cfg.mqtt.port,
+        "host": current.host,
+        "port": current.port,
+        "server": server_label(session.server) if session and session.server else None,
+        "servers": [server_label(s) for s in servers],
         "tls": gw.cfg.mqtt.tls is not None,
         "state": status.state if status else "starting",
         "since": round(status.since, 3) if status else None,

@@ -239,6 +239,18 @@ class Metrics:
             registry=r,
         )
         # -- end of Bluetooth LE --
+        self.mqtt_connected = Gauge(
+            "gateway_mqtt_connected",
+            "1 for the broker of mqtt.servers the gateway is connected to, 0 for the others.",
+            ["server"],
+            registry=r,
+        )
+        self.mqtt_takeovers = Counter(
+            "gateway_mqtt_takeovers_total",
+            "Connection losses judged to be another client taking over our client id (MQTT 5 "
+            "reason 0x8E, or repeated losses soon after connecting).",
+            registry=r,
+        )
         self.reloads = Counter(
             "gateway_config_reloads_total", "Config reloads, by result.", ["result"], registry=r
         )

@@ -67,7 +67,8 @@ def test_daemon_speaks_the_notify_protocol_and_pings_while_it_runs(
     daemon.start(gateway_config(broker, [serial_device("boiler", serial_pair)]))
     ready = notify_socket.wait_for("READY", "1")
     assert (ready.get("STATUS") or "").endswith("outbox 0")
-    notify_socket.wait_for("STATUS", "2/2 links up, outbox 0")
+    up = f"2/2 links up, mqtt {broker.host}:{broker.port}, outbox 0"
+    notify_socket.wait_for("STATUS", up)
     send_until_seen(serial_pair, subscriber, "gateway", "boiler")
 
     steady = pings(notify_socket.collect(1.5))
@@ -78,7 +79,7 @@ def test_daemon_speaks_the_notify_protocol_and_pings_while_it_runs(
     reloading = notify_socket.wait_for("RELOADING", "1")
     assert reloading.get("STATUS") == "reloading the config"
     after = notify_socket.wait_for("READY", "1")
-    assert after.get("STATUS") == "2/2 links up, outbox 0"
+    assert after.get("STATUS") == up
 
     # A frozen process (as a wedged event loop) sends nothing; systemd would restart it.
     daemon.signal(signal.SIGSTOP)
@@ -88,7 +89,9 @@ def test_daemon_speaks_the_notify_protocol_and_pings_while_it_runs(
     notify_socket.wait_for("WATCHDOG", "1", timeout=2)
 
     serial_pair.unplug()
-    notify_socket.wait_for("STATUS", "1/2 links up (down: serial:boiler), outbox 0")
+    notify_socket.wait_for(
+        "STATUS", f"1/2 links up (down: serial:boiler), mqtt {broker.host}:{broker.port}, outbox 0"
+    )
 
     daemon.signal(signal.SIGTERM)
     stopping = notify_socket.wait_for("STOPPING", "1")

@@ -56,9 +56,11 @@ from gateway.config.sections import (
     MetricsAuth,
     MetricsSection,
     MqttSection,
+    MqttServer,
     OutboxConfig,
     TlsConfig,
     default_client_id,
+    parse_server,
 )
 from gateway.config.serial import (
     BinaryFraming,
@@ -115,6 +117,7 @@ __all__ = [
     "ModbusDevice",
     "Model",
     "MqttSection",
+    "MqttServer",
     "OutboxConfig",
     "PassivePattern",
     "PollConfig",
@@ -138,4 +141,5 @@ __all__ = [
     "hex_bytes",
     "json_schema",
     "load_config",
+    "parse_server",
 ]

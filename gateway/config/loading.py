@@ -48,6 +48,11 @@ class Config(Model):
     def device(self, device_id: str) -> Device | None:
         return next((d for d in self.devices if d.id == device_id), None)
 
+    @property
+    def topic_prefix(self) -> str:
+        """`mqtt.topic_prefix` with `{gateway}` filled in: where every topic is built from."""
+        return self.mqtt.prefix_for(self.gateway.id)
+
 
 def _strip_tags(loc: tuple[int | str, ...], data: Any) -> Path_:
     """Drop the discriminator tags pydantic puts in error paths (`devices.0.serial.port`)."""

@@ -55,8 +55,8 @@ def gateway_info(cfg: Config) -> GatewayInfo:
     return GatewayInfo(
         id=cfg.gateway.id,
         version=__version__,
-        topic_prefix=cfg.mqtt.topic_prefix,
-        status_topic=status_topic(cfg.mqtt.topic_prefix, cfg.gateway.id),
+        topic_prefix=cfg.topic_prefix,
+        status_topic=status_topic(cfg.topic_prefix, cfg.gateway.id),
         discovery_prefix=ha.prefix,
         mode=ha.mode,
         origin_url=PROJECT_URL,

@@ -129,6 +129,8 @@ class GatewayClient(aiomqtt.Client):
         self.on_acks = on_acks
         self.receive_maximum = MAX_RECEIVE
         self.maximum_packet_size = MAX_PACKET_SIZE
+        self.session_present = False  # CONNACK: the broker resumed a session it kept for us
+        self.disconnect_reason: int | None = None  # MQTT 5: the broker's DISCONNECT reason code
         self._readings: set[int] = set()  # ids whose acknowledgement goes to on_acks
         self._controls: dict[int, asyncio.Future[int]] = {}  # ids someone awaits
         self._acks: list[tuple[int, int]] = []
@@ -208,6 +210,7 @@ class GatewayClient(aiomqtt.Client):
         if properties is not None:  # MQTT 5: the broker's limits (absent = MQTT's own)
             self.receive_maximum = getattr(properties, "ReceiveMaximum", MAX_RECEIVE)
             self.maximum_packet_size = getattr(properties, "MaximumPacketSize", MAX_PACKET_SIZE)
+        self.session_present = bool(flags.session_present)
         super()._on_connect(client, userdata, flags, reason_code, properties)
 
     def _on_disconnect(
@@ -219,6 +222,9 @@ class GatewayClient(aiomqtt.Client):
         properties: Properties | None = None,
     ) -> None:
         text = str(reason_code) if reason_code else "closed"
+        if flags.is_disconnect_packet_from_server and isinstance(reason_code, ReasonCode):
+            # The broker's own reason (MQTT 5), not paho's stand-in for a closed socket.
+            self.disconnect_reason = int(reason_code.value)
         self._fail_controls(ConnectionLostError(f"connection lost: {text}"))
         super()._on_disconnect(client, userdata, flags, reason_code, properties)
 

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from paho.mqtt.properties import Properties
+
 from gateway.config import BatchConfig
 from gateway.metrics import Metrics
 from gateway.mqtt.aioclient import GatewayClient
@@ -63,15 +65,21 @@ class Publisher:
         self._batching = batching
         self._client: GatewayClient | None = None
         self._window = 1
+        self._properties: Properties | None = None
         self._by_id: dict[int, tuple[list[Record], float]] = {}  # id -> (records, sent)
         self._gathering: dict[str, _Gathering] = {}
         self._window_open = asyncio.Event()
         self._published: dict[str, Any] = {}  # device -> its readings_published counter
 
     # -- one connection ----------------------------------------------------------------------
-    def attach(self, client: GatewayClient, window: int) -> None:
+    def attach(
+        self, client: GatewayClient, window: int, properties: Properties | None = None
+    ) -> None:
+        """A new connection; `properties` go with every reading's PUBLISH (MQTT 5: message
+        expiry)."""
         self._client = client
         self._window = max(1, window)
+        self._properties = properties
         self._window_open.set()
 
     def give_back(self) -> None:
@@ -245,7 +253,7 @@ class Publisher:
         if client is None:
             raise ConnectionLostError("not connected")
         try:
-            mid = client.publish_nowait(topic, payload, records[0].qos)
+            mid = client.publish_nowait(topic, payload, records[0].qos, properties=self._properties)
         except PacketTooLargeError:
             if not drop_too_large:
                 raise

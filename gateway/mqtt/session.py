@@ -17,21 +17,31 @@ TaskGroup, the pieces that each have one job:
 
 paho's keepalive pings a quiet line and drops a connection whose broker stays silent for about
 2 x `mqtt.keepalive`; under traffic the ack watchdog notices first (`mqtt.publish_timeout`).
+
+Several brokers (`mqtt.servers`): each entering connects to the current one; a failed connect
+or a lost connection moves to the next (in order, round and round), and the supervisor's
+backoff before the next attempt is the same as with one broker. The session stays on a broker
+that works (no going back to the first). How each connection ended feeds the takeover detector
+(takeover.py): another process with our client id is logged once, loudly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.commands import CommandRouter
-from gateway.config import MqttSection, default_client_id
+from gateway.config import MqttSection, MqttServer, default_client_id
+from gateway.errors import TransientLinkError
 from gateway.metrics import Metrics
 from gateway.mqtt.aioclient import GatewayClient
 from gateway.mqtt.availability import Availability, publish_changes, publish_states
@@ -39,6 +49,7 @@ from gateway.mqtt.command_runner import CommandRunner
 from gateway.mqtt.errors import ConnectionLostError, RefusedError, SessionError, translate
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.publisher import BatchLookup, Publisher
+from gateway.mqtt.takeover import TakeoverDetector, Verdict
 from gateway.mqtt.tls import tls_context
 from gateway.mqtt.topics import status_topic
 
@@ -67,7 +78,13 @@ class SessionPart(Protocol):
 # What a connection's tasks raise when the connection fails (everything else is a bug).
 CONNECTION_ERRORS = (aiomqtt.MqttError, SessionError, TimeoutError, OSError)
 
-__all__ = ["Availability", "MqttSession", "SessionPart"]
+__all__ = ["Availability", "MqttSession", "SessionPart", "server_label"]
+
+
+def server_label(server: MqttServer) -> str:
+    """`host:port`, `[v6]:port`: how a server is named in logs, /status, STATUS= and metrics."""
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    return f"{host}:{server.port}"
 
 
 async def await_controls(futures: list[asyncio.Future[int]], what: str) -> None:
@@ -102,15 +119,26 @@ class MqttSession:
         self.open_timeout = cfg.connect_timeout + CONNECT_MARGIN
         self.backoff = cfg.backoff.policy()
         self.client_id = cfg.client_id or default_client_id(gateway_id)
-        self.status_topic = status_topic(cfg.topic_prefix, gateway_id)
+        self.prefix = cfg.prefix_for(gateway_id)
+        self.status_topic = status_topic(self.prefix, gateway_id)
         self.parts: list[SessionPart] = []  # e.g. Home Assistant discovery
+        self.servers = cfg.server_list()
+        self._next = 0  # index into servers of the next connection attempt
+        self.server: MqttServer | None = None  # the one connected to, while connected
+        self._connected_at = 0.0  # monotonic
+        self._takeover = TakeoverDetector(reset_after=cfg.backoff.reset_after)
+        self._metrics = metrics
+        metrics.mqtt_connected.clear()  # a reload may have changed the list
+        for server in self.servers:
+            metrics.mqtt_connected.labels(server_label(server)).set(0)
         self._v5 = cfg.protocol == "5"
+        self._v5_only_said = False
         self._outbox = outbox
         self._availability = availability or Availability()
         self._publisher = Publisher(
             outbox,
             metrics,
-            prefix=cfg.topic_prefix,
+            prefix=self.prefix,
             publish_timeout=cfg.publish_timeout,
             batching=batching,
         )
@@ -118,7 +146,7 @@ class MqttSession:
             CommandRunner(
                 router,
                 metrics,
-                prefix=cfg.topic_prefix,
+                prefix=self.prefix,
                 verb=cfg.command_verb,
                 reply_timeout=cfg.publish_timeout,
             )
@@ -132,22 +160,33 @@ class MqttSession:
         self.announce_timeout = ANNOUNCE_TIMEOUT
 
     # -- connect / disconnect ----------------------------------------------------------------
-    def _new_client(self) -> GatewayClient:
+    def _new_client(self, server: MqttServer) -> GatewayClient:
         cfg = self.cfg
+        assert server.port is not None  # server_list() fills in mqtt.port
+        # A new client per connection: FIRST_ONLY always starts clean. With a session expiry the
+        # broker keeps our session (subscriptions, queued commands): resume it.
+        resume = self._v5 and cfg.session_expiry > 0
+        clean_start: bool | int = True if self._v5 else paho.MQTT_CLEAN_START_FIRST_ONLY
+        connect_properties = None
+        if resume:
+            clean_start = False
+            connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect_properties.SessionExpiryInterval = cfg.session_expiry
         return GatewayClient(
-            cfg.host,
-            cfg.port,
+            server.host,
+            server.port,
             on_acks=self._publisher.on_acks,
             connect_timeout=cfg.connect_timeout,
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5 if self._v5 else aiomqtt.ProtocolVersion.V311,
             clean_session=None if self._v5 else True,
-            clean_start=True if self._v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            clean_start=clean_start,
+            properties=connect_properties,
             keepalive=cfg.keepalive,
             username=cfg.username,
             password=cfg.password.get_secret_value() if cfg.password else None,
             will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
-            tls_context=tls_context(cfg),
+            tls_context=tls_context(cfg, server.tls_server_name),
             # aiomqtt's own deadline (CONNACK, SUBACK, DISCONNECT); ours are tighter and outside.
             timeout=max(cfg.connect_timeout, cfg.publish_timeout),
         )
@@ -155,22 +194,62 @@ class MqttSession:
     async def __aenter__(self) -> Self:
         if self._client is not None:
             raise RuntimeError("the MQTT session is already connected (not reentrant)")
-        cfg = self.cfg
-        client = self._new_client()
+        server = self.servers[self._next]
+        label = server_label(server)
         try:
-            async with asyncio.timeout(cfg.connect_timeout):
-                await client.__aenter__()
-        except (*CONNECTION_ERRORS,) as exc:
-            raise translate(exc, f"cannot connect to {cfg.host}:{cfg.port}") from exc
-        self._client = client
-        try:
-            await self.restore_state(client)
+            client = self._new_client(server)
+            try:
+                async with asyncio.timeout(self.cfg.connect_timeout):
+                    await client.__aenter__()
+            except (*CONNECTION_ERRORS,) as exc:
+                raise translate(exc, f"cannot connect to {label}") from exc
+            self._client = client
+            try:
+                await self.restore_state(client)
+            except BaseException:
+                await self._close(announce=False)
+                raise
         except BaseException:
-            await self._close(announce=False)
+            self._rotate("could not connect to")
             raise
-        log.info("mqtt: connected to %s:%d as %s", cfg.host, cfg.port, self.client_id)
+        self.server, self._connected_at = server, time.monotonic()
+        self._metrics.mqtt_connected.labels(label).set(1)
+        resumed = " (session resumed)" if client.session_present else ""
+        log.info("mqtt: connected to %s as %s%s", label, self.client_id, resumed)
+        self._say_v5_only()
         self.connected.set()
         return self
+
+    @property
+    def next_index(self) -> int:
+        """Index into `servers` of the broker connected to, or else of the next attempt."""
+        return self._next
+
+    def _rotate(self, what: str) -> None:
+        """After a failed connect or a lost connection: the next attempt goes to the next
+        server (the supervisor's backoff comes first)."""
+        if len(self.servers) == 1:
+            return
+        failed = server_label(self.servers[self._next])
+        self._next = (self._next + 1) % len(self.servers)
+        log.info(
+            "mqtt: %s %s; next: %s (server %d of %d)",
+            what,
+            failed,
+            server_label(self.servers[self._next]),
+            self._next + 1,
+            len(self.servers),
+        )
+
+    def _say_v5_only(self) -> None:
+        cfg = self.cfg
+        if self._v5 or self._v5_only_said or not (cfg.session_expiry or cfg.message_expiry):
+            return
+        self._v5_only_said = True
+        log.info(
+            "mqtt: session_expiry and message_expiry are MQTT 5 settings; ignored on this "
+            'MQTT 3.1.1 connection (set mqtt.protocol: "5" if the broker speaks it)'
+        )
 
     async def restore_state(self, client: GatewayClient) -> None:
         """Everything a fresh connection needs, in one place: status, the command subscription,
@@ -181,7 +260,7 @@ class MqttSession:
         try:
             async with asyncio.timeout(cfg.publish_timeout):
                 futures = [client.publish_control(self.status_topic, b"online", 1, retain=True)]
-                futures += publish_states(client, cfg.topic_prefix, self._restored)
+                futures += publish_states(client, self.prefix, self._restored)
                 waits: list[Awaitable[object]] = [await_controls(futures, "state messages")]
                 if self._commands is not None:
                     waits.append(self._subscribe(client, self._commands.subscription))
@@ -211,10 +290,43 @@ class MqttSession:
     ) -> None:
         # On a clean stop (cancellation) say `offline` ourselves: the broker only sends the will
         # when the connection breaks, not on a clean disconnect.
-        await self._close(announce=exc is None or isinstance(exc, asyncio.CancelledError))
+        clean = exc is None or isinstance(exc, asyncio.CancelledError)
+        client = self._client
+        if not clean and client is not None:
+            self._judge_loss(exc, client.disconnect_reason)
+            self._rotate("lost the connection to")
+        await self._close(announce=clean)
+
+    def _judge_loss(self, exc: BaseException | None, reason: int | None) -> None:
+        """Feed the takeover detector; the first time it says "takeover", say so loudly."""
+        up_for = time.monotonic() - self._connected_at
+        kind = exc.kind if isinstance(exc, TransientLinkError) else "mqtt"
+        verdict = self._takeover.lost(up_for, kind, reason)
+        if verdict is not Verdict.TAKEOVER:
+            return
+        self._metrics.mqtt_takeovers.inc()
+        if self._takeover.detected:
+            return
+        self._takeover.detected = True
+        how = (
+            "the broker says another client took over the session (reason 0x8e)"
+            if reason == 0x8E
+            else f"{self._takeover.streak} connections in a row were closed by the broker "
+            f"within {self.cfg.backoff.reset_after:g}s of connecting"
+        )
+        log.error(
+            "mqtt: DUPLICATE CLIENT ID? %s: another process is probably connected as %r, and "
+            "the broker keeps dropping one of the two. Give every gateway its own gateway.id "
+            "(or mqtt.client_id); this is logged once (see gateway_mqtt_takeovers_total)",
+            how,
+            self.client_id,
+        )
 
     async def _close(self, *, announce: bool) -> None:
         self.connected.clear()
+        if self.server is not None:
+            self._metrics.mqtt_connected.labels(server_label(self.server)).set(0)
+            self.server = None
         client, self._client = self._client, None
         self._outbox.on_ready = None
         self._publisher.give_back()
@@ -242,7 +354,7 @@ class MqttSession:
             # like success, then drops the message.
             window = min(window, QOS2_WINDOW_3_1_1)
         publisher = self._publisher
-        publisher.attach(client, window)
+        publisher.attach(client, window, self._reading_properties())
         self._outbox.on_ready = publisher.fill_soon
         try:
             async with asyncio.TaskGroup() as tg:
@@ -255,7 +367,7 @@ class MqttSession:
                     publish_changes(
                         client,
                         self._availability,
-                        self.cfg.topic_prefix,
+                        self.prefix,
                         self.cfg.publish_timeout,
                         self._restored,
                     ),
@@ -268,6 +380,14 @@ class MqttSession:
             raise translate(first, "connection lost") from first
         finally:
             self._outbox.on_ready = None
+
+    def _reading_properties(self) -> Properties | None:
+        """MQTT 5 properties of every reading's PUBLISH: the message expiry, if configured."""
+        if not self._v5 or self.cfg.message_expiry is None:
+            return None
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.MessageExpiryInterval = self.cfg.message_expiry
+        return properties
 
     async def _messages(self, client: GatewayClient) -> None:
         """Incoming messages to the command runner and the parts; raises as soon as the
