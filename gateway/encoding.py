@@ -68,7 +68,7 @@ class Encoder:
         for reading in readings:
             topic = reading_topic(prefix, reading)
             record = outbox.put(reading, topic, self._qos)
-            if self.keep_last:
+            if self.keep_last:  # (checked here too: no call per reading without discovery)
                 self._remember(topic, record)
 
     def last_payloads(self) -> list[tuple[str, bytes]]:

@@ -95,8 +95,9 @@ class Announcer:
         self._qos = cfg.mqtt.qos
         self._devices = {d.id: d for d in cfg.devices}
         self.learned.keep_only(set(self._devices))
-        self._known = {(d.id, sensor.key) for d in self._infos() for sensor in d.sensors}
-        self.configs = discovery_messages(self.gw, self._infos())
+        infos = self._infos()
+        self._known = {(d.id, sensor.key) for d in infos for sensor in d.sensors}
+        self.configs = discovery_messages(self.gw, infos)
 
     def _infos(self) -> list[Any]:
         return [device_info(d, self.learned.of(d.id)) for d in self.cfg.devices]

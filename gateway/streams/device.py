@@ -49,13 +49,19 @@ def ble_default_filters(republish_after: float, sensor: str) -> list[Any]:
     return _specs().validate_python([{"or": [{"delta": 0}, {"heartbeat": republish_after}]}])
 
 
-def device_is_timed(device: Device) -> bool:
-    """Whether the device's stream needs a timer task (a StreamLink)."""
+def _timed_anyway(device: Device) -> bool:
+    """An availability timeout or the BLE `republish_after` default: a stream with a timer,
+    whatever the sensors' own filters."""
     if device.availability.timeout is not None:
         return True
-    if isinstance(device, BleAdvertDevice) and device.republish_after > 0:
-        return True
-    return any(build_chain(spec.filters).timed for spec in device.sensors.values())
+    return isinstance(device, BleAdvertDevice) and device.republish_after > 0
+
+
+def device_is_timed(device: Device) -> bool:
+    """Whether the device's stream needs a timer task (a StreamLink)."""
+    return _timed_anyway(device) or any(
+        build_chain(spec.filters).timed for spec in device.sensors.values()
+    )
 
 
 class Shorthand:
@@ -163,8 +169,4 @@ def stream_for(device: Device, metrics: Metrics) -> DeviceStream | None:
 
 def needs_stream(device: Device) -> bool:
     """Whether any value of the device goes through a filter or a timer."""
-    if device.availability.timeout is not None:
-        return True
-    if isinstance(device, BleAdvertDevice) and device.republish_after > 0:
-        return True
-    return any(spec.filters for spec in device.sensors.values())
+    return _timed_anyway(device) or any(spec.filters for spec in device.sensors.values())
