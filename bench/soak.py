@@ -101,7 +101,7 @@ def write_config(path: Path, args: argparse.Namespace, broker_port: int, metrics
             node = node.setdefault(part, {})
         node[last] = yaml.safe_load(value)
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    return frames
+    return int(frames)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
