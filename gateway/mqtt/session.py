@@ -132,6 +132,15 @@ class MqttSession:
         for server in self.servers:
             metrics.mqtt_connected.labels(server_label(server)).set(0)
         self._v5 = cfg.protocol == "5"
+        # The broker keeps our session between connections (MQTT 5 with a session expiry).
+        self._resumable = self._v5 and cfg.session_expiry > 0
+        # Subscriptions' QoS: 1 only in a session the broker keeps, where it queues commands
+        # while we are away. A clean session dies with its connection, so QoS 1 would buy
+        # nothing over TCP, and on RabbitMQ it costs a failover: a QoS 1 subscription is a
+        # durable queue named after the client id on the node we were connected to, and while
+        # that node is down no other node lets the same client id subscribe at QoS 1 (the
+        # connection is closed). QoS 0 subscriptions fail over (tests/test_mqtt_cluster.py).
+        self._sub_qos = 1 if self._resumable else 0
         self._v5_only_said = False
         self._outbox = outbox
         self._availability = availability or Availability()
@@ -165,10 +174,9 @@ class MqttSession:
         assert server.port is not None  # server_list() fills in mqtt.port
         # A new client per connection: FIRST_ONLY always starts clean. With a session expiry the
         # broker keeps our session (subscriptions, queued commands): resume it.
-        resume = self._v5 and cfg.session_expiry > 0
         clean_start: bool | int = True if self._v5 else paho.MQTT_CLEAN_START_FIRST_ONLY
         connect_properties = None
-        if resume:
+        if self._resumable:
             clean_start = False
             connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             connect_properties.SessionExpiryInterval = cfg.session_expiry
@@ -274,9 +282,8 @@ class MqttSession:
         except CONNECTION_ERRORS as exc:
             raise translate(exc, "restoring session state") from exc
 
-    @staticmethod
-    async def _subscribe(client: GatewayClient, topic: str) -> None:
-        granted = await client.subscribe(topic, 1)
+    async def _subscribe(self, client: GatewayClient, topic: str) -> None:
+        granted = await client.subscribe(topic, self._sub_qos)
         code = granted[0] if granted else 0x80
         value = code if isinstance(code, int) else code.value
         if value >= 0x80:
