@@ -303,3 +303,55 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS: the resident set size now."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def scrape(port: int, timeout: float = 5.0) -> dict[str, float]:
+    """A gateway's /metrics, each metric summed over its label sets (`name` -> total)."""
+    import urllib.request  # noqa: PLC0415 - only the benches that scrape need it
+
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name = name_labels.split("{", 1)[0]
+        try:
+            totals[name] = totals.get(name, 0.0) + float(value)
+        except ValueError:
+            continue
+    return totals
+
+
+def synthetic_devices(
+    count: int, *, interval: float, frames: int | None, values: Sequence[str] = ("n",)
+) -> list[dict[str, Any]]:
+    """`count` synthetic devices (`dev0`, `dev1`, ...), each a frame every `interval` seconds of
+    one reading per value (the first a counter, the rest random walks), `frames` frames each."""
+    shapes = {v: ("counter" if i == 0 else "walk") for i, v in enumerate(values)}
+    devices: list[dict[str, Any]] = []
+    for i in range(count):
+        device: dict[str, Any] = {
+            "id": f"dev{i}",
+            "type": "synthetic",
+            "interval": interval,
+            "values": shapes,
+        }
+        if frames is not None:
+            device["count"] = frames
+        devices.append(device)
+    return devices

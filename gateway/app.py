@@ -37,6 +37,7 @@ from gateway.config import (
     Device,
     ModbusDevice,
     SerialDevice,
+    SyntheticDevice,
     load_config,
 )
 from gateway.encoding import Encoder
@@ -52,6 +53,7 @@ from gateway.mqtt.session import Availability, MqttSession, server_label
 from gateway.streams.device import DeviceStream, device_is_timed, stream_for
 from gateway.streams.link import StreamLink, stream_link_name
 from gateway.supervisor import Link, Supervisor
+from gateway.synthetic import SyntheticLink
 from gateway.systemd import notify, watchdog_timeout
 from gateway.watchdog import Watchdog
 
@@ -76,6 +78,8 @@ def make_link(
     match device:
         case SerialDevice():
             return SerialLink(device, submit, metrics)
+        case SyntheticDevice():
+            return SyntheticLink(device, submit, metrics)
         case ModbusDevice():  # Modbus RTU: devices on one port share its bus
             if modbus is None:
                 raise ValueError("modbus devices need the gateway's ModbusBuses")

@@ -4,8 +4,8 @@ Every timeout, limit and backoff default of the gateway lives in these models, d
 field descriptions (`gateway schema` prints them as JSON Schema). One module per part:
 `base` (what every model shares), `devices` (what every device has: sensors, payload mode,
 availability), `filters` (the sensor stream's filters), `sections` (gateway, mqtt, outbox, log,
-metrics, homeassistant), `serial` and `ble` (the device families), `loading` (the root model,
-YAML loading and error locations).
+metrics, homeassistant), `serial`, `modbus`, `ble` and `synthetic` (the device families),
+`loading` (the root model, YAML loading and error locations).
 Everything is importable from `gateway.config`.
 """
 
@@ -79,6 +79,7 @@ from gateway.config.serial import (
     StructField,
     UsbId,
 )
+from gateway.config.synthetic import SyntheticDevice
 
 __all__ = [
     "AD_DATA_MAX",
@@ -132,6 +133,7 @@ __all__ = [
     "StructDecoder",
     "StructField",
     "StructSpec",
+    "SyntheticDevice",
     "TlsConfig",
     "TopicLevel",
     "UsbId",

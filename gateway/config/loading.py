@@ -27,11 +27,13 @@ from gateway.config.sections import (
     OutboxConfig,
 )
 from gateway.config.serial import SerialDevice
+from gateway.config.synthetic import SyntheticDevice
 from gateway.errors import ConfigError
 from gateway.yamlsource import Located, Path_, dotted, load_yaml
 
 Device = Annotated[
-    SerialDevice | ModbusDevice | BleAdvertDevice | BleGattDevice, Field(discriminator="type")
+    SerialDevice | ModbusDevice | BleAdvertDevice | BleGattDevice | SyntheticDevice,
+    Field(discriminator="type"),
 ]
 
 

@@ -26,6 +26,7 @@ from gateway.config import (
     SensorSpec,
     SerialDevice,
     StructDecoder,
+    SyntheticDevice,
 )
 from gateway.homeassistant.discovery import DeviceInfo, SensorInfo
 from gateway.homeassistant.tables import (
@@ -73,6 +74,8 @@ def known_sensors(device: Device) -> dict[str, str | None]:
                 known.update({f: None for f in spec.fields if f != "_"})
             else:
                 known[spec.sensor or spec.format] = None
+    elif isinstance(device, SyntheticDevice):
+        known.update(dict.fromkeys(device.values))
     elif isinstance(device, BleAdvertDevice) and device.rssi:
         known["signal_strength"] = "dBm"
     for name, sensor in device.sensors.items():
