@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The gateway in a container. Build and run: see "Container" in the README.
+# The gateway in a container. Build and run: see docs/operations/container.md.
 #   docker build -t iot-gateway .
 #   docker run -d --device /dev/ttyUSB0 -v ./config.yaml:/etc/gateway/config.yaml:ro \
 #       -v gateway-state:/var/lib/gateway iot-gateway

@@ -11,7 +11,7 @@ none        no filters: `stream_for` gives no stream at all; measured: the dict 
             Gateway.submit does to find out
 light       offset + round
 esphome     filter_out + offset + median(5, send_every 1) + round + or(delta, heartbeat) +
-            timeout: the README's example
+            timeout: the example in docs/streams.md
 ble         what `republish_after` stands for: or(delta 0, heartbeat 60)
 """
 

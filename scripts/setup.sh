@@ -6,9 +6,9 @@
 #     the status page's browser test). On Debian/Ubuntu the missing ones
 #     are installed with apt-get (as root, or through sudo); elsewhere we say what is missing.
 #  2. A virtual environment in .venv (Python >= 3.11; set PYTHON=/path/to/python3.x to choose),
-#     with the package installed in editable mode plus its test extras, the modbus extra
-#     (pymodbus) and the BLE parser libraries (the `ble-parsers` extra), so that their tests run
-#     rather than skip. pip runs again only when pyproject.toml changed since the last
+#     with the package installed in editable mode plus its test extras, the docs extra (MkDocs
+#     and its Material theme, for `mkdocs build --strict`), the modbus extra (pymodbus) and the
+#     BLE parser libraries (the `ble-parsers` extra), so that their tests run rather than skip. pip runs again only when pyproject.toml changed since the last
 #     successful install.
 set -euo pipefail
 
@@ -133,7 +133,7 @@ main() {
         return
     fi
     say "installing the gateway and its test tools into $VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,modbus,ble-parsers]"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,docs,modbus,ble-parsers]"
     stamp >"$STAMP"
     say "ready: $("$VENV/bin/gateway" --version)"
 }

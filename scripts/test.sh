@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh), then run every check: ruff lint, ruff format, mypy (strict),
-# hadolint (Dockerfile) and pytest. All checks run even when an early one fails; the exit status is non-zero if any failed.
+# hadolint (Dockerfile), the docs site (mkdocs build --strict: broken links are errors) and pytest.
+# All checks run even when an early one fails; the exit status is non-zero if any failed.
 # Extra arguments go to pytest, e.g. `./scripts/test.sh -k serial -x`.
 set -euo pipefail
 
@@ -27,6 +28,9 @@ check "ruff check" "$BIN/ruff" check .
 check "ruff format" "$BIN/ruff" format --check .
 check mypy "$BIN/mypy"
 check hadolint "$BIN/hadolint" Dockerfile
+SITE=$(mktemp -d)
+trap 'rm -rf "$SITE"' EXIT
+check docs "$BIN/mkdocs" build --strict --quiet --site-dir "$SITE"
 check pytest "$BIN/pytest" "$@"
 
 echo

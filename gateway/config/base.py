@@ -27,6 +27,9 @@ class Model(BaseModel):
 
 
 class BackoffConfig(Model):
+    """Retry delays: exponential with full jitter and a cap (before retry n, a delay drawn from
+    [0, min(max, initial * multiplier^n)])."""
+
     initial: float = Field(0.5, gt=0, description="First retry delay bound, seconds.")
     max: float = Field(30.0, gt=0, description="Cap on the retry delay, seconds.")
     multiplier: float = Field(2.0, ge=1, description="Growth of the delay bound per failure.")

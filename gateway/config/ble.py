@@ -241,7 +241,7 @@ class GattPollSpec(GattValueSpec):
 class GattWriteSpec(Model):
     """An MQTT command written to a characteristic."""
 
-    characteristic: Uuid
+    characteristic: Uuid = Field(description="UUID of the characteristic written to.")
     response: bool = Field(True, description="Write with response (acknowledged).")
     payload: Literal["raw", "hex", "text"] = Field(
         "raw", description="How the MQTT payload becomes bytes: as is, hex digits, UTF-8."
@@ -257,11 +257,18 @@ class BleGattDevice(DeviceBase):
     """A connected device: notifications, periodic reads and command writes over GATT."""
 
     type: Literal["ble_gatt"]
-    address: MacAddress
+    address: MacAddress = Field(description="The device's address.")
     adapter: AdapterName | None = Field(None, description="Default: ble.adapter.")
-    notify: list[GattValueSpec] = Field(default_factory=list)
-    poll: list[GattPollSpec] = Field(default_factory=list)
-    commands: dict[TopicLevel, GattWriteSpec] = Field(default_factory=dict)
+    notify: list[GattValueSpec] = Field(
+        default_factory=list, description="Characteristics subscribed to (notifications)."
+    )
+    poll: list[GattPollSpec] = Field(
+        default_factory=list, description="Characteristics read every `interval` seconds."
+    )
+    commands: dict[TopicLevel, GattWriteSpec] = Field(
+        default_factory=dict,
+        description="MQTT command name -> the characteristic write it makes.",
+    )
     find_timeout: float = Field(
         30.0, gt=0, description="Wait this long for the scanner to hear the device (s)."
     )

@@ -48,7 +48,9 @@ class AvailabilityConfig(Model):
 
 
 class DeviceBase(Model):
-    id: TopicLevel
+    id: TopicLevel = Field(
+        description="Unique device id: the topic level of its readings (<prefix>/<id>/...)."
+    )
     name: str | None = Field(
         None,
         min_length=1,

@@ -171,7 +171,13 @@ def _threshold(value: Any) -> Any:
 Threshold = Annotated[float | str, BeforeValidator(_threshold, json_schema_input_type=float | str)]
 
 
-DatapointFromTo = TypedDict("DatapointFromTo", {"from": float, "to": float})
+DatapointFromTo = TypedDict(
+    "DatapointFromTo",
+    {
+        "from": Annotated[float, Field(description="The measured value.")],
+        "to": Annotated[float, Field(description="The true value it stands for.")],
+    },
+)
 
 
 def _datapoint(value: Any) -> Any:

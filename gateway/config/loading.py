@@ -43,7 +43,9 @@ class Config(Model):
     outbox: OutboxConfig = OutboxConfig()
     log: LogSection = LogSection()
     metrics: MetricsSection = MetricsSection()
-    devices: list[Device] = Field(default_factory=list)
+    devices: list[Device] = Field(
+        default_factory=list, description="The devices, each selected by its `type`."
+    )
     ble: BleSection = BleSection()
     homeassistant: HomeAssistantSection = HomeAssistantSection()
 

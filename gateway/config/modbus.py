@@ -40,7 +40,7 @@ _MODICON = {"coil": 1, "discrete": 10001, "input": 30001, "holding": 40001}
 
 
 class RegisterSpec(Model):
-    name: SensorName
+    name: SensorName = Field(description="The sensor's name: the topic level of its readings.")
     function: Function = Field(
         "holding",
         description="holding (read/write registers), input (read-only registers), coil "

@@ -81,6 +81,8 @@ class OutboxConfig(Model):
 
 
 class GatewaySection(Model):
+    """The gateway itself: its id, its state and its shutdown."""
+
     id: TopicLevel = Field(description="Gateway id: status topic and default MQTT client id.")
     state_dir: Path = Field(
         Path("/var/lib/gateway"),
@@ -182,8 +184,15 @@ TopicTemplate = Annotated[str, Field(pattern=r"^[^#+]+$"), AfterValidator(_check
 
 
 class MqttSection(Model):
-    host: str = DEFAULT_HOST
-    port: int = Field(1883, ge=1, le=65535)
+    """The broker connection, topics and commands."""
+
+    host: str = Field(DEFAULT_HOST, description="The broker's host name or address.")
+    port: int = Field(
+        1883,
+        ge=1,
+        le=65535,
+        description="The broker's port; also the port of a `servers` entry that gives none.",
+    )
     servers: list[ServerEntry] | None = Field(
         None,
         min_length=1,
@@ -195,8 +204,10 @@ class MqttSection(Model):
         None, description="Default: `gateway-<id>-<hash>`, stable per gateway id and host."
     )
     keepalive: int = Field(30, ge=1, le=65535, description="MQTT keepalive, seconds.")
-    username: str | None = None
-    password: SecretStr | None = None
+    username: str | None = Field(None, description="User name to authenticate with.")
+    password: SecretStr | None = Field(
+        None, description="Password (masked in the log); or `password_file`, not both."
+    )
     password_file: Path | None = Field(
         None, description="File holding the password (relative to the config file)."
     )
@@ -206,7 +217,9 @@ class MqttSection(Model):
         "(`site/{gateway}`).",
     )
     qos: Literal[0, 1, 2] = Field(1, description="QoS of readings.")
-    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    protocol: Literal["3.1.1", "5"] = Field(
+        "3.1.1", description='MQTT version: "3.1.1" or "5" (quoted in YAML: a string).'
+    )
     session_expiry: int = Field(
         0,
         ge=0,
@@ -285,8 +298,16 @@ class MqttSection(Model):
 
 
 class LogSection(Model):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["text", "json"] = "text"
+    """What the gateway logs, and how (standard error; under systemd, the journal)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="The lowest level logged."
+    )
+    format: Literal["text", "json"] = Field(
+        "text",
+        description="text: UTC timestamps (under systemd: syslog priority prefixes, no "
+        "timestamps); json: one object per line (ts, level, logger, msg, link).",
+    )
 
 
 class MetricsAuth(Model):

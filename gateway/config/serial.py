@@ -212,7 +212,7 @@ class RegexDecoder(Model):
 
 
 class StructField(Model):
-    name: SensorName
+    name: SensorName = Field(description="The sensor's name: the topic level of its readings.")
     scale: float = Field(1.0, description="Multiplies the raw value.")
     offset: float = Field(0.0, description="Added after scaling: value = raw * scale + offset.")
     unit: str | None = Field(None, description="Unit, unless `sensors:` gives one.")

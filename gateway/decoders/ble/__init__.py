@@ -82,7 +82,7 @@ def unit_of(sensor: str) -> str | None:
 
 
 #: Built-in parsers that `decoder: auto` tries before the libraries (they decode these formats
-#: exactly and at a fraction of the cost, see the README), and the one it tries after them.
+#: exactly and at a fraction of the cost, see docs/ble.md), and the one it tries after them.
 AUTO_FIRST = ("bthome", "pvvx", "atc", "ruuvi")
 AUTO_LAST = ("ibeacon",)
 

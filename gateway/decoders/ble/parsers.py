@@ -11,7 +11,7 @@ libraries name them (`temperature`, `humidity`, `battery`, ...), with a `SensorC
 
 The parser objects keep state per device (BTHome's packet ids, Xiaomi's bindkey check), so a
 `LibraryParser` belongs to one device. The libraries are imported only when a device uses one:
-a gateway without such a device does not pay their start-up and memory (see the README).
+a gateway without such a device does not pay their start-up and memory (see docs/ble.md).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class LibraryParser:
 
 
 class AutoParser:
-    """`decoder: auto`: the built-in parsers in `first` (exact, and cheaper: see the README),
+    """`decoder: auto`: the built-in parsers in `first` (exact, and cheaper: see docs/ble.md),
     then every installed library whose `supported()` accepts the advert, then `last`. One
     parser object per library and device, made when first needed (they keep state)."""
 
