@@ -98,6 +98,10 @@ class Broker:
             )
         wait_until("mosquitto", lambda: port_open(self.port), 10, self._proc)
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
     def kill(self) -> None:
         if self._proc is not None:
             self._proc.kill()
@@ -233,12 +237,12 @@ def start_mosquitto_pub(pty: Path, port: int, qos: int, topic: str) -> subproces
 
 
 # -- /proc ---------------------------------------------------------------------------------------
-def start_mosquitto_sub(port: int, qos: int) -> subprocess.Popen[bytes]:
-    """`mosquitto_sub -v` on everything under PREFIX, its output on a pipe."""
+def start_mosquitto_sub(port: int, qos: int, topic: str = f"{PREFIX}/#") -> subprocess.Popen[bytes]:
+    """`mosquitto_sub -v` on `topic` (everything under PREFIX), its output on a pipe."""
     return subprocess.Popen(
         [
             *("mosquitto_sub", "-h", "127.0.0.1", "-p", str(port)),
-            *("-q", str(qos), "-t", f"{PREFIX}/#", "-v"),
+            *("-q", str(qos), "-t", topic, "-v"),
         ],
         stdout=subprocess.PIPE,
     )
@@ -256,8 +260,10 @@ class MosquittoSubReader:
         on_chunk: Callable[[bytes], None],
         probe: tuple[str, str],
         probed: threading.Event,
+        *,
+        topic: str = f"{PREFIX}/#",
     ) -> None:
-        self.proc = start_mosquitto_sub(port, qos)
+        self.proc = start_mosquitto_sub(port, qos, topic)
         self._on_chunk = on_chunk
         self._reader = threading.Thread(target=self._read, name="mosquitto_sub", daemon=True)
         self._reader.start()
