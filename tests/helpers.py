@@ -111,6 +111,16 @@ def _stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGKIL
 # -- MQTT broker ---------------------------------------------------------------------------------
 
 
+class Address(Protocol):
+    """Where a broker listens: all a gateway's config needs of it."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+
 class MqttBroker(Protocol):
     """What tests use of a broker: `helpers.Broker` (mosquitto) and `RabbitBroker` both fit."""
 
@@ -492,7 +502,7 @@ def serial_device(
 
 
 def gateway_config(
-    broker: MqttBroker,
+    broker: Address,
     devices: Sequence[Mapping[str, Any]],
     *,
     gateway_id: str = "gw1",

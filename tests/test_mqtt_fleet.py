@@ -30,6 +30,7 @@ from helpers import (
     wait_until,
 )
 from httpprobe import endpoint, sample, scrape, status
+from kickbroker import KickingBroker
 from paho.mqtt.client import Client, MQTTMessage, MQTTv5
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -463,3 +464,21 @@ def test_tls_server_name_is_what_the_certificate_is_checked_against(tmp_path: Pa
     finally:
         listener.close()
         thread.join(5)
+
+
+def test_a_broker_that_says_session_taken_over_is_believed_at_once(daemon: Daemon) -> None:
+    """MQTT 5 DISCONNECT 0x8E (the broker kicked us for a newer connection with our client id)
+    is certain: the loud line comes after the first such disconnect, not after a pattern, and
+    only once however often it happens."""
+    backoff = {"initial": 0.05, "max": 0.2, "multiplier": 2.0, "reset_after": 60.0}
+    with KickingBroker(kick_after=0.3) as kicker:
+        mqtt = {"client_id": "twin", "protocol": "5", "backoff": backoff}
+        daemon.start(gateway_config(kicker, [], mqtt=mqtt))
+        daemon.wait_log(DUPLICATE, timeout=20)
+        before = daemon.log().split(DUPLICATE, 1)[0]
+        assert before.count("mqtt: connected to") == 1, before  # after the first kick
+        assert "the broker says another client took over the session (reason 0x8e)" in daemon.log()
+        wait_until(lambda: kicker.kicks >= 3 or None, 20, "more kicks")
+        assert daemon.log_count(DUPLICATE) == 1
+        samples = scrape(endpoint(daemon))
+        assert (sample(samples, "gateway_mqtt_takeovers_total") or 0) >= 2
