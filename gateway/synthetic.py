@@ -1,7 +1,8 @@
 """A synthetic device's link (`synthetic:<id>`): a frame of made-up readings every `interval`.
 
-It owns no handle, so opening cannot fail; it keeps its schedule by the loop's clock (a stalled
-loop makes it skip ahead rather than burst), and it stops making frames after `count` of them.
+It owns no handle, so opening cannot fail; it keeps its schedule by the loop's clock (after a
+short stall it makes the missed frames at once, after a long one it skips them), and it stops
+making frames after `count` of them.
 The values are pure functions of the frame number and the seeded random walk, so a consumer can
 check what it got.
 """
@@ -23,6 +24,7 @@ from gateway.models import Submit, Value
 SINE_PERIOD = 60.0  # seconds: slow enough to look like a room, fast enough to see move
 WALK_STEP = 0.1
 WALK_LOW, WALK_HIGH = 10.0, 30.0
+CATCH_UP = 1.0  # seconds of missed frames made at once after a stall; beyond that, skipped
 
 
 class Values:
@@ -92,7 +94,10 @@ class SyntheticLink:
             self.emit()
             next_at += interval
             now = loop.time()
-            if next_at < now - interval:  # more than a frame behind: skip, do not burst
+            # Behind (a busy loop): make the missed frames at once, so that the rate holds on
+            # average, as a serial device's buffered lines arrive together; but after a long
+            # stall (a suspended machine) start afresh instead of a burst of hours.
+            if next_at < now - max(CATCH_UP, interval):
                 next_at = now
-            await asyncio.sleep(next_at - now)
+            await asyncio.sleep(max(0.0, next_at - now))
         await asyncio.Event().wait()  # done: stay up and silent until stopped

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -88,3 +89,19 @@ def test_daemon_delivers_every_frame_numbered_without_gaps(
     assert sorted(m.data["seq"] for m in readings if m.data) == list(range(1, 101))
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(10) == 0
+
+
+async def test_after_a_short_stall_the_missed_frames_are_made_at_once() -> None:
+    """A busy loop must not lower the offered rate: frames missed during a stall shorter than
+    CATCH_UP are made together once the loop runs again."""
+    got: list[Sequence[Reading]] = []
+    link = SyntheticLink(synthetic(interval=0.01, count=20), got.append, Metrics())
+    async with link:
+        task = asyncio.create_task(link.run(), name="synthetic-under-test")
+        await asyncio.sleep(0)  # the first frame
+        time.sleep(0.3)  # the loop stalls for 30 intervals
+        await asyncio.sleep(0.05)
+        assert len(got) == 20
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
