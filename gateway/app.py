@@ -18,13 +18,12 @@ import asyncio
 import contextlib
 import faulthandler
 import gc
-import ipaddress
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +42,8 @@ from gateway.config import (
 from gateway.encoding import Encoder
 from gateway.errors import ConfigError
 from gateway.health import Seen, liveness, readiness, refresh_metrics, status_document
-from gateway.http import Endpoints, HttpServer, HttpServerError
+from gateway.http import Endpoints, HttpServer, HttpServerError, is_loopback
+from gateway.linknames import is_scanner_link, link_name, stream_link_name
 from gateway.links.serial import SerialLink
 from gateway.logs import config_secrets, set_secrets, setup_logging
 from gateway.metrics import Metrics
@@ -51,8 +51,8 @@ from gateway.models import Reading, SensorClasses, Submit
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.session import Availability, MqttSession, server_label
 from gateway.streams.device import DeviceStream, device_is_timed, stream_for
-from gateway.streams.link import StreamLink, stream_link_name
-from gateway.supervisor import Link, Supervisor
+from gateway.streams.link import StreamLink
+from gateway.supervisor import Link, LinkStatus, Stall, Supervisor
 from gateway.synthetic import SyntheticLink
 from gateway.systemd import notify, watchdog_timeout
 from gateway.watchdog import Watchdog
@@ -101,20 +101,6 @@ def is_ble(device: Device) -> bool:
 
 def uses_ble(config: Config | None) -> bool:
     return config is not None and any(is_ble(d) for d in config.devices)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a listen address is reachable from this host only (`localhost` included)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
-
-
-def link_name(device: Device) -> str:
-    return f"{device.type}:{device.id}"
 
 
 class Gateway:
@@ -503,7 +489,7 @@ class Gateway:
 
         if old is not None and not scanners_changed(old, self.cfg):
             return
-        running = [n for n in list(sup.status) if n.startswith("ble_scanner:") and n in sup]
+        running = [n for n in list(sup.status) if is_scanner_link(n) and n in sup]
         await asyncio.gather(*(sup.stop(name) for name in running))
         for link in scanner_links(self.ble, self.cfg, self.submit, self._ble_gave_up):
             sup.start(link)
@@ -537,6 +523,21 @@ class Gateway:
         if not new.metrics.sensor_values:
             self.seen.values.clear()
             self.metrics.sensor_value.clear()
+
+    # -- the read-only view health.py reads (GatewayView) --------------------------------------
+    @property
+    def links(self) -> Mapping[str, LinkStatus]:
+        return self.supervisor.status if self.supervisor else {}
+
+    def link(self, name: str) -> object | None:
+        return self.supervisor.link(name) if self.supervisor else None
+
+    def stalled(self) -> Stall | None:
+        return self.supervisor.stalled() if self.supervisor else None
+
+    @property
+    def loop_lag(self) -> float | None:
+        return self.watchdog.lag if self.watchdog else None
 
     # -- status ------------------------------------------------------------------------------
     def _status_line(self) -> str:

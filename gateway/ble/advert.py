@@ -24,6 +24,7 @@ from gateway.ble.throttle import Throttle
 from gateway.config import BleAdvertDevice, BleSection
 from gateway.decoders.ble import Advert, Decoded, detect, make_advert_parser
 from gateway.errors import DecodeError, TransientLinkError
+from gateway.linknames import link_name
 from gateway.metrics import Metrics
 from gateway.models import SensorClass, Submit
 from gateway.streams.device import RSSI_SENSOR
@@ -45,7 +46,7 @@ class AdvertLink:
         classes: dict[str, SensorClass] | None = None,
     ) -> None:
         self.device = device
-        self.name = f"{device.type}:{device.id}"
+        self.name = link_name(device)
         self.open_timeout = SUBSCRIBE_TIMEOUT
         self.backoff = device.backoff.policy()
         self._adapter = adapter

@@ -35,6 +35,7 @@ from gateway.ble.readings import ble_readings
 from gateway.config import BleGattDevice, GattValueSpec, GattWriteSpec
 from gateway.decoders.ble.gatt import decode_gatt
 from gateway.errors import DecodeError, LinkDownError, LinkError, TransientLinkError
+from gateway.linknames import link_name
 from gateway.metrics import Metrics
 from gateway.models import Submit
 
@@ -50,7 +51,7 @@ class GattLink:
         metrics: Metrics,
     ) -> None:
         self.device = device
-        self.name = f"{device.type}:{device.id}"
+        self.name = link_name(device)
         # No overall deadline: waiting for a connection slot must not fail the link. Each step
         # that can hang (finding, connecting, subscribing) has its own timeout below.
         self.open_timeout = math.inf

@@ -24,6 +24,7 @@ from gateway.config import (
 )
 from gateway.decoders.ble import bthome, ibeacon, ruuvi, xiaomi
 from gateway.decoders.ble.advert import BASE_UUID_SUFFIX
+from gateway.linknames import link_name
 
 # AD types (Bluetooth Core Specification Supplement, part A, 1.11 and 1.4)
 SERVICE_DATA_16, SERVICE_DATA_32, SERVICE_DATA_128 = 0x16, 0x20, 0x21
@@ -113,7 +114,7 @@ def scan_plan(cfg: Config, adapter: str) -> ScanPlan:
         if pattern is not None:
             patterns[pattern] = None
         else:
-            unheard.append(f"{device.type}:{device.id}")
+            unheard.append(link_name(device))
     if cfg.ble.unknown_devices == "publish" and adapter == cfg.ble.adapter:
         patterns.update(dict.fromkeys(BUILTIN_PATTERNS.values()))
     configured = cfg.ble.passive_patterns_of(adapter)

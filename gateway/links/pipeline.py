@@ -15,6 +15,7 @@ from gateway.config import SerialDevice
 from gateway.decoders import make_decoder, sensor_specs, to_readings
 from gateway.errors import DecodeError
 from gateway.framing import Framer, make_framer
+from gateway.linknames import link_name
 from gateway.metrics import Metrics
 from gateway.models import Submit
 
@@ -30,7 +31,7 @@ class FramePipeline:
         name: str | None = None,
     ) -> None:
         self.device = device
-        self.name = name or f"serial:{device.id}"
+        self.name = name or link_name(device)
         self._submit = submit
         self._metrics = metrics
         self._decode = make_decoder(device)

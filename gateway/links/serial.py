@@ -28,6 +28,7 @@ import serial_asyncio
 
 from gateway.config import SerialDevice, SerialPortOptions, hex_bytes
 from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
+from gateway.linknames import link_name
 from gateway.links.hardware import hardware_executor
 from gateway.links.pipeline import FramePipeline
 from gateway.links.polling import Poller
@@ -136,7 +137,7 @@ class _PortProtocol(asyncio.Protocol):
 class SerialLink:
     def __init__(self, device: SerialDevice, submit: Submit, metrics: Metrics) -> None:
         self.device = device
-        self.name = f"serial:{device.id}"
+        self.name = link_name(device)
         self.open_timeout = device.open_timeout
         self.backoff = device.backoff.policy()
         self._metrics = metrics

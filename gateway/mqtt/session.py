@@ -42,6 +42,7 @@ from paho.mqtt.properties import Properties
 from gateway.commands import CommandRouter
 from gateway.config import MqttSection, MqttServer, default_client_id
 from gateway.errors import TransientLinkError
+from gateway.linknames import SESSION
 from gateway.metrics import Metrics
 from gateway.mqtt.aioclient import GatewayClient
 from gateway.mqtt.availability import Availability, publish_changes, publish_states
@@ -102,7 +103,7 @@ async def await_controls(futures: list[asyncio.Future[int]], what: str) -> None:
 
 
 class MqttSession:
-    name = "mqtt"
+    name = SESSION
 
     def __init__(
         self,
