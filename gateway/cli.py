@@ -116,7 +116,7 @@ def _decode(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
     args = _parser().parse_args(argv)
     if args.command == "run":
-        from gateway.app import run  # noqa: PLC0415 - keep `check-config` and `schema` light
+        from gateway.lifecycle import run  # noqa: PLC0415 - keep `check-config` and `schema` light
 
         return run(args.config)
     if args.command == "check-config":

@@ -17,7 +17,8 @@ from prometheus_client import Counter
 
 from gateway import __version__
 from gateway.config import Config, Device
-from gateway.linknames import SESSION, link_name, scanner_link_name, stream_link_name
+from gateway.families import FAMILIES, Family
+from gateway.linknames import SESSION, link_name, stream_link_name
 from gateway.logs import redact
 from gateway.metrics import Metrics
 from gateway.models import Reading, Value
@@ -25,8 +26,6 @@ from gateway.mqtt.session import MqttSession, server_label
 from gateway.recent import Recent, SensorRecent
 
 if TYPE_CHECKING:
-    from gateway.ble.hub import AdapterState, BleHub
-    from gateway.ble.strangers import Stranger
     from gateway.mqtt.availability import Availability
     from gateway.outbox import Outbox
     from gateway.supervisor import LinkStatus, Stall
@@ -91,8 +90,9 @@ class GatewayView(Protocol):
     def started(self) -> float: ...
     @property
     def loop_lag(self) -> float | None: ...
-    @property
-    def ble_hub(self) -> BleHub | None: ...
+    def family_document(self, family: Family, now: float) -> object:
+        """A family's own section of `/status` (`ble`: scanners, unknown advertisers)."""
+
     @property
     def links(self) -> Mapping[str, LinkStatus]: ...
     def link(self, name: str) -> object | None: ...
@@ -182,7 +182,7 @@ def status_document(gw: GatewayView) -> dict[str, Any]:
             "mode_reason": outbox.mode_reason if outbox and outbox.degraded else None,
             "high_water": gw.cfg.metrics.outbox_high_water,
         },
-        "ble": _ble_document(gw, now),
+        **{f.status_key: gw.family_document(f, now) for f in FAMILIES if f.status_key},
     }
 
 
@@ -283,53 +283,3 @@ def _by_device(counter: Counter, kind: str) -> dict[str, dict[str, int]]:
                 key = sample.labels[kind]
                 by[key] = by.get(key, 0) + int(sample.value)
     return out
-
-
-def _ble_document(gw: GatewayView, now: float) -> dict[str, Any] | None:
-    """The scanner of each adapter and the advertisers heard that no device is configured for;
-    None when Bluetooth is not configured (nothing of it is loaded then)."""
-    hub = gw.ble_hub
-    if hub is None:
-        return None
-    from gateway.config import BleAdvertDevice  # noqa: PLC0415
-
-    configured = {d.address for d in gw.cfg.devices if isinstance(d, BleAdvertDevice)}
-    adapters: dict[str, Any] = {}
-    unknown: list[dict[str, Any]] = []
-    for name, state in hub.adapters().items():
-        adapters[name] = _scanner_document(gw, name, state)
-        for stranger in state.strangers.recent_first():
-            if stranger.advert.address not in configured:
-                unknown.append(_stranger_document(name, stranger, now))
-    return {"adapters": adapters, "unknown": unknown}
-
-
-def _scanner_document(gw: GatewayView, name: str, state: AdapterState) -> dict[str, Any]:
-    from gateway.ble.scanner import ScannerLink  # noqa: PLC0415 - BLE only when configured
-
-    link = gw.link(scanner_link_name(name))
-    status = gw.links.get(scanner_link_name(name))
-    scanner = link if isinstance(link, ScannerLink) else None
-    return {
-        "state": status.state if status else "stopped",
-        "mode": scanner.mode if scanner else None,
-        "adverts_per_second": round(state.adverts_per_second(time.monotonic()), 2),
-        "ladder": scanner.ladder_step() if scanner else "-",
-        "reason": redact(status.last_error) if status and status.last_error else None,
-    }
-
-
-def _stranger_document(adapter: str, stranger: Stranger, now: float) -> dict[str, Any]:
-    decoder, values = stranger.described()
-    advert = stranger.advert
-    return {
-        "adapter": adapter,
-        "address": advert.address,
-        "name": advert.name,
-        "rssi": advert.rssi,
-        "decoder": None if decoder == "-" else decoder,
-        "values": values,
-        "snippet": stranger.snippet(),
-        "last_seen_age": round(max(0.0, now - stranger.last_seen), 3),
-        "adverts": stranger.adverts,
-    }

@@ -121,3 +121,25 @@ def scan_plan(cfg: Config, adapter: str) -> ScanPlan:
     patterns.update(dict.fromkeys(configured_pattern(p) for p in configured))
     unmatched = () if configured else tuple(unheard)
     return ScanPlan(adapter, mode, tuple(patterns), unmatched)
+
+
+def adapters_in_use(cfg: Config) -> list[str]:
+    """Adapters of the configured BLE devices, in config order."""
+    names: dict[str, None] = {}
+    for device in cfg.devices:
+        if isinstance(device, BleAdvertDevice | BleGattDevice):
+            names[device.adapter or cfg.ble.adapter] = None
+    return list(names)
+
+
+def scanner_adapters(cfg: Config) -> list[str]:
+    """Adapters that need a scanner: those of the BLE devices, and the default adapter when
+    unknown devices are published."""
+    names = adapters_in_use(cfg)
+    if cfg.ble.unknown_devices == "publish" and cfg.ble.adapter not in names:
+        names.append(cfg.ble.adapter)
+    return names
+
+
+def scan_plans(cfg: Config) -> list[ScanPlan]:
+    return [scan_plan(cfg, name) for name in scanner_adapters(cfg)]
