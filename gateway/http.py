@@ -38,11 +38,11 @@ from gateway import httpauth
 from gateway.config import MetricsAuth
 from gateway.errors import GatewayError
 from gateway.health import Verdict
+from gateway.limits import HTTP_CLOSE_TIMEOUT as CLOSE_TIMEOUT
 from gateway.statuspage.render import render_main, render_page
 
 log = logging.getLogger(__name__)
 
-CLOSE_TIMEOUT = 2.0  # seconds for open connections to finish when the server closes
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATIC = resources.files("gateway.statuspage") / "static"
 STATIC_TYPES = {"page.css": "text/css", "page.js": "text/javascript"}

@@ -24,6 +24,7 @@ from gateway.ble.throttle import Throttle
 from gateway.config import BleAdvertDevice, BleSection
 from gateway.decoders.ble import Advert, Decoded, detect, make_advert_parser
 from gateway.errors import DecodeError, TransientLinkError
+from gateway.limits import ADVERT_SUBSCRIBE_TIMEOUT as SUBSCRIBE_TIMEOUT
 from gateway.linknames import link_name
 from gateway.links.decode_errors import DecodeErrors
 from gateway.metrics import Metrics
@@ -32,7 +33,6 @@ from gateway.streams.device import RSSI_SENSOR
 
 log = logging.getLogger(__name__)
 
-SUBSCRIBE_TIMEOUT = 1.0  # entering only registers a callback
 UNKNOWN_TRACKED = 256  # unknown devices whose last values we remember (LRU)
 UNKNOWN_LABEL = "ble_unknown"  # the `device` label of their metrics
 

@@ -12,8 +12,6 @@ from gateway.ble.scanner import ScannerLink
 from gateway.config import BleAdvertDevice, BleGattDevice, Config
 from gateway.models import Submit
 
-EXIT_ADAPTER_DEAD = 3  # the daemon's exit status when the silent-scanner ladder gives up
-
 
 def device_link(
     hub: BleHub, device: BleAdvertDevice | BleGattDevice, submit: Submit

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.config import BleAdvertDevice, BleGattDevice, Config, Device
 from gateway.errors import DecodeError
 from gateway.families.base import Family, FamilyContext, Out
+from gateway.limits import EXIT_ADAPTER_DEAD
 from gateway.linknames import link_name, scanner_link_name
 from gateway.models import Reading
 
@@ -45,11 +46,7 @@ class BleFamily(Family):
         return ctx.shared(self.name, lambda: BleHub(cfg.ble, ctx.metrics, ctx.sensor_classes))
 
     def links(self, cfg: Config, names: Collection[str], ctx: FamilyContext) -> list[Link]:
-        from gateway.ble.links import (  # noqa: PLC0415
-            EXIT_ADAPTER_DEAD,
-            device_link,
-            scanner_links,
-        )
+        from gateway.ble.links import device_link, scanner_links  # noqa: PLC0415
 
         hub = self.hub(cfg, ctx)
         links: list[Link] = [

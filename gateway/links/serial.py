@@ -28,6 +28,7 @@ import serial_asyncio
 
 from gateway.config import SerialDevice, SerialPortOptions, hex_bytes
 from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
+from gateway.limits import SERIAL_CLOSE_TIMEOUT as CLOSE_TIMEOUT
 from gateway.linknames import link_name
 from gateway.links.hardware import hardware_executor
 from gateway.links.pipeline import FramePipeline
@@ -37,8 +38,6 @@ from gateway.metrics import Metrics
 from gateway.models import Submit
 
 log = logging.getLogger(__name__)
-
-CLOSE_TIMEOUT = 2.0  # seconds to flush pending writes on close before aborting
 
 
 def _lock_holders(path: str) -> str:

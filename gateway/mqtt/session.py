@@ -42,6 +42,7 @@ from paho.mqtt.properties import Properties
 from gateway.commands import CommandRouter
 from gateway.config import MqttSection, MqttServer, default_client_id
 from gateway.errors import TransientLinkError
+from gateway.limits import ANNOUNCE_TIMEOUT, CONNECT_MARGIN
 from gateway.linknames import SESSION
 from gateway.metrics import Metrics
 from gateway.mqtt.aioclient import GatewayClient
@@ -56,9 +57,7 @@ from gateway.mqtt.topics import status_topic
 
 log = logging.getLogger(__name__)
 
-ANNOUNCE_TIMEOUT = 2.0  # seconds for the `offline` announcement on a clean shutdown
 QOS2_WINDOW_3_1_1 = 20  # unacknowledged QoS 2 publishes at once over MQTT 3.1.1 (see run())
-CONNECT_MARGIN = 1.0  # seconds the supervisor's open deadline adds to mqtt.connect_timeout
 
 
 class SessionPart(Protocol):
