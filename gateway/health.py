@@ -283,3 +283,21 @@ def _by_device(counter: Counter, kind: str) -> dict[str, dict[str, int]]:
                 key = sample.labels[kind]
                 by[key] = by.get(key, 0) + int(sample.value)
     return out
+
+
+def status_line(gw: GatewayView) -> str:
+    """systemd's `STATUS=2/3 links up (down: serial:boiler), mqtt 10.0.0.5:1883, outbox 0`:
+    what an operator needs first (the broker while connected)."""
+    running = [s for s in gw.links.values() if s.state != "stopped"]
+    up = sum(s.state == "up" for s in running)
+    down = [s.name for s in running if s.state != "up"]
+    line = f"STATUS={up}/{len(running)} links up"
+    if down:
+        line += f" (down: {', '.join(down[:3])}{', ...' if len(down) > 3 else ''})"
+    session = _session(gw)
+    if session is not None and session.server is not None:
+        line += f", mqtt {server_label(session.server)}"
+    line += f", outbox {len(gw.outbox) if gw.outbox else 0}"
+    if gw.outbox is not None and gw.outbox.degraded:
+        line += " (disk failing: memory only)"
+    return line

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import faulthandler
 import gc
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -38,7 +36,14 @@ from gateway.config import BatchConfig, Config, load_config
 from gateway.encoding import Encoder
 from gateway.errors import ConfigError
 from gateway.families import FAMILIES, Family, FamilyContext
-from gateway.health import Seen, liveness, readiness, refresh_metrics, status_document
+from gateway.health import (
+    Seen,
+    liveness,
+    readiness,
+    refresh_metrics,
+    status_document,
+    status_line,
+)
 from gateway.http import Endpoints, HttpServer, HttpServerError, is_loopback
 from gateway.intake import Intake
 from gateway.limits import CLOSE_RESERVE, FORCED_EXIT_GRACE
@@ -47,7 +52,7 @@ from gateway.logs import config_secrets, set_secrets, setup_logging
 from gateway.metrics import Metrics
 from gateway.models import Reading
 from gateway.mqtt.outbox import Outbox
-from gateway.mqtt.session import Availability, MqttSession, server_label
+from gateway.mqtt.session import Availability, MqttSession
 from gateway.reload import Discovery, ReloadPlan, plan_reload, plan_start
 from gateway.supervisor import LinkStatus, Stall, Supervisor
 from gateway.systemd import notify, watchdog_timeout
@@ -171,7 +176,7 @@ class Gateway:
                 self.supervisor.stalled,
                 self.metrics,
                 timeout=watchdog_timeout(),
-                status=self._status_line,
+                status=lambda: status_line(self),
             )
         )
         self._update_batches(cfg)
@@ -180,7 +185,7 @@ class Gateway:
         # the process: keep it out of the cyclic collector's full passes, which otherwise walk
         # it all and stall the loop for milliseconds.
         gc.freeze()
-        notify("READY=1", self._status_line())
+        notify("READY=1", status_line(self))
         log.info("gateway %s started with %d device(s)", cfg.gateway.id, len(cfg.devices))
 
     async def main_loop(self) -> None:
@@ -306,11 +311,11 @@ class Gateway:
             log.error("reload rejected, keeping the running config:\n%s", exc)
         if new is None:
             self.metrics.reloads.labels("invalid").inc()
-            notify("READY=1", self._status_line())
+            notify("READY=1", status_line(self))
             return False
         await self.apply(plan_reload(self.cfg, new), new)
         self.metrics.reloads.labels("applied").inc()
-        notify("READY=1", self._status_line())
+        notify("READY=1", status_line(self))
         return True
 
     async def apply(self, plan: ReloadPlan, new: Config) -> None:
@@ -385,43 +390,9 @@ class Gateway:
             )
         return HttpServer(cfg.host, cfg.port, endpoints.application())
 
-    def _status_line(self) -> str:
-        """`STATUS=2/3 links up (down: serial:boiler), mqtt 10.0.0.5:1883, outbox 0`: what an
-        operator needs first (the broker while connected)."""
-        states = list(self.links.values())
-        running = [s for s in states if s.state != "stopped"]
-        up = sum(s.state == "up" for s in running)
-        down = [s.name for s in running if s.state != "up"]
-        queued = len(self.outbox) if self.outbox else 0
-        line = f"STATUS={up}/{len(running)} links up"
-        if down:
-            line += f" (down: {', '.join(down[:3])}{', ...' if len(down) > 3 else ''})"
-        session = self.link(SESSION)
-        if isinstance(session, MqttSession) and session.server is not None:
-            line += f", mqtt {server_label(session.server)}"
-        line += f", outbox {queued}"
-        if self.outbox is not None and self.outbox.degraded:
-            line += " (disk failing: memory only)"
-        return line
-
     def _links_changed(self) -> None:
         for device in self.cfg.devices:
             status = self.links.get(link_name(device))
             if status is not None and status.state != "stopped":
                 self.availability.set(device.id, online=status.state == "up")
-        notify(self._status_line())
-
-
-def run(config_path: Path) -> int:
-    """Load the config and run the daemon; exit code 2 for an unusable config."""
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    set_secrets(config_secrets(cfg))
-    setup_logging(cfg.log.level, cfg.log.format)
-    # A watchdog abort (SIGABRT) or a crash prints every thread's Python stack to stderr (the
-    # journal): where the event loop was stuck.
-    faulthandler.enable()
-    return asyncio.run(Gateway(cfg, config_path).run())
+        notify(status_line(self))
