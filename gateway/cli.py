@@ -5,6 +5,8 @@ Exit codes: 0 ok, 2 bad config."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import faulthandler
 import json
 import sys
 from pathlib import Path
@@ -113,11 +115,27 @@ def _decode(args: argparse.Namespace) -> int:
     return run_decode(cfg, args.device, data, characteristic=args.characteristic)
 
 
+def run(config_path: Path) -> int:
+    """`gateway run`: load the config and run the daemon; exit code 2 for an unusable config."""
+    from gateway.lifecycle import Gateway  # noqa: PLC0415 - keep `check-config` and `schema` light
+    from gateway.logs import config_secrets, set_secrets, setup_logging  # noqa: PLC0415
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    set_secrets(config_secrets(cfg))
+    setup_logging(cfg.log.level, cfg.log.format)
+    # A watchdog abort (SIGABRT) or a crash prints every thread's Python stack to stderr (the
+    # journal): where the event loop was stuck.
+    faulthandler.enable()
+    return asyncio.run(Gateway(cfg, config_path).run())
+
+
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
     args = _parser().parse_args(argv)
     if args.command == "run":
-        from gateway.app import run  # noqa: PLC0415 - keep `check-config` and `schema` light
-
         return run(args.config)
     if args.command == "check-config":
         try:

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from gateway.errors import GatewayError, LinkDownError
+from gateway.limits import COMMAND_MAX_PAYLOAD as MAX_PAYLOAD
 
 log = logging.getLogger(__name__)
-
-MAX_PAYLOAD = 4096  # bytes; a command is a short instruction, not a data transfer
 
 
 @runtime_checkable

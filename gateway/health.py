@@ -1,7 +1,8 @@
 """What the HTTP endpoints report: liveness, readiness, the status document, scrape-time metrics.
 
-Pure reads of the running gateway (its config, supervisor, outbox, MQTT session); nothing here
-changes it. `http.py` serves these; `app.py` owns the parts.
+Pure reads of a `GatewayView`: the small read-only face of the running gateway (its config,
+its links' states, the outbox, what was seen). Nothing here changes it, and nothing here imports
+the lifecycle that fills it. `http.py` serves these.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import Counter
 
 from gateway import __version__
-from gateway.config import Device
+from gateway.config import Config, Device
+from gateway.families import FAMILIES, Family
+from gateway.linknames import SESSION, link_name, stream_link_name
 from gateway.logs import redact
 from gateway.metrics import Metrics
 from gateway.models import Reading, Value
@@ -23,9 +26,9 @@ from gateway.mqtt.session import MqttSession, server_label
 from gateway.recent import Recent, SensorRecent
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
-    from gateway.ble.hub import AdapterState
-    from gateway.ble.strangers import Stranger
+    from gateway.mqtt.availability import Availability
+    from gateway.outbox import Outbox
+    from gateway.supervisor import LinkStatus, Stall
 
 
 @dataclass(slots=True)
@@ -70,18 +73,44 @@ class Verdict:
         return {"status": "ok" if self.ok else "fail", "reasons": self.reasons}
 
 
-def _session(gw: Gateway) -> MqttSession | None:
-    link = gw.supervisor.link(MqttSession.name) if gw.supervisor else None
+class GatewayView(Protocol):
+    """What the endpoints read of the running gateway; the lifecycle is one (structurally)."""
+
+    @property
+    def cfg(self) -> Config: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def outbox(self) -> Outbox | None: ...
+    @property
+    def seen(self) -> Seen: ...
+    @property
+    def availability(self) -> Availability: ...
+    @property
+    def started(self) -> float: ...
+    @property
+    def loop_lag(self) -> float | None: ...
+    def family_document(self, family: Family, now: float) -> object:
+        """A family's own section of `/status` (`ble`: scanners, unknown advertisers)."""
+
+    @property
+    def links(self) -> Mapping[str, LinkStatus]: ...
+    def link(self, name: str) -> object | None: ...
+    def stalled(self) -> Stall | None: ...
+
+
+def _session(gw: GatewayView) -> MqttSession | None:
+    link = gw.link(SESSION)
     return link if isinstance(link, MqttSession) else None
 
 
-def liveness(gw: Gateway) -> Verdict:
+def liveness(gw: GatewayView) -> Verdict:
     """The event loop answers (we are running) and the supervisor makes progress."""
-    stall = gw.supervisor.stalled() if gw.supervisor else None
+    stall = gw.stalled()
     return Verdict(stall is None, [] if stall is None else [stall.detail])
 
 
-def readiness(gw: Gateway) -> Verdict:
+def readiness(gw: GatewayView) -> Verdict:
     """Delivering: connected to the broker and the outbox below its high-water mark."""
     reasons = []
     session = _session(gw)
@@ -96,7 +125,7 @@ def readiness(gw: Gateway) -> Verdict:
     return Verdict(not reasons, reasons)
 
 
-def refresh_metrics(gw: Gateway) -> None:
+def refresh_metrics(gw: GatewayView) -> None:
     """Gauges that are cheaper to compute when scraped than on every reading (the outbox's own
     gauges, oldest age included, are read on scrape by the outbox itself)."""
     gw.seen.export(gw.metrics)
@@ -113,16 +142,13 @@ def _link_document(status: Any, now: float) -> dict[str, Any]:
     }
 
 
-def status_document(gw: Gateway) -> dict[str, Any]:
+def status_document(gw: GatewayView) -> dict[str, Any]:
     """`/status`: the configured links with their states, each device's last reading and
     values, the outbox, readiness, the broker, BLE scanners. Everything the status page shows;
     never a secret (error texts pass through the log's secret masking)."""
-    from gateway.app import link_name  # noqa: PLC0415 - app imports this module
-    from gateway.streams.link import stream_link_name  # noqa: PLC0415
-
     now = time.time()
-    statuses: Mapping[str, Any] = gw.supervisor.status if gw.supervisor else {}
-    names = [MqttSession.name, *(link_name(d) for d in gw.cfg.devices)]
+    statuses: Mapping[str, Any] = gw.links
+    names = [SESSION, *(link_name(d) for d in gw.cfg.devices)]
     names += [stream_link_name(d.id) for d in gw.cfg.devices]  # present if its filters need time
     links = {n: _link_document(statuses[n], now) for n in names if n in statuses}
     counts = _DeviceCounts.of(gw.metrics)
@@ -142,8 +168,8 @@ def status_document(gw: Gateway) -> dict[str, Any]:
         },
         "ready": ready.ok,
         "not_ready": ready.reasons,
-        "mqtt": _mqtt_document(gw, statuses.get(MqttSession.name), now),
-        "loop_lag": round(gw.watchdog.lag, 4) if gw.watchdog else None,
+        "mqtt": _mqtt_document(gw, statuses.get(SESSION), now),
+        "loop_lag": None if gw.loop_lag is None else round(gw.loop_lag, 4),
         "links": links,
         "devices": devices,
         "outbox": {
@@ -156,11 +182,11 @@ def status_document(gw: Gateway) -> dict[str, Any]:
             "mode_reason": outbox.mode_reason if outbox and outbox.degraded else None,
             "high_water": gw.cfg.metrics.outbox_high_water,
         },
-        "ble": _ble_document(gw, now),
+        **{f.status_key: gw.family_document(f, now) for f in FAMILIES if f.status_key},
     }
 
 
-def _mqtt_document(gw: Gateway, status: Any, now: float) -> dict[str, Any]:
+def _mqtt_document(gw: GatewayView, status: Any, now: float) -> dict[str, Any]:
     session = _session(gw)
     connected = bool(session and session.connected.is_set())
     reason = None
@@ -185,10 +211,8 @@ def _mqtt_document(gw: Gateway, status: Any, now: float) -> dict[str, Any]:
 
 
 def _device_document(
-    gw: Gateway, device: Device, status: Any, counts: _DeviceCounts, now: float
+    gw: GatewayView, device: Device, status: Any, counts: _DeviceCounts, now: float
 ) -> dict[str, Any]:
-    from gateway.app import link_name  # noqa: PLC0415 - app imports this module
-
     last = gw.seen.last_seen.get(device.id)
     retry_in = None
     if status is not None and status.state == "backing_off" and status.deadline is not None:
@@ -261,51 +285,19 @@ def _by_device(counter: Counter, kind: str) -> dict[str, dict[str, int]]:
     return out
 
 
-def _ble_document(gw: Gateway, now: float) -> dict[str, Any] | None:
-    """The scanner of each adapter and the advertisers heard that no device is configured for;
-    None when Bluetooth is not configured (nothing of it is loaded then)."""
-    hub = gw.ble_hub
-    if hub is None:
-        return None
-    from gateway.config import BleAdvertDevice  # noqa: PLC0415
-
-    configured = {d.address for d in gw.cfg.devices if isinstance(d, BleAdvertDevice)}
-    adapters: dict[str, Any] = {}
-    unknown: list[dict[str, Any]] = []
-    for name, state in hub.adapters().items():
-        adapters[name] = _scanner_document(gw, name, state)
-        for stranger in state.strangers.recent_first():
-            if stranger.advert.address not in configured:
-                unknown.append(_stranger_document(name, stranger, now))
-    return {"adapters": adapters, "unknown": unknown}
-
-
-def _scanner_document(gw: Gateway, name: str, state: AdapterState) -> dict[str, Any]:
-    from gateway.ble.scanner import ScannerLink  # noqa: PLC0415 - BLE only when configured
-
-    link = gw.supervisor.link(f"ble_scanner:{name}") if gw.supervisor else None
-    status = gw.supervisor.status.get(f"ble_scanner:{name}") if gw.supervisor else None
-    scanner = link if isinstance(link, ScannerLink) else None
-    return {
-        "state": status.state if status else "stopped",
-        "mode": scanner.mode if scanner else None,
-        "adverts_per_second": round(state.adverts_per_second(time.monotonic()), 2),
-        "ladder": scanner.ladder_step() if scanner else "-",
-        "reason": redact(status.last_error) if status and status.last_error else None,
-    }
-
-
-def _stranger_document(adapter: str, stranger: Stranger, now: float) -> dict[str, Any]:
-    decoder, values = stranger.described()
-    advert = stranger.advert
-    return {
-        "adapter": adapter,
-        "address": advert.address,
-        "name": advert.name,
-        "rssi": advert.rssi,
-        "decoder": None if decoder == "-" else decoder,
-        "values": values,
-        "snippet": stranger.snippet(),
-        "last_seen_age": round(max(0.0, now - stranger.last_seen), 3),
-        "adverts": stranger.adverts,
-    }
+def status_line(gw: GatewayView) -> str:
+    """systemd's `STATUS=2/3 links up (down: serial:boiler), mqtt 10.0.0.5:1883, outbox 0`:
+    what an operator needs first (the broker while connected)."""
+    running = [s for s in gw.links.values() if s.state != "stopped"]
+    up = sum(s.state == "up" for s in running)
+    down = [s.name for s in running if s.state != "up"]
+    line = f"STATUS={up}/{len(running)} links up"
+    if down:
+        line += f" (down: {', '.join(down[:3])}{', ...' if len(down) > 3 else ''})"
+    session = _session(gw)
+    if session is not None and session.server is not None:
+        line += f", mqtt {server_label(session.server)}"
+    line += f", outbox {len(gw.outbox) if gw.outbox else 0}"
+    if gw.outbox is not None and gw.outbox.degraded:
+        line += " (disk failing: memory only)"
+    return line

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -37,11 +38,11 @@ from gateway import httpauth
 from gateway.config import MetricsAuth
 from gateway.errors import GatewayError
 from gateway.health import Verdict
+from gateway.limits import HTTP_CLOSE_TIMEOUT as CLOSE_TIMEOUT
 from gateway.statuspage.render import render_main, render_page
 
 log = logging.getLogger(__name__)
 
-CLOSE_TIMEOUT = 2.0  # seconds for open connections to finish when the server closes
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATIC = resources.files("gateway.statuspage") / "static"
 STATIC_TYPES = {"page.css": "text/css", "page.js": "text/javascript"}
@@ -194,3 +195,13 @@ class HttpServer:
 def _url(address: tuple[Any, ...]) -> str:
     host, port = address[0], address[1]
     return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this host only (`localhost` included)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything

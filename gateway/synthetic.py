@@ -18,6 +18,7 @@ from typing import Self
 
 from gateway.config.synthetic import Shape, SyntheticDevice
 from gateway.decoders import to_readings
+from gateway.linknames import link_name
 from gateway.metrics import Metrics
 from gateway.models import Submit, Value
 
@@ -53,7 +54,7 @@ class Values:
 class SyntheticLink:
     def __init__(self, device: SyntheticDevice, submit: Submit, metrics: Metrics) -> None:
         self.device = device
-        self.name = f"synthetic:{device.id}"
+        self.name = link_name(device)
         self.open_timeout = device.open_timeout
         self.backoff = device.backoff.policy()
         self._submit = submit

@@ -21,13 +21,12 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
+from gateway.limits import WATCHDOG_MAX_TICK as MAX_TICK
 from gateway.metrics import Metrics
 from gateway.supervisor import Stall
 from gateway.systemd import notify
 
 log = logging.getLogger(__name__)
-
-MAX_TICK = 1.0  # seconds between checks at most (the lag probe's resolution)
 
 
 class Watchdog:

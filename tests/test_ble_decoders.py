@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from gateway.ble.guard import PacketGuard
-from gateway.ble.links import scanners_changed
 from gateway.ble.patterns import scan_plan
 from gateway.ble.throttle import Throttle
 from gateway.config import AdvertStructSpec, Config, GattValueSpec
@@ -25,6 +24,7 @@ from gateway.decoders.ble.structfmt import decode_struct
 from gateway.decoders.ble.xiaomi import decode_atc, decode_pvvx
 from gateway.errors import DecodeError
 from gateway.models import Value
+from gateway.reload import plan_reload
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -521,4 +521,5 @@ def test_a_reload_restarts_a_passive_scanner_only_when_its_patterns_change() -> 
         old = ble_config(kitchen, scanning_mode=mode)
         added = [ble_config(kitchen, device, scanning_mode=mode) for device in (hall, bath)]
         # hall's atc reads 0x181A like kitchen's pvvx: the same patterns; bath's BTHome adds one
-        assert [scanners_changed(old, new) for new in added] == restarts, mode
+        plans = [plan_reload(old, new) for new in added]
+        assert ["ble_scanner:hci0" in plan.restart for plan in plans] == restarts, mode

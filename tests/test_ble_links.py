@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -20,14 +19,17 @@ from fakebluez import FakeBlueZ, Recovery, close_bleak_manager
 from gateway.ble.errors import translate
 from gateway.ble.gatt import GattLink
 from gateway.ble.hub import BleHub
-from gateway.ble.links import device_link, scanner_links
-from gateway.config import BleAdvertDevice, BleGattDevice, Config, Device
+from gateway.config import Config
 from gateway.decoders.ble import uuid16
 from gateway.decoders.ble.bthome import encode_bthome
 from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
+from gateway.families import FamilyContext
+from gateway.families.ble import BLE
+from gateway.health import Seen
+from gateway.intake import Intake
 from gateway.metrics import Metrics
-from gateway.models import Reading, Submit
-from gateway.streams.device import stream_for
+from gateway.models import Reading
+from gateway.mqtt.availability import Availability
 from gateway.supervisor import Supervisor
 
 pytestmark = pytest.mark.timeout(20)
@@ -139,36 +141,39 @@ async def until(check: Callable[[], bool], within: float = 5.0) -> None:
 
 
 class Running:
-    """The gateway's BLE part: a hub, scanner links and device links under a Supervisor."""
+    """The gateway's BLE part as the gateway wires it: the BLE family's links (a hub, scanner
+    links, device links) under a Supervisor, their readings through the real intake (each
+    device's sensor streams: republish_after holds back unchanged values)."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
-        self.hub = BleHub(cfg.ble, self.metrics)
         self.readings = Readings()
         self.fatal: list[str] = []
         self.sup = Supervisor(self.metrics)
+        self.intake = Intake(self.metrics, Availability(), Seen())
+        self.intake.encoder = self  # the next stage: collect instead of encoding
+        self.families = FamilyContext(
+            self.intake.submit, self.metrics, request_exit=lambda why, code: self.fatal.append(why)
+        )
+
+    @property
+    def hub(self) -> BleHub:
+        return BLE.hub(self.cfg, self.families)
 
     async def __aenter__(self) -> Running:
         await self.sup.__aenter__()
-        for link in scanner_links(self.hub, self.cfg, self.readings, self.fatal.append):
-            self.sup.start(link)
         for device in self.cfg.devices:
-            assert isinstance(device, BleAdvertDevice | BleGattDevice)
-            self.sup.start(device_link(self.hub, device, self._through_stream(device)))
+            self.intake.add_device(device)
+        for link in BLE.links(self.cfg, list(BLE.link_specs(self.cfg)), self.families):
+            self.sup.start(link)
         return self
 
-    def _through_stream(self, device: Device) -> Submit:
-        """As the gateway does: each device's readings through its sensor streams
-        (republish_after holds back unchanged values)."""
-        stream = stream_for(device, self.metrics)
-        if stream is None:
-            return self.readings
+    def publish(self, readings: Sequence[Reading]) -> None:
+        self.readings(readings)
 
-        def submit(readings: Sequence[Reading]) -> None:
-            self.readings(stream.feed(readings, time.monotonic()))
-
-        return submit
+    def forget(self, device: str) -> None:
+        pass
 
     async def __aexit__(self, *exc: object) -> None:
         await self.sup.__aexit__(None, None, None)

@@ -15,11 +15,10 @@ import pytest
 from helpers import HOST, Broker, Daemon, SerialPair, gateway_config, serial_device
 from httpprobe import Reply, endpoint
 
-from gateway.app import is_loopback
 from gateway.config import MetricsAuth, load_config
 from gateway.errors import ConfigError
 from gateway.health import Verdict
-from gateway.http import Endpoints, HttpServer
+from gateway.http import Endpoints, HttpServer, is_loopback
 from gateway.httpauth import authorized
 from gateway.logs import config_secrets
 from gateway.metrics import Metrics

@@ -12,15 +12,16 @@ import pytest
 
 PROBE = """
 import asyncio, sys
-from gateway.app import Gateway, make_link
 from gateway.config import Config
-from gateway.metrics import Metrics
+from gateway.families import FAMILIES
+from gateway.lifecycle import Gateway
+from gateway.reload import plan_start
 cfg = Config.model_validate({"gateway": {"id": "gw"}, "devices": [DEVICE]})
 gw = Gateway(cfg)
-device = cfg.devices[0]
-ble = gw.ble if device.type.startswith("ble") else None
-modbus = gw.modbus if device.type == "modbus" else None
-make_link(device, gw.submit, gw.metrics, ble=ble, modbus=modbus)
+plan_start(cfg)  # what reload compares: the links' specs
+for family in FAMILIES:  # the links, as the lifecycle makes them
+    if names := list(family.link_specs(cfg)):
+        family.links(cfg, names, gw.families)
 watched = ("bleak", "dbus_fast", "cryptography", "pymodbus", *PARSERS)
 print(sorted(m for m in watched if m in sys.modules))
 """

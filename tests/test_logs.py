@@ -162,7 +162,7 @@ def test_under_systemd_lines_have_priorities_and_no_timestamps(
     assert all(re.match(r"<[0-7]>", line) for line in lines), lines  # continuation lines too
     assert not [line for line in lines if re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", line)]
     assert "<6>gateway.supervisor [serial:boiler]: link serial:boiler: starting -> up" in lines
-    assert any(line.startswith("<3>gateway.app: reload rejected") for line in lines)
+    assert any(line.startswith("<3>gateway.lifecycle: reload rejected") for line in lines)
 
 
 def test_json_lines_name_their_link(

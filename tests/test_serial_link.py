@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 
 from gateway.config import SerialDevice
 from gateway.errors import LinkDownError, TransientLinkError
+from gateway.limits import SERIAL_CLOSE_TIMEOUT as CLOSE_TIMEOUT
 from gateway.links.pipeline import FramePipeline
-from gateway.links.serial import CLOSE_TIMEOUT, SerialLink
+from gateway.links.serial import SerialLink
 from gateway.metrics import Metrics
 from gateway.models import Reading, Value
 from gateway.simdevices import (

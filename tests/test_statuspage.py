@@ -15,11 +15,12 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.app import Gateway
 from gateway.ble.strangers import Strangers
 from gateway.config import load_config
 from gateway.decoders.ble import Advert
+from gateway.families.ble import BLE
 from gateway.health import status_document
+from gateway.lifecycle import Gateway
 from gateway.models import Reading
 from gateway.recent import MAX_SENSORS, RING_POINTS, RING_SPACING, Recent
 from gateway.statuspage.render import (
@@ -271,7 +272,7 @@ def test_the_ble_section_names_the_decoder_and_a_config_snippet(tmp_path: Path) 
         "devices:\n"
         "  - {id: kitchen, type: ble_advert, address: 'A4:C1:38:00:00:01', decoder: pvvx}\n",
     )
-    adapter = gw.ble.adapter("hci0")
+    adapter = BLE.hub(gw.cfg, gw.families).adapter("hci0")
     heard = Advert(
         "A4:C1:38:12:34:56", name=EVIL, rssi=-61, service_data={ENV: bytes.fromhex(PVVX)}
     )

@@ -15,12 +15,13 @@ from typing import Self
 from dbus_fast import BusType, DBusError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from gateway.limits import DBUS_DISCONNECT_TIMEOUT as DISCONNECT_TIMEOUT
+
 log = logging.getLogger(__name__)
 
 BLUEZ = "org.bluez"
 ADAPTER_IFACE = "org.bluez.Adapter1"
 PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
-DISCONNECT_TIMEOUT = 2.0  # seconds to close our D-Bus connection
 
 
 class SystemBus:

@@ -24,13 +24,15 @@ from gateway.ble.throttle import Throttle
 from gateway.config import BleAdvertDevice, BleSection
 from gateway.decoders.ble import Advert, Decoded, detect, make_advert_parser
 from gateway.errors import DecodeError, TransientLinkError
+from gateway.limits import ADVERT_SUBSCRIBE_TIMEOUT as SUBSCRIBE_TIMEOUT
+from gateway.linknames import link_name
+from gateway.links.decode_errors import DecodeErrors
 from gateway.metrics import Metrics
 from gateway.models import SensorClass, Submit
 from gateway.streams.device import RSSI_SENSOR
 
 log = logging.getLogger(__name__)
 
-SUBSCRIBE_TIMEOUT = 1.0  # entering only registers a callback
 UNKNOWN_TRACKED = 256  # unknown devices whose last values we remember (LRU)
 UNKNOWN_LABEL = "ble_unknown"  # the `device` label of their metrics
 
@@ -45,7 +47,8 @@ class AdvertLink:
         classes: dict[str, SensorClass] | None = None,
     ) -> None:
         self.device = device
-        self.name = f"{device.type}:{device.id}"
+        self.name = link_name(device)
+        self._errors = DecodeErrors(metrics, device.id, self.name)
         self.open_timeout = SUBSCRIBE_TIMEOUT
         self.backoff = device.backoff.policy()
         self._adapter = adapter
@@ -109,8 +112,7 @@ class AdvertLink:
             decoded = self._parse(advert)
         except DecodeError as exc:
             # Devices often alternate formats (pvvx + BTHome + MiBeacon): count, do not shout.
-            self._metrics.frame_errors.labels(d.id, "decode").inc()
-            log.debug("%s: advertisement not decoded: %s", self.name, exc)
+            self._errors.count("decode", f"advertisement not decoded: {exc}")
             return
         if (reason := self._guard.check(decoded, now)) is not None:
             self._drop(reason, decoded)
@@ -127,8 +129,7 @@ class AdvertLink:
                 d.id, {**values, **decoded.events}, d.sensors, now, decoded.classes
             )
         except DecodeError as exc:  # a configured type coercion failed
-            self._metrics.frame_errors.labels(d.id, "decode").inc()
-            log.debug("%s: advertisement not decoded: %s", self.name, exc)
+            self._errors.count("decode", f"advertisement not decoded: {exc}")
             return
         self._received.inc(len(readings))
         if readings:

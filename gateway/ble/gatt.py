@@ -35,6 +35,8 @@ from gateway.ble.readings import ble_readings
 from gateway.config import BleGattDevice, GattValueSpec, GattWriteSpec
 from gateway.decoders.ble.gatt import decode_gatt
 from gateway.errors import DecodeError, LinkDownError, LinkError, TransientLinkError
+from gateway.linknames import link_name
+from gateway.links.decode_errors import DecodeErrors
 from gateway.metrics import Metrics
 from gateway.models import Submit
 
@@ -50,7 +52,8 @@ class GattLink:
         metrics: Metrics,
     ) -> None:
         self.device = device
-        self.name = f"{device.type}:{device.id}"
+        self.name = link_name(device)
+        self._errors = DecodeErrors(metrics, device.id, self.name)
         # No overall deadline: waiting for a connection slot must not fail the link. Each step
         # that can hang (finding, connecting, subscribing) has its own timeout below.
         self.open_timeout = math.inf
@@ -231,12 +234,10 @@ class GattLink:
         try:
             readings = ble_readings(d.id, decode_gatt(spec, data), d.sensors, time.time())
         except DecodeError as exc:
-            self._metrics.frame_errors.labels(d.id, "decode").inc()
-            log.debug("%s: %s: %s; value %s", self.name, spec.characteristic, exc, data.hex())
+            self._errors.count("decode", f"{spec.characteristic}: {exc}; value {data.hex()}")
             return
-        except Exception:
-            log.exception("%s: decoder crashed on %s", self.name, data.hex())
-            self._metrics.frame_errors.labels(d.id, "decoder_bug").inc()
+        except Exception:  # a decoder bug must not kill the link: count, log, skip
+            self._errors.crashed(data.hex())
             return
         self._received.inc(len(readings))
         if readings:

@@ -18,7 +18,7 @@ from bleak.backends.device import BLEDevice
 
 from gateway.ble.slots import ConnectionSlots
 from gateway.ble.strangers import Strangers
-from gateway.config import BleAdvertDevice, BleGattDevice, BleSection, Config
+from gateway.config import BleAdvertDevice, BleGattDevice, BleSection
 from gateway.decoders.ble import Advert
 from gateway.metrics import Metrics
 from gateway.models import SensorClasses
@@ -176,12 +176,3 @@ class BleHub:
 
     def adapter_of(self, device: BleAdvertDevice | BleGattDevice) -> AdapterState:
         return self.adapter(device.adapter or self.section.adapter)
-
-
-def adapters_in_use(cfg: Config) -> list[str]:
-    """Adapters that need a scanner: those of the configured BLE devices, in config order."""
-    names: dict[str, None] = {}
-    for device in cfg.devices:
-        if isinstance(device, BleAdvertDevice | BleGattDevice):
-            names[device.adapter or cfg.ble.adapter] = None
-    return list(names)

@@ -6,13 +6,11 @@ from collections.abc import Callable
 
 from gateway.ble.advert import AdvertLink, UnknownDevices
 from gateway.ble.gatt import GattLink
-from gateway.ble.hub import BleHub, adapters_in_use
-from gateway.ble.patterns import ScanPlan, scan_plan
+from gateway.ble.hub import BleHub
+from gateway.ble.patterns import scan_plans
 from gateway.ble.scanner import ScannerLink
 from gateway.config import BleAdvertDevice, BleGattDevice, Config
 from gateway.models import Submit
-
-EXIT_ADAPTER_DEAD = 3  # the daemon's exit status when the silent-scanner ladder gives up
 
 
 def device_link(
@@ -23,15 +21,6 @@ def device_link(
         classes = hub.sensor_classes.setdefault(device.id, {})
         return AdvertLink(device, adapter, submit, hub.metrics, classes)
     return GattLink(device, adapter, submit, hub.metrics)
-
-
-def scanner_adapters(cfg: Config) -> list[str]:
-    """Adapters that need a scanner: those of the BLE devices, and the default adapter when
-    unknown devices are published."""
-    names = adapters_in_use(cfg)
-    if cfg.ble.unknown_devices == "publish" and cfg.ble.adapter not in names:
-        names.append(cfg.ble.adapter)
-    return names
 
 
 def scanner_links(
@@ -47,14 +36,3 @@ def scanner_links(
         )
         for plan in scan_plans(cfg)
     ]
-
-
-def scan_plans(cfg: Config) -> list[ScanPlan]:
-    return [scan_plan(cfg, name) for name in scanner_adapters(cfg)]
-
-
-def scanners_changed(old: Config, new: Config) -> bool:
-    """Whether a reload must restart the scanner links. Advert devices need no restart (their
-    links subscribe and unsubscribe by themselves), unless they change the patterns of a
-    passive scanner."""
-    return old.ble != new.ble or scan_plans(old) != scan_plans(new)

@@ -24,6 +24,7 @@ from gateway.config import (
 )
 from gateway.decoders.ble import bthome, ibeacon, ruuvi, xiaomi
 from gateway.decoders.ble.advert import BASE_UUID_SUFFIX
+from gateway.linknames import link_name
 
 # AD types (Bluetooth Core Specification Supplement, part A, 1.11 and 1.4)
 SERVICE_DATA_16, SERVICE_DATA_32, SERVICE_DATA_128 = 0x16, 0x20, 0x21
@@ -113,10 +114,32 @@ def scan_plan(cfg: Config, adapter: str) -> ScanPlan:
         if pattern is not None:
             patterns[pattern] = None
         else:
-            unheard.append(f"{device.type}:{device.id}")
+            unheard.append(link_name(device))
     if cfg.ble.unknown_devices == "publish" and adapter == cfg.ble.adapter:
         patterns.update(dict.fromkeys(BUILTIN_PATTERNS.values()))
     configured = cfg.ble.passive_patterns_of(adapter)
     patterns.update(dict.fromkeys(configured_pattern(p) for p in configured))
     unmatched = () if configured else tuple(unheard)
     return ScanPlan(adapter, mode, tuple(patterns), unmatched)
+
+
+def adapters_in_use(cfg: Config) -> list[str]:
+    """Adapters of the configured BLE devices, in config order."""
+    names: dict[str, None] = {}
+    for device in cfg.devices:
+        if isinstance(device, BleAdvertDevice | BleGattDevice):
+            names[device.adapter or cfg.ble.adapter] = None
+    return list(names)
+
+
+def scanner_adapters(cfg: Config) -> list[str]:
+    """Adapters that need a scanner: those of the BLE devices, and the default adapter when
+    unknown devices are published."""
+    names = adapters_in_use(cfg)
+    if cfg.ble.unknown_devices == "publish" and cfg.ble.adapter not in names:
+        names.append(cfg.ble.adapter)
+    return names
+
+
+def scan_plans(cfg: Config) -> list[ScanPlan]:
+    return [scan_plan(cfg, name) for name in scanner_adapters(cfg)]

@@ -43,6 +43,7 @@ from gateway.ble.patterns import ScanPlan
 from gateway.config import BleSection, ScanningMode
 from gateway.decoders.ble import Advert
 from gateway.errors import FatalLinkError, TransientLinkError
+from gateway.linknames import scanner_link_name
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class ScannerLink:
         self.adapter = adapter
         self.section = section
         self.plan = plan
-        self.name = f"ble_scanner:{adapter.name}"
+        self.name = scanner_link_name(adapter.name)
         # Entering may power-cycle the adapter first (two bounded steps and a check), and may
         # start twice (passive, then active when BlueZ cannot scan passively).
         self.open_timeout = 2 * section.start_timeout + 3 * section.power_timeout

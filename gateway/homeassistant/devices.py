@@ -18,16 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import (
-    BleAdvertDevice,
-    BleGattDevice,
-    CsvDecoder,
     Device,
-    RegexDecoder,
     SensorSpec,
-    SerialDevice,
-    StructDecoder,
-    SyntheticDevice,
 )
+from gateway.families import family_of
 from gateway.homeassistant.discovery import DeviceInfo, SensorInfo
 from gateway.homeassistant.tables import (
     BINARY_SENSOR_DEVICE_CLASSES,
@@ -53,31 +47,7 @@ class SeenSensor:
 
 def known_sensors(device: Device) -> dict[str, str | None]:
     """Sensor -> unit, for the sensors the config and the decoder say the device has."""
-    known: dict[str, str | None] = {}
-    if isinstance(device, SerialDevice):
-        from gateway.decoders import sensor_specs  # noqa: PLC0415 - serial only
-
-        decoder = device.decoder
-        if isinstance(decoder, CsvDecoder):
-            known.update({c: None for c in decoder.columns if c is not None})
-        elif isinstance(decoder, RegexDecoder):
-            import re  # noqa: PLC0415
-
-            known.update({g: None for g in re.compile(decoder.pattern).groupindex})
-        elif isinstance(decoder, StructDecoder):
-            known.update({f.name: f.unit for f in decoder.field_specs() if f is not None})
-        specs = sensor_specs(device)
-        known.update({name: spec.unit for name, spec in specs.items() if name in known})
-    elif isinstance(device, BleGattDevice):
-        for spec in [*device.notify, *device.poll]:
-            if spec.fields:
-                known.update({f: None for f in spec.fields if f != "_"})
-            else:
-                known[spec.sensor or spec.format] = None
-    elif isinstance(device, SyntheticDevice):
-        known.update(dict.fromkeys(device.values))
-    elif isinstance(device, BleAdvertDevice) and device.rssi:
-        known["signal_strength"] = "dBm"
+    known = family_of(device).known_sensors(device)
     for name, sensor in device.sensors.items():
         known[name] = sensor.unit if sensor.unit is not None else known.get(name)
     return known
@@ -94,15 +64,7 @@ def is_binary(spec: SensorSpec) -> bool:
 def default_unit(device: Device, sensor: str) -> str | None:
     """The unit a sensor has when the config gives none: the decoder's."""
     unit = known_sensors(device).get(sensor)
-    return unit if unit is not None else _ble_unit(device, sensor)
-
-
-def _ble_unit(device: Device, sensor: str) -> str | None:
-    if not isinstance(device, BleAdvertDevice | BleGattDevice):
-        return None
-    from gateway.decoders.ble import unit_of  # noqa: PLC0415 - BLE only
-
-    return unit_of(sensor)
+    return unit if unit is not None else family_of(device).default_unit(device, sensor)
 
 
 def sensor_info(
@@ -112,7 +74,7 @@ def sensor_info(
     if unit is None and seen is not None:
         unit = seen.unit
     if unit is None:
-        unit = _ble_unit(device, sensor)
+        unit = family_of(device).default_unit(device, sensor)
     device_class: str | None = spec.device_class
     state_class: str | None = spec.state_class
     binary = is_binary(spec) or (spec.type is None and seen is not None and seen.binary)

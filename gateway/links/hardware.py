@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, ParamSpec, TypeVar
 
-HARDWARE_WORKERS = 4  # hardware calls in progress at once
+from gateway.limits import HARDWARE_WORKERS
 
 P = ParamSpec("P")
 T = TypeVar("T")

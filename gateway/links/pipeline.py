@@ -15,6 +15,8 @@ from gateway.config import SerialDevice
 from gateway.decoders import make_decoder, sensor_specs, to_readings
 from gateway.errors import DecodeError
 from gateway.framing import Framer, make_framer
+from gateway.linknames import link_name
+from gateway.links.decode_errors import DecodeErrors
 from gateway.metrics import Metrics
 from gateway.models import Submit
 
@@ -30,12 +32,13 @@ class FramePipeline:
         name: str | None = None,
     ) -> None:
         self.device = device
-        self.name = name or f"serial:{device.id}"
+        self.name = name or link_name(device)
         self._submit = submit
         self._metrics = metrics
         self._decode = make_decoder(device)
         self._sensors = sensor_specs(device)
         self._received = metrics.readings_received.labels(device.id)
+        self.errors = DecodeErrors(metrics, device.id, self.name)
         self.framer: Framer = make_framer(device)
         #: Called for every complete frame (good or not): a polled device has answered.
         self.on_frame: Callable[[], None] | None = None
@@ -72,13 +75,11 @@ class FramePipeline:
             self.count_error("decode", 1, f"{exc}; frame {frame[:60]!r}")
             return 0
         except Exception:  # a decoder bug must not kill the link: count, log, skip
-            log.exception("%s: decoder crashed on %r", self.name, frame[:60])
-            self.count_error("decoder_bug", 1, "decoder crashed")
+            self.errors.crashed(frame[:60])
             return 0
         if readings:
             self._submit(readings)
         return len(readings)
 
     def count_error(self, reason: str, count: int, detail: str) -> None:
-        self._metrics.frame_errors.labels(self.device.id, reason).inc(count)
-        log.debug("%s: skipped %d frame(s) (%s): %s", self.name, count, reason, detail)
+        self.errors.count(reason, detail, count)

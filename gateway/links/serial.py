@@ -28,6 +28,8 @@ import serial_asyncio
 
 from gateway.config import SerialDevice, SerialPortOptions, hex_bytes
 from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
+from gateway.limits import SERIAL_CLOSE_TIMEOUT as CLOSE_TIMEOUT
+from gateway.linknames import link_name
 from gateway.links.hardware import hardware_executor
 from gateway.links.pipeline import FramePipeline
 from gateway.links.polling import Poller
@@ -36,8 +38,6 @@ from gateway.metrics import Metrics
 from gateway.models import Submit
 
 log = logging.getLogger(__name__)
-
-CLOSE_TIMEOUT = 2.0  # seconds to flush pending writes on close before aborting
 
 
 def _lock_holders(path: str) -> str:
@@ -136,7 +136,7 @@ class _PortProtocol(asyncio.Protocol):
 class SerialLink:
     def __init__(self, device: SerialDevice, submit: Submit, metrics: Metrics) -> None:
         self.device = device
-        self.name = f"serial:{device.id}"
+        self.name = link_name(device)
         self.open_timeout = device.open_timeout
         self.backoff = device.backoff.policy()
         self._metrics = metrics

@@ -20,10 +20,10 @@ from pymodbus.exceptions import ConnectionException
 from pymodbus.pdu import ModbusPDU
 
 from gateway.errors import GatewayError, LinkDownError
+from gateway.limits import MODBUS_SAFETY_TIMEOUT as SAFETY_TIMEOUT
 
 log = logging.getLogger(__name__)
 
-SAFETY_TIMEOUT = 60.0  # pymodbus's own per-request timer; ours (the device's timeout) is shorter
 
 #: Modbus exception codes (the protocol's names, shortened for metric labels and replies).
 EXCEPTION_NAMES = {

@@ -23,6 +23,7 @@ from typing import Self, TypeVar
 from gateway.config import ModbusDevice, RegisterSpec
 from gateway.decoders import to_readings
 from gateway.errors import DecodeError, LinkDownError, TransientLinkError
+from gateway.linknames import link_name
 from gateway.metrics import Metrics
 from gateway.modbus.bus import ModbusBus
 from gateway.modbus.client import ExceptionResponseError, RtuClient
@@ -43,7 +44,7 @@ class ModbusLink:
         self, device: ModbusDevice, bus: ModbusBus, submit: Submit, metrics: Metrics
     ) -> None:
         self.device = device
-        self.name = f"modbus:{device.id}"
+        self.name = link_name(device)
         self.open_timeout = device.open_timeout
         self.backoff = device.backoff.policy()
         self._bus = bus

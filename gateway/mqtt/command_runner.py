@@ -17,13 +17,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.commands import Command, CommandRouter, parse_topic, result_topic
+from gateway.limits import COMMANDS_CONCURRENT as MAX_CONCURRENT
+from gateway.limits import COMMANDS_QUEUED as MAX_QUEUED
 from gateway.metrics import Metrics
 from gateway.mqtt.aioclient import GatewayClient
 
 log = logging.getLogger(__name__)
 
-MAX_CONCURRENT = 8  # more wait in the queue; commands are rare and short
-MAX_QUEUED = 100  # beyond this a command is answered `error: busy` at once
 MAX_WARNED_TOPICS = 100  # refused response topics remembered for "log once"
 
 

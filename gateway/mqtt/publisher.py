@@ -25,6 +25,7 @@ from typing import Any
 from paho.mqtt.properties import Properties
 
 from gateway.config import BatchConfig
+from gateway.limits import ACK_WATCHDOG_TICK as WATCHDOG_TICK
 from gateway.metrics import Metrics
 from gateway.mqtt.aioclient import GatewayClient
 from gateway.mqtt.errors import AckTimeoutError, ConnectionLostError, PacketTooLargeError
@@ -34,7 +35,6 @@ from gateway.mqtt.topics import batch_payload, batch_topic
 log = logging.getLogger(__name__)
 
 BatchLookup = Callable[[str], BatchConfig | None]
-WATCHDOG_TICK = 1.0  # seconds between looks at the oldest unacknowledged message, at most
 
 
 class _Gathering:

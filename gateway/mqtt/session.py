@@ -42,6 +42,8 @@ from paho.mqtt.properties import Properties
 from gateway.commands import CommandRouter
 from gateway.config import MqttSection, MqttServer, default_client_id
 from gateway.errors import TransientLinkError
+from gateway.limits import ANNOUNCE_TIMEOUT, CONNECT_MARGIN
+from gateway.linknames import SESSION
 from gateway.metrics import Metrics
 from gateway.mqtt.aioclient import GatewayClient
 from gateway.mqtt.availability import Availability, publish_changes, publish_states
@@ -55,9 +57,7 @@ from gateway.mqtt.topics import status_topic
 
 log = logging.getLogger(__name__)
 
-ANNOUNCE_TIMEOUT = 2.0  # seconds for the `offline` announcement on a clean shutdown
 QOS2_WINDOW_3_1_1 = 20  # unacknowledged QoS 2 publishes at once over MQTT 3.1.1 (see run())
-CONNECT_MARGIN = 1.0  # seconds the supervisor's open deadline adds to mqtt.connect_timeout
 
 
 class SessionPart(Protocol):
@@ -102,7 +102,7 @@ async def await_controls(futures: list[asyncio.Future[int]], what: str) -> None:
 
 
 class MqttSession:
-    name = "mqtt"
+    name = SESSION
 
     def __init__(
         self,

@@ -20,16 +20,12 @@ from types import TracebackType
 from typing import Self
 
 from gateway.config import Device
+from gateway.limits import STREAM_OPEN_TIMEOUT as OPEN_TIMEOUT
+from gateway.linknames import stream_link_name
 from gateway.models import Reading
 from gateway.streams.device import DeviceStream
 
 log = logging.getLogger(__name__)
-
-OPEN_TIMEOUT = 1.0  # entering does nothing that can hang
-
-
-def stream_link_name(device_id: str) -> str:
-    return f"stream:{device_id}"
 
 
 class StreamLink:

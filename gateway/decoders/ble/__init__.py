@@ -18,6 +18,7 @@ from gateway.decoders.ble.advert import (
     AdvertDecoder,
     AdvertParser,
     Decoded,
+    parse_ad_structures,
     plain,
     uuid16,
 )
@@ -135,6 +136,7 @@ __all__ = [
     "auto_parser",
     "detect",
     "make_advert_parser",
+    "parse_ad_structures",
     "unit_of",
     "uuid16",
 ]

@@ -106,3 +106,35 @@ def scaled(raw: int | float, factor: float) -> Value:
         raise DecodeError(f"value {raw!r} is not a finite number")
     digits = max(0, -math.floor(math.log10(abs(factor)))) + 3 if factor else 0
     return round(value, digits)
+
+
+def parse_ad_structures(data: bytes, address: str) -> Advert:
+    """Raw advertising data (length, type, data; repeated) -> the decoders' Advert."""
+    name, manufacturer, service, uuids = None, {}, {}, []
+    i = 0
+    while i < len(data):
+        length = data[i]
+        if length == 0:
+            break
+        if i + 1 + length > len(data):
+            raise DecodeError(f"AD structure at byte {i} runs past the end of the data")
+        kind, body = data[i + 1], data[i + 2 : i + 1 + length]
+        if kind in (0x08, 0x09):
+            name = body.decode("utf-8", "replace")
+        elif kind == 0xFF and len(body) >= 2:
+            manufacturer[int.from_bytes(body[:2], "little")] = body[2:]
+        elif kind == 0x16 and len(body) >= 2:
+            service[uuid16(int.from_bytes(body[:2], "little"))] = body[2:]
+        elif kind in (0x02, 0x03):
+            uuids += [
+                uuid16(int.from_bytes(body[j : j + 2], "little"))
+                for j in range(0, len(body) - 1, 2)
+            ]
+        i += 1 + length
+    return Advert(
+        address=address,
+        name=name,
+        manufacturer_data=manufacturer,
+        service_data=service,
+        service_uuids=tuple(uuids),
+    )

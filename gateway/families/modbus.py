@@ -1,0 +1,27 @@
+"""Modbus RTU devices (`type: modbus`): devices on one port share its bus. pymodbus (the
+`modbus` extra) is imported only when a Modbus link is made."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gateway.config import ModbusDevice
+from gateway.families.base import Family, FamilyContext
+
+if TYPE_CHECKING:
+    from gateway.supervisor import Link
+
+
+class ModbusFamily(Family):
+    name = "modbus"
+    models = (ModbusDevice,)
+
+    def device_link(self, device: Any, ctx: FamilyContext) -> Link:
+        from gateway.modbus.bus import ModbusBuses  # noqa: PLC0415 - the `modbus` extra
+        from gateway.modbus.link import ModbusLink  # noqa: PLC0415
+
+        buses = ctx.shared(self.name, ModbusBuses)
+        return ModbusLink(device, buses.bus_for(device), ctx.submit, ctx.metrics)
+
+
+MODBUS = ModbusFamily()

@@ -1,0 +1,28 @@
+"""Synthetic devices (`type: synthetic`): made-up readings at a fixed rate, no hardware."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gateway.config import Device, SyntheticDevice
+from gateway.families.base import Family, FamilyContext
+
+if TYPE_CHECKING:
+    from gateway.supervisor import Link
+
+
+class SyntheticFamily(Family):
+    name = "synthetic"
+    models = (SyntheticDevice,)
+
+    def device_link(self, device: Any, ctx: FamilyContext) -> Link:
+        from gateway.synthetic import SyntheticLink  # noqa: PLC0415 - the registry stays light
+
+        return SyntheticLink(device, ctx.submit, ctx.metrics)
+
+    def known_sensors(self, device: Device) -> dict[str, str | None]:
+        assert isinstance(device, SyntheticDevice)
+        return dict.fromkeys(device.values)
+
+
+SYNTHETIC = SyntheticFamily()
