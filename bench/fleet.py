@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ from benchlib import (
     REPO,
     Broker,
     MosquittoSubReader,
+    SeqTally,
     cpu_seconds,
     missing_tools,
     rss_mb,
@@ -56,43 +56,21 @@ READING = re.compile(rb"^fleet/gw(\d+)/dev(\d+)/n \{.*\"seq\": (\d+)\}$", re.M)
 ONLINE = re.compile(rb"^fleet/gw(\d+)/gw\d+/status online$", re.M)
 
 
-class Counts:
-    """What the subscriber saw: a bitmap of seqs per (gateway, device), and who is online."""
+class Counts(SeqTally):
+    """The fleet's readings, one stream per (gateway, device), and who is online."""
 
     def __init__(self, gateways: int, devices: int, per_device: int) -> None:
-        self.seen = [[bytearray(per_device + 1) for _ in range(devices)] for _ in range(gateways)]
+        super().__init__(gateways * devices, per_device)
+        self.devices = devices
         self.online: set[int] = set()
-        self.delivered = self.duplicates = self.unexpected = 0
-        self.probed = threading.Event()
-        self._tail = b""
-        self._lock = threading.Lock()
 
     def chunk(self, data: bytes) -> None:
-        if b"probe" in data:
-            self.probed.set()
-        data, self._tail = (self._tail + data).rpartition(b"\n")[::2]
-        with self._lock:
-            self.online.update(int(m[1]) for m in ONLINE.finditer(data))
-            for m in READING.finditer(data):
+        lines = self.lines(data)
+        with self.lock:
+            self.online.update(int(m[1]) for m in ONLINE.finditer(lines))
+            for m in READING.finditer(lines):
                 gw, dev, seq = int(m[1]), int(m[2]), int(m[3])
-                bits = self._bits(gw, dev)
-                if bits is None or seq >= len(bits):
-                    self.unexpected += 1
-                    continue
-                if bits[seq]:
-                    self.duplicates += 1
-                else:
-                    bits[seq] = 1
-                    self.delivered += 1
-
-    def _bits(self, gw: int, dev: int) -> bytearray | None:
-        if gw < len(self.seen) and dev < len(self.seen[gw]):
-            return self.seen[gw][dev]
-        return None
-
-    def lost(self) -> int:
-        with self._lock:
-            return sum(bits.count(0) - 1 for row in self.seen for bits in row)  # seq 0 unused
+                self.mark(gw * self.devices + dev if dev < self.devices else len(self.seen), seq)
 
 
 class Mosquitto:

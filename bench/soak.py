@@ -22,7 +22,6 @@ import contextlib
 import re
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from benchlib import (
     PREFIX,
     Broker,
     MosquittoSubReader,
+    SeqTally,
     cpu_seconds,
     free_port,
     missing_tools,
@@ -49,37 +49,14 @@ from benchlib import (
 READING = re.compile(rb"^" + PREFIX.encode() + rb"/dev(\d+)/n \{.*\"seq\": (\d+)\}$", re.M)
 
 
-class Seqs:
-    """Which seqs of each device arrived (a bitmap per device: an hour at 1000/s is 3.6 M)."""
-
-    def __init__(self, devices: int, per_device: int) -> None:
-        self.seen = [bytearray(per_device + 1) for _ in range(devices)]
-        self.delivered = 0
-        self.duplicates = 0
-        self.out_of_range = 0
-        self.probed = threading.Event()
-        self._tail = b""
-        self._lock = threading.Lock()
+class Seqs(SeqTally):
+    """The soak's readings: `bench/dev<i>/n`, one stream per device."""
 
     def chunk(self, data: bytes) -> None:
-        if b"probe" in data:
-            self.probed.set()
-        data, self._tail = (self._tail + data).rpartition(b"\n")[::2]  # whole lines only
-        with self._lock:
-            for m in READING.finditer(data):
-                device, seq = int(m[1]), int(m[2])
-                if device >= len(self.seen) or seq >= len(self.seen[device]):
-                    self.out_of_range += 1
-                    continue
-                if self.seen[device][seq]:
-                    self.duplicates += 1
-                else:
-                    self.seen[device][seq] = 1
-                    self.delivered += 1
-
-    def lost(self) -> int:
-        with self._lock:
-            return sum(bits.count(0) - 1 for bits in self.seen)  # seq 0 is never used
+        lines = self.lines(data)
+        with self.lock:
+            for m in READING.finditer(lines):
+                self.mark(int(m[1]), int(m[2]))
 
 
 def write_config(path: Path, args: argparse.Namespace, broker_port: int, metrics: int) -> int:
@@ -201,7 +178,7 @@ def report(
 ) -> None:
     print(
         f"\nproduced {produced}, delivered {seqs.delivered}, lost {seqs.lost()}, "
-        f"duplicates {seqs.duplicates}, unexpected {seqs.out_of_range}; exit code {code}"
+        f"duplicates {seqs.duplicates}, unexpected {seqs.unexpected}; exit code {code}"
     )
     after = [rss for t, rss in samples if t >= settle]
     if len(after) >= 2:
