@@ -93,6 +93,8 @@ def readiness(gw: Gateway) -> Verdict:
         reasons.append(f"outbox holds {queued} readings (high-water mark {high_water})")
     if gw.outbox is not None and gw.outbox.degraded:
         reasons.append(f"outbox in {gw.outbox.mode.value} mode ({gw.outbox.mode_reason})")
+    if gw.outbox is not None and (unread := gw.outbox.unreadable_reason):
+        reasons.append(f"outbox cannot read its backlog on disk ({unread}); retrying")
     return Verdict(not reasons, reasons)
 
 
@@ -154,6 +156,7 @@ def status_document(gw: Gateway) -> dict[str, Any]:
             "degraded": bool(outbox and outbox.degraded),
             "mode": outbox.mode.value if outbox else "disk",
             "mode_reason": outbox.mode_reason if outbox and outbox.degraded else None,
+            "unreadable": outbox.unreadable_reason if outbox else None,
             "high_water": gw.cfg.metrics.outbox_high_water,
         },
         "ble": _ble_document(gw, now),

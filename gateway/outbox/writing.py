@@ -28,6 +28,7 @@ from gateway.outbox.mode import DiskState, Mode
 from gateway.outbox.numbering import Numbering
 from gateway.outbox.records import Record
 from gateway.outbox.store import Store, StoreError
+from gateway.outbox.unreadable import Unreadable
 from gateway.outbox.window import Window
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Writing:
     numbering: Numbering
     disk: DiskState
     bounds: Bounds
+    unreadable: Unreadable
     unwritten: dict[int, Record]
     deletes: set[int]
     count: int
@@ -152,6 +154,7 @@ class Writing:
 
     def _cancel_timers(self) -> None:
         self._group.cancel()
+        self.unreadable.cancel()
         for h in (self._flush_handle, self._delete_handle, self._retry_handle, self._spill_handle):
             if h is not None:
                 h.cancel()
@@ -337,6 +340,7 @@ class Writing:
         self._set_aside(exc)
         w = self.window
         w.end_backlog()
+        self.unreadable.over()
         held = [*w.inflight.values(), *w.ready, *w.tail.values()]
         lost = self.count - len(held)
         if lost:
