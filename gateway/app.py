@@ -40,9 +40,8 @@ from gateway.config import (
     load_config,
 )
 from gateway.encoding import Encoder
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, HttpServerError
 from gateway.health import Seen, liveness, readiness, refresh_metrics, status_document
-from gateway.http import Endpoints, HttpServer, HttpServerError
 from gateway.links.serial import SerialLink
 from gateway.logs import config_secrets, set_secrets, setup_logging
 from gateway.metrics import Metrics
@@ -58,6 +57,7 @@ from gateway.watchdog import Watchdog
 if TYPE_CHECKING:
     from gateway.ble.hub import BleHub
     from gateway.homeassistant.announcer import Announcer
+    from gateway.http import HttpServer
     from gateway.modbus.bus import ModbusBuses
 
 log = logging.getLogger(__name__)
@@ -264,6 +264,8 @@ class Gateway:
         cfg = self.cfg.metrics
         if not cfg.enabled:
             return contextlib.nullcontext(None)
+        from gateway.http import Endpoints, HttpServer  # noqa: PLC0415 - aiohttp: ~12 MB
+
         endpoints = Endpoints(
             self.metrics.registry,
             refresh=lambda: refresh_metrics(self),
