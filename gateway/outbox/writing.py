@@ -33,6 +33,9 @@ from gateway.outbox.window import Window
 
 log = logging.getLogger(__name__)
 
+# Deletes go apart from the commits of new records: at 200 readings/s (bench/footprint.py),
+# deleting with every commit wrote 1,526-1,606 bytes per reading against 868-903 (each such
+# commit also rewrites the pages at the table's front), and every 2 s instead of 0.5 s, 934.
 ACK_FLUSH_DELAY = 0.5  # seconds an acknowledged record may stay on disk, waiting for a commit
 MAX_LAZY_DELETES = 4096  # acknowledged records that make a commit of new ones delete them too
 RECOVERY_BATCH = 2000  # records written back per loop turn after a disk failure
