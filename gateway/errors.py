@@ -54,3 +54,7 @@ class LinkDownError(GatewayError):
 
 class DecodeError(GatewayError):
     """A frame could not be decoded. Counted per device and skipped; never fatal to a link."""
+
+
+class HttpServerError(GatewayError):
+    """The HTTP endpoint cannot listen (address in use, not available, no permission)."""

@@ -122,6 +122,8 @@ def readiness(gw: GatewayView) -> Verdict:
         reasons.append(f"outbox holds {queued} readings (high-water mark {high_water})")
     if gw.outbox is not None and gw.outbox.degraded:
         reasons.append(f"outbox in {gw.outbox.mode.value} mode ({gw.outbox.mode_reason})")
+    if gw.outbox is not None and (unread := gw.outbox.unreadable_reason):
+        reasons.append(f"outbox cannot read its backlog on disk ({unread}); retrying")
     return Verdict(not reasons, reasons)
 
 
@@ -180,6 +182,7 @@ def status_document(gw: GatewayView) -> dict[str, Any]:
             "degraded": bool(outbox and outbox.degraded),
             "mode": outbox.mode.value if outbox else "disk",
             "mode_reason": outbox.mode_reason if outbox and outbox.degraded else None,
+            "unreadable": outbox.unreadable_reason if outbox else None,
             "high_water": gw.cfg.metrics.outbox_high_water,
         },
         **{f.status_key: gw.family_document(f, now) for f in FAMILIES if f.status_key},

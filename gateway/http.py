@@ -36,10 +36,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from gateway import httpauth
 from gateway.config import MetricsAuth
-from gateway.errors import GatewayError
+from gateway.errors import HttpServerError
 from gateway.health import Verdict
 from gateway.limits import HTTP_CLOSE_TIMEOUT as CLOSE_TIMEOUT
-from gateway.statuspage.render import render_main, render_page
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +53,6 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-
-class HttpServerError(GatewayError):
-    """The HTTP endpoint cannot listen (address in use, not available, no permission)."""
 
 
 class Endpoints:
@@ -111,10 +106,14 @@ class Endpoints:
         return web.json_response(self._status(), headers={"Cache-Control": "no-store"})
 
     async def page(self, request: web.Request) -> web.Response:
+        from gateway.statuspage.render import render_page  # noqa: PLC0415 - on first view
+
         html = render_page(self._status())
         return web.Response(text=html, content_type="text/html", headers=PAGE_HEADERS)
 
     async def page_main(self, request: web.Request) -> web.Response:
+        from gateway.statuspage.render import render_main  # noqa: PLC0415 - on first view
+
         html = render_main(self._status())
         return web.Response(text=html, content_type="text/html", headers=PAGE_HEADERS)
 

@@ -29,8 +29,9 @@ from helpers import (
 from httpprobe import endpoint, get, sample, scrape, status
 
 import gateway
+from gateway.errors import HttpServerError
 from gateway.health import Verdict
-from gateway.http import Endpoints, HttpServer, HttpServerError
+from gateway.http import Endpoints, HttpServer
 from gateway.metrics import Metrics
 
 pytestmark = pytest.mark.timeout(40)

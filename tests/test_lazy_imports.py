@@ -62,3 +62,28 @@ def test_bluetooth_libraries_load_only_for_bluetooth_devices(device: str, loaded
         check=True,
     )
     assert result.stdout.strip() == loaded
+
+
+HTTP_PROBE = """
+import asyncio, sys
+from gateway.lifecycle import Gateway
+from gateway.config import Config
+cfg = Config.model_validate({"gateway": {"id": "gw"}, "metrics": {"enabled": ENABLED}})
+gw = Gateway(cfg)
+gw._http_server()
+print(sorted(m for m in ("aiohttp", "gateway.statuspage.render") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(("enabled", "loaded"), [(False, "[]"), (True, "['aiohttp']")])
+def test_aiohttp_loads_only_with_the_http_endpoint(enabled: bool, loaded: str) -> None:
+    """aiohttp costs ~12 MB of RSS: a config with `metrics.enabled: false` does without it; the
+    status page's renderer loads only when the page is first asked for."""
+    result = subprocess.run(
+        [sys.executable, "-c", HTTP_PROBE.replace("ENABLED", str(enabled))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == loaded

@@ -647,3 +647,101 @@ async def test_readings_taken_while_the_file_is_unreadable_never_repeat_its_seqs
     (new,) = await drain(box, 1)
     assert new.seq == 11
     box.close()
+
+
+# -- a backlog the disk cannot read --------------------------------------------------------------
+class UnreadableRows:
+    """The store's `read` fails with an I/O error (as SQLite reports a bad sector) for rows
+    with ids in `bad`, while `failing`; everything else, writes included, works."""
+
+    def __init__(self, box: Outbox, bad: range) -> None:
+        self.bad, self.failing, self.attempts = bad, True, 0
+        self._read = box.store.read
+        box.store.read = self.read  # type: ignore[method-assign]
+
+    def read(self, first: int, last: int, limit: int) -> list[Record]:
+        if self.failing and first <= self.bad[-1] and last >= self.bad[0]:
+            self.attempts += 1
+            raise StoreError("io", "disk I/O error")
+        return self._read(first, last, limit)
+
+
+async def test_new_readings_go_on_while_the_backlog_cannot_be_read(tmp_path: Path) -> None:
+    """Issue 11: an I/O error reading the backlog stalled every new reading behind it for as
+    long as the disk failed. Now the backlog is set aside and read again with backoff; new
+    readings go out (committed first), the backlog late, nothing lost, each in its order."""
+    metrics = Metrics()
+    box = make(tmp_path / "o.sqlite3", metrics, memory_records=100, retry_interval=0.2)
+    for i in range(500):  # the broker is away: 100 ready in memory, 400 on disk only
+        box.put(reading(i), "t", 1)
+    await settle()
+    disk = UnreadableRows(box, range(101, 501))
+    first = await drain(box, 100)  # the broker is back
+    assert [r.seq for r in first] == list(range(1, 101))
+    assert box.take_nowait(100) == []  # the backlog's first read fails: set aside
+    for i in range(500, 550):
+        box.put(reading(i), "t", 1)
+    new = await drain(box, 50)  # before: waited for the disk, forever
+    assert [r.seq for r in new] == list(range(501, 551))
+    assert all(r.id not in box.unwritten for r in new), "published before it was committed"
+    assert box.unreadable_reason == "io: disk I/O error"
+    assert not box.degraded  # writes work: new readings are still on disk first
+    assert metrics.registry.get_sample_value("gateway_outbox_errors_total", {"kind": "io"})
+    await asyncio.sleep(0.5)
+    assert disk.attempts >= 2, "the backlog is read again"
+    assert disk.attempts <= 20, "with backoff, not on every turn"
+    disk.failing = False  # the disk reads again: the backlog follows, late, in its own order
+    late = await drain(box, 400)
+    assert [r.seq for r in late] == list(range(101, 501))
+    assert box.unreadable_reason is None
+    async with asyncio.timeout(5):
+        await box.wait_drained()
+    box.close()
+
+
+async def test_a_backlog_set_aside_as_unreadable_survives_a_sigkill(tmp_path: Path) -> None:
+    """The set-aside rows stay on disk: a restart delivers them first, as any backlog."""
+    db = tmp_path / "o.sqlite3"
+    box = make(db, memory_records=100, retry_interval=60)
+    for i in range(300):
+        box.put(reading(i), "t", 1)
+    await settle()
+    UnreadableRows(box, range(101, 301))
+    await drain(box, 100)
+    assert box.take_nowait(100) == []
+    box.put(reading(300), "t", 1)
+    (new,) = await drain(box, 1)
+    assert new.seq == 301
+    await asyncio.sleep(ACK_FLUSH_DELAY + 0.1)  # the deletes are on disk
+    sigkill(box)
+
+    box = make(db)
+    out = await drain(box, 200)
+    assert [r.seq for r in out] == list(range(101, 301))
+    box.put(reading(301), "t", 1)
+    (new,) = await drain(box, 1)
+    assert new.seq == 302
+    box.close()
+
+
+async def test_readyz_and_status_say_why_a_backlog_waits_unread(tmp_path: Path) -> None:
+    """The gateway's health view of the outbox above (readiness and /status, as served)."""
+    from gateway.config import Config  # noqa: PLC0415
+    from gateway.health import readiness, status_document  # noqa: PLC0415
+    from gateway.lifecycle import Gateway  # noqa: PLC0415 - only this test needs the whole gateway
+
+    cfg = Config.model_validate({"gateway": {"id": "gw", "state_dir": str(tmp_path)}})
+    gw = Gateway(cfg)
+    box = make(tmp_path / "o.sqlite3", gw.metrics, memory_records=100, retry_interval=60)
+    gw.outbox = box
+    for i in range(200):
+        box.put(reading(i), "t", 1)
+    await settle()
+    assert status_document(gw)["outbox"]["unreadable"] is None
+    UnreadableRows(box, range(101, 201))
+    await drain(box, 100)
+    assert box.take_nowait(100) == []
+    why = "outbox cannot read its backlog on disk (io: disk I/O error); retrying"
+    assert why in readiness(gw).reasons
+    assert status_document(gw)["outbox"]["unreadable"] == "io: disk I/O error"
+    box.close()

@@ -2,14 +2,16 @@
 connection losses, disk failures and recoveries, clean restarts and crashes, against a real
 SQLite file. A full disk is real too: SQLite's `max_page_count` makes every write that needs
 a new page fail with SQLITE_FULL, as a full filesystem does (deletes and seqs rows, which need
-none, still go in). A dead disk (an I/O error) takes no write at all.
+none, still go in). A dead disk (an I/O error) takes no write at all. An unreadable disk fails
+every read of the backlog (writes still work): the backlog is set aside, newer readings go on.
 
 Invariants, checked as it runs and after a final drain:
 - fate: every accepted reading is delivered (acknowledged) or counted dropped by a bound (or,
   only where the README says so, lost: held in memory at a crash); never both, never neither
   (but for the README's exception: a drop a dead disk could not delete comes back);
 - order: per device, readings are handed out for the first time in the order they were put
-  (but for such a drop, which comes back late);
+  (but for such a drop, which comes back late, and for a backlog set aside as unreadable,
+  which is delivered late once it can be read: the README's exception);
 - seq: per device, one seq names one reading, and seqs grow with the order of the puts; a seq
   that went out is never used again, whatever was lost (crash or close in memory mode too).
 """
@@ -59,11 +61,25 @@ class Clock:
 
 
 class DyingStore(Store):
-    """The outbox's file on a disk that can die: while `dead()`, every write fails."""
+    """The outbox's file on a disk that can die: while `dead()`, every write fails; while
+    `unreadable()`, every read of rows fails (the load at open reads only totals: it works)."""
 
-    def __init__(self, path: Path, dead: Callable[[], bool]) -> None:
+    def __init__(
+        self, path: Path, dead: Callable[[], bool], unreadable: Callable[[], bool]
+    ) -> None:
         super().__init__(path)
         self.dead = dead
+        self.unreadable = unreadable
+
+    def read(self, first: int, last: int, limit: int) -> list[Record]:
+        if self.unreadable():
+            raise StoreError("io", "disk I/O error")
+        return super().read(first, last, limit)
+
+    def first_ts(self, first: int, last: int) -> float | None:
+        if self.unreadable():
+            raise StoreError("io", "disk I/O error")
+        return super().first_ts(first, last)
 
     def write(
         self,
@@ -122,6 +138,8 @@ class OutboxMachine(RuleBasedStateMachine):
         self.taken: list[Record] = []
         self.disk_full = False
         self.disk_dead = False
+        self.disk_unreadable = False
+        self.late: set[tuple[str, int]] = set()  # in a backlog set aside as unreadable
         self.dropped_ids: dict[int, tuple[str, int]] = {}  # this instance's drops
         self.returning: set[tuple[str, int]] = set()  # drops a dead disk brought back
         self.reserved_ahead = False  # the seqs table may hold reservations (numbering.py)
@@ -132,9 +150,25 @@ class OutboxMachine(RuleBasedStateMachine):
     def _open(self) -> Outbox:
         self.metrics = Metrics()
         box = Outbox(self.dir / "o.sqlite3", self.cfg, self.metrics, clock=self.clock)
-        box.store = DyingStore(box.path, lambda: self.disk_dead)
+        box.store = DyingStore(box.path, lambda: self.disk_dead, lambda: self.disk_unreadable)
         self.dropped_ids = {}  # (ids are per file state: a later run may use one again)
         box.bounds = DropLog(box, self.dropped_ids)
+        strand = box.window.strand
+
+        def note_and_strand() -> None:
+            """What the backlog set aside holds, read past the failing store (the model's
+            knowledge, not the outbox's): those readings may come late."""
+            w = box.window
+            if w.backlog and box.store.db is not None:
+                self.late.update(
+                    box.store.db.execute(
+                        "SELECT device, seq FROM outbox WHERE id BETWEEN ? AND ?",
+                        (w.first, w.last),
+                    ).fetchall()
+                )
+            strand()
+
+        box.window.strand = note_and_strand  # type: ignore[method-assign]
 
         async def go() -> None:
             box.open()
@@ -213,7 +247,7 @@ class OutboxMachine(RuleBasedStateMachine):
             key = (record.device, record.seq)
             if key in self.ever_taken:
                 continue  # again, after a requeue or a restart
-            if key in self.returning:  # a drop a dead disk could not delete: late by nature
+            if key in self.returning or key in self.late:  # late by nature (see the docstring)
                 self.ever_taken.add(key)
                 continue
             value = self.seq_value[key]
@@ -249,9 +283,14 @@ class OutboxMachine(RuleBasedStateMachine):
         self.reserved_ahead = True
 
     @rule()
+    def disk_unreadable_now(self) -> None:
+        self.disk_unreadable = True
+
+    @rule()
     def disk_recovers(self) -> None:
         self.disk_full = False
         self.disk_dead = False
+        self.disk_unreadable = False
         self._apply_disk()
         self._run(0.02)  # a retry or two
         self._apply_disk()  # (the store may have reopened)
@@ -337,11 +376,13 @@ class OutboxMachine(RuleBasedStateMachine):
     def _drain_and_check(self) -> None:
         self.disk_full = False
         self.disk_dead = False
+        self.disk_unreadable = False
         self._apply_disk()
         self._call(self.box.requeue_inflight)
         self.taken = []
         for _ in range(1000):
-            self._run(0.01 if self.box.degraded else 0.0)
+            waiting = self.box.degraded or self.box.unreadable_reason is not None
+            self._run(0.01 if waiting else 0.0)
             batch = self._call(lambda: self.box.take_nowait(1000))
             if not batch and not len(self.box):
                 break

@@ -10,13 +10,10 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from gateway.outbox.records import Record
+from gateway.outbox.shared import Shared
 from gateway.outbox.store import StoreError
-
-if TYPE_CHECKING:
-    from gateway.outbox.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +22,7 @@ DROP_BATCH = 1000  # backlog rows read at once to drop or expire
 
 
 class Bounds:
-    def __init__(self, box: Outbox) -> None:
+    def __init__(self, box: Shared) -> None:
         self.box = box
         self._last_age_check = 0.0
         self._first_ts: tuple[int, float | None] = (0, None)  # (backlog first id, its ts)

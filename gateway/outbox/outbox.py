@@ -2,9 +2,9 @@
 
 The parts: `store` (the SQLite file), `window` (where each record is: in flight, ready, backlog
 on disk, tail), `numbering` (each device's seq), `mode` (disk, memory after a failure,
-recovering), `bounds` (max_bytes, max_age), `grouping` (when a commit is due) and `writing`
-(the write path, which this class includes). Here: the lifecycle, the intake and the session's
-side. When records are written:
+recovering), `bounds` (max_bytes, max_age), `grouping` (when a commit is due), `unreadable` (a
+backlog the disk cannot read) and `writing` (the write path, which this class includes). Here:
+the lifecycle, the intake and the session's side. When records are written:
 
 - `durability: disk`: new records are committed together after `commit_turns` loop iterations
   that brought some or `commit_interval`, whichever first, and are ready to publish once
@@ -38,6 +38,7 @@ from gateway.outbox.mode import DiskState, Mode
 from gateway.outbox.numbering import Numbering
 from gateway.outbox.records import RECORD_OVERHEAD, Record
 from gateway.outbox.store import Store, StoreError
+from gateway.outbox.unreadable import Unreadable
 from gateway.outbox.window import Window
 from gateway.outbox.writing import ACK_FLUSH_DELAY, MAX_LAZY_DELETES, Writing
 
@@ -70,6 +71,7 @@ class Outbox(Writing):
         self.numbering = Numbering()
         self.disk = DiskState()
         self.bounds = Bounds(self)
+        self.unreadable = Unreadable(self)
         self.unwritten: dict[int, Record] = {}  # accepted, not on disk (id order)
         self.deletes: set[int] = set()  # on disk, acknowledged or dropped: delete soon
         self._next_id = 1
@@ -264,7 +266,10 @@ class Outbox(Writing):
         try:
             rows = self.store.read(w.first, w.last, BACKLOG_BATCH)
         except StoreError as exc:
-            self._failed("read", exc)
+            if exc.kind == "corrupt":
+                self._failed("read", exc)
+            else:  # the rest of the file may be fine: newer readings go on (unreadable.py)
+                self.unreadable.failed(exc)
             return
         w.loaded([r for r in rows if r.id not in self.deletes], complete=False)
         if len(rows) < BACKLOG_BATCH:
@@ -324,6 +329,11 @@ class Outbox(Writing):
     @property
     def inflight(self) -> int:
         return len(self.window.inflight)
+
+    @property
+    def unreadable_reason(self) -> str | None:
+        """Why a backlog waits on disk unread (None: none does)."""
+        return self.unreadable.reason if self.unreadable.waiting else None
 
     def oldest_age(self) -> float:
         oldest = self.bounds.oldest_ts()

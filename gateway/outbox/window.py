@@ -1,13 +1,17 @@
 """Where each record not yet acknowledged is, in the order it is to be published.
 
-    in flight | ready (memory) | backlog (disk only: ids first..last) | tail (memory)
-      taken      ids ascending       read back in batches                newest
+    unreadable | in flight | ready (memory) | backlog (disk only: ids first..last) | tail
+    (disk only)    taken      ids ascending       read back in batches                newest
 
 Ids only grow from left to right: a record goes to `ready` only while the backlog is empty, so
 nothing ever overtakes an older record of its device. `in flight` records go back to the front
 of `ready` when their publish did not complete. The tail holds records that cannot be ready
 yet: with `durability: disk` those not yet committed; in the other cases those behind a backlog
 or beyond `memory_records`. A tail record that is on disk may leave memory and join the backlog.
+
+A backlog the disk could not read (an I/O error) is set aside as `unreadable` id ranges, so that
+newer records go on (`strand`); read back later, its records go to the front of `ready`
+(`recovered`): late, the one exception to the order above.
 
 Pure bookkeeping, no SQLite: the outbox reads the backlog and tells the window what it got.
 """
@@ -28,6 +32,7 @@ class Window:
         self.tail: dict[int, Record] = {}  # in id order
         self.first = 0  # backlog: ids first..last, on disk only (first > last: none)
         self.last = -1
+        self.unreadable: list[tuple[int, int]] = []  # set-aside backlog ranges, oldest first
 
     # -- the backlog -------------------------------------------------------------------------
     @property
@@ -45,6 +50,24 @@ class Window:
 
     def end_backlog(self) -> None:
         self.first, self.last = 0, -1
+
+    def strand(self) -> None:
+        """The backlog could not be read: set it aside, so that newer records may be ready."""
+        if self.backlog:
+            self.unreadable.append((self.first, self.last))
+            self.end_backlog()
+
+    def recovered(self, records: list[Record], *, complete: bool) -> None:
+        """A batch read back from the front of the first unreadable range (`complete`: that
+        was all of it). Older than anything else here: it goes first."""
+        first, last = self.unreadable[0]
+        if records:
+            first = records[-1].id + 1
+            self.ready.extendleft(reversed(records))
+        if complete or first > last:
+            del self.unreadable[0]
+        else:
+            self.unreadable[0] = (first, last)
 
     def room(self) -> int:
         return max(0, self.memory_records - len(self.ready))
