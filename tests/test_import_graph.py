@@ -15,6 +15,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
 
+
 # Cycles known and owned elsewhere, each to be removed from here when it is untied (a test
 # below fails as soon as one of them is gone, so this list can only shrink).
 def modules() -> dict[str, Path]:

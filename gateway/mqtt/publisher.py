@@ -143,9 +143,10 @@ class Publisher:
 
     # -- publishing --------------------------------------------------------------------------
     async def run(self) -> None:
-        """Keeps the window full. Most publishes happen synchronously in `fill_soon` (right
-        after the commit that made records ready, right after acknowledgements opened the
-        window); this loop covers the rest (the backlog after a reconnect)."""
+        """Keeps the window full: the one pump of the data path. It waits for the outbox to
+        have ready records (a commit, a backlog read back) and takes them; the outbox never
+        calls back into the session. Acknowledgements that open the window refill it at once
+        (`fill_soon`), within the publisher."""
         while True:
             while len(self._by_id) >= self._window:
                 self._window_open.clear()

@@ -335,7 +335,6 @@ class MqttSession:
             self._metrics.mqtt_connected.labels(server_label(self.server)).set(0)
             self.server = None
         client, self._client = self._client, None
-        self._outbox.on_ready = None
         self._publisher.give_back()
         if client is None:
             return
@@ -362,7 +361,6 @@ class MqttSession:
             window = min(window, QOS2_WINDOW_3_1_1)
         publisher = self._publisher
         publisher.attach(client, window, self._reading_properties())
-        self._outbox.on_ready = publisher.fill_soon
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._messages(client), name="mqtt-messages")
@@ -385,8 +383,6 @@ class MqttSession:
         except* CONNECTION_ERRORS as group:
             first = group.exceptions[0]
             raise translate(first, "connection lost") from first
-        finally:
-            self._outbox.on_ready = None
 
     def _reading_properties(self) -> Properties | None:
         """MQTT 5 properties of every reading's PUBLISH: the message expiry, if configured."""

@@ -91,7 +91,6 @@ class Outbox(Writing):
         self._checkpointer = Checkpointer(path, CHECKPOINT_INTERVAL)
         #: Called right after a commit made new records ready, in the same loop iteration: the
         #: session publishes them at once instead of waking its publisher on the next one.
-        self.on_ready: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:

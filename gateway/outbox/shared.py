@@ -27,7 +27,6 @@ class Shared(Protocol):
     count: int
     total: int
     _closed: bool
-    on_ready: Callable[[], None] | None
 
     def _changed(self) -> None: ...
 

@@ -88,9 +88,7 @@ class Unreadable:
             return
         self.backoff.reset()
         w.recovered([r for r in rows if r.id not in box.deletes], complete=len(rows) < room)
-        box._changed()
-        if box.on_ready is not None and w.ready:
-            box.on_ready()
+        box._changed()  # wakes the publisher
         if w.unreadable:
             self._schedule(0)
         else:

@@ -66,7 +66,6 @@ class Writing:
     _delete_handle: asyncio.TimerHandle | None
     _retry_handle: asyncio.TimerHandle | None
     _spill_handle: asyncio.TimerHandle | None
-    on_ready: Callable[[], None] | None
     _committer: HardwareExecutor | None  # sync: full: commits run in its one thread
     _commit: tuple[Future[None], list[Record], set[int], list[tuple[str, int]], bool] | None
 
@@ -244,8 +243,6 @@ class Writing:
         self.numbering.written(seqs, exact=exact)
         self.window.settle_tail(self.on_disk, self._publishable)
         self._changed()
-        if self.on_ready is not None and self.window.ready and not exact:
-            self.on_ready()
 
     def _commit_in_thread(
         self, records: list[Record], dels: set[int], seqs: list[tuple[str, int]], more: bool
@@ -312,9 +309,7 @@ class Writing:
                 self._reopen()
         self.window.settle_tail(self.on_disk, self._publishable)
         self._metrics.outbox_commits.inc()
-        self._changed()
-        if self.on_ready is not None and records and self.window.ready:
-            self.on_ready()
+        self._changed()  # wakes the publisher: what this commit made ready goes out
 
     def _failed(self, what: str, exc: StoreError) -> None:
         if exc.kind == "corrupt":
