@@ -1,7 +1,7 @@
-"""Home Assistant discovery, the pure part (gateway/homeassistant/discovery.py, tables.py): the
-configs in both modes, their ids, overrides, the clearing messages, and the copies of Home
-Assistant's tables. `HA_SOURCE=<unpacked homeassistant wheel>` also compares the tables with
-Home Assistant's own modules."""
+"""Home Assistant discovery, the pure part (gateway/homeassistant/: identity.py, discovery.py,
+clearing.py, tables.py, checks.py): the configs in both modes, their ids, overrides, the clearing
+messages, and the copies of Home Assistant's tables. `HA_SOURCE=<unpacked homeassistant wheel>`
+also compares the tables with Home Assistant's own modules."""
 
 from __future__ import annotations
 
@@ -27,18 +27,10 @@ from paho.mqtt.client import topic_matches_sub
 
 from gateway.decoders.ble import UNITS
 from gateway.homeassistant import tables
-from gateway.homeassistant.discovery import (
-    DeviceInfo,
-    GatewayInfo,
-    SensorInfo,
-    discovery_messages,
-    encode,
-    escape,
-    is_own_config,
-    node_id,
-    owned_topic_filter,
-    removals,
-)
+from gateway.homeassistant.checks import check_sensor, default_classes
+from gateway.homeassistant.clearing import is_own_config, owned_topic_filter, removals
+from gateway.homeassistant.discovery import discovery_messages, encode
+from gateway.homeassistant.identity import DeviceInfo, GatewayInfo, SensorInfo, escape, node_id
 from gateway.homeassistant.tables import (
     BINARY_SENSOR_DEVICE_CLASSES,
     DEVICE_CLASS_STATE_CLASSES,
@@ -47,8 +39,6 @@ from gateway.homeassistant.tables import (
     SENSOR_DEVICE_CLASSES,
     STATE_CLASS_UNITS,
     STATE_CLASSES,
-    check_sensor,
-    default_classes,
 )
 
 # Home Assistant's discovery topic pattern (components/mqtt/discovery.py, TOPIC_MATCHER).

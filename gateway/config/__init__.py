@@ -3,9 +3,10 @@
 Every timeout, limit and backoff default of the gateway lives in these models, documented in the
 field descriptions (`gateway schema` prints them as JSON Schema). One module per part:
 `base` (what every model shares), `devices` (what every device has: sensors, payload mode,
-availability), `filters` (the sensor stream's filters), `sections` (gateway, mqtt, outbox, log,
-metrics, homeassistant), `serial`, `modbus`, `ble` and `synthetic` (the device families),
-`loading` (the root model, YAML loading and error locations).
+availability), `filters` (the sensor stream's filters), `mqtt` (the broker connection),
+`sections` (gateway, outbox, log, metrics, homeassistant), `serial`, `modbus`, `ble` and
+`synthetic` (the device families), `loading` (the root model, YAML loading and error
+locations).
 Everything is importable from `gateway.config`.
 """
 
@@ -49,18 +50,14 @@ from gateway.config.loading import (
     load_config,
 )
 from gateway.config.modbus import ModbusDevice, RegisterSpec
+from gateway.config.mqtt import MqttSection, MqttServer, TlsConfig, default_client_id, parse_server
 from gateway.config.sections import (
     GatewaySection,
     HomeAssistantSection,
     LogSection,
     MetricsAuth,
     MetricsSection,
-    MqttSection,
-    MqttServer,
     OutboxConfig,
-    TlsConfig,
-    default_client_id,
-    parse_server,
 )
 from gateway.config.serial import (
     BinaryFraming,

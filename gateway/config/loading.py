@@ -17,13 +17,13 @@ from pydantic import (
 from gateway.config.base import Model
 from gateway.config.ble import BleAdvertDevice, BleGattDevice, BleSection
 from gateway.config.modbus import ModbusDevice
+from gateway.config.mqtt import MqttSection
 from gateway.config.sections import (
     GatewaySection,
     HomeAssistantSection,
     LogSection,
     MetricsAuth,
     MetricsSection,
-    MqttSection,
     OutboxConfig,
 )
 from gateway.config.serial import SerialDevice
@@ -227,8 +227,8 @@ def _check_sensors(cfg: Config, located: Located) -> list[str]:
     """What pydantic cannot see alone: Home Assistant's unit and state-class tables (checked
     with the decoder's unit where the config gives none), batches that Home Assistant could
     not read, device-mode keys that are not sensors."""
+    from gateway.homeassistant.checks import check_sensor  # noqa: PLC0415
     from gateway.homeassistant.devices import default_unit, is_binary  # noqa: PLC0415
-    from gateway.homeassistant.tables import check_sensor  # noqa: PLC0415
 
     problems = []
     for i, device in enumerate(cfg.devices):

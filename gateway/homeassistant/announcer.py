@@ -30,15 +30,10 @@ import aiomqtt
 from gateway import __version__
 from gateway.config import Config
 from gateway.encoding import Encoder
+from gateway.homeassistant.clearing import is_own_config, owned_topic_filter, removals
 from gateway.homeassistant.devices import LEARNED_FILE, Learned, SeenSensor, device_info
-from gateway.homeassistant.discovery import (
-    GatewayInfo,
-    discovery_messages,
-    encode,
-    is_own_config,
-    owned_topic_filter,
-    removals,
-)
+from gateway.homeassistant.discovery import discovery_messages, encode
+from gateway.homeassistant.identity import GatewayInfo
 from gateway.metrics import Metrics
 from gateway.models import Reading, SensorClasses
 from gateway.mqtt.aioclient import GatewayClient

@@ -22,13 +22,9 @@ from gateway.config import (
     SensorSpec,
 )
 from gateway.families import family_of
-from gateway.homeassistant.discovery import DeviceInfo, SensorInfo
-from gateway.homeassistant.tables import (
-    BINARY_SENSOR_DEVICE_CLASSES,
-    SENSOR_DEVICE_CLASSES,
-    check_sensor,
-    default_classes,
-)
+from gateway.homeassistant.checks import check_sensor, default_classes
+from gateway.homeassistant.identity import DeviceInfo, SensorInfo
+from gateway.homeassistant.tables import BINARY_SENSOR_DEVICE_CLASSES, SENSOR_DEVICE_CLASSES
 
 log = logging.getLogger(__name__)
 
