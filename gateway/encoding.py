@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.config import Config
+from gateway.limits import MAX_REMEMBERED
 from gateway.models import Reading, Value
 from gateway.mqtt.outbox import Outbox, Record
 from gateway.mqtt.topics import device_payload, device_topic, reading_topic
-
-MAX_REMEMBERED = 100_000  # state topics whose last payload is kept (a bound, not a goal)
 
 
 class Encoder:

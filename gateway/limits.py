@@ -3,8 +3,9 @@
 What an operator may want to tune is a config default (`gateway/config/`, documented in the
 field descriptions and `gateway schema`). What is here is fixed by the protocol, the hardware or
 a judgement about safety; moving a value between the two is a design decision, not a tweak.
-Each module that uses one imports it under its local name; the outbox's internals keep theirs
-with the outbox (`gateway/outbox/`).
+Each module that uses one imports it under its local name. Constants of a protocol or a
+format (MQTT's packet size, BTHome's packet id, Modbus's registers per request) stay with the
+code that speaks it.
 """
 
 from __future__ import annotations
@@ -37,3 +38,45 @@ COMMAND_MAX_PAYLOAD = 4096  # bytes; a command is a short instruction, not a dat
 
 # -- HTTP (http.py) ----------------------------------------------------------------------------
 HTTP_CLOSE_TIMEOUT = 2.0  # seconds for open connections to finish when the server closes
+
+# -- outbox (outbox/: the write path, numbering, bounds, the unreadable backlog, the store) --------
+# Deletes go apart from the commits of new records: at 200 readings/s (bench/footprint.py),
+# deleting with every commit wrote 1,526-1,606 bytes per reading against 868-903 (each such
+# commit also rewrites the pages at the table's front), and every 2 s instead of 0.5 s, 934.
+ACK_FLUSH_DELAY = 0.5  # seconds an acknowledged record may stay on disk, waiting for a commit
+MAX_LAZY_DELETES = 4096  # acknowledged records that make a commit of new ones delete them too
+RECOVERY_BATCH = 2000  # records written back per loop turn after a disk failure
+COMMIT_WAIT = 5.0  # seconds close() waits for a commit in the thread
+CHECKPOINT_INTERVAL = 5.0  # seconds between WAL checkpoints (the WAL stays small)
+SEQ_BLOCK = 1000  # seqs reserved at once per device while records go out from memory
+AGE_CHECK_INTERVAL = 1.0  # seconds between max_age checks
+DROP_BATCH = 1000  # backlog rows read at once to drop or expire
+BACKLOG_BATCH = 1000  # records read back from disk at once
+UNREADABLE_READ_BATCH = 1000  # records read back at once
+UNREADABLE_FIRST_RETRY = 0.1  # the backoff's first bound, as a fraction of retry_interval
+# Every commit writes whole pages to the WAL (a frame: page + 24 bytes), most of them one or two:
+# the smallest page writes the least per commit (bench/footprint.py: 2,660 bytes per reading
+# at 4096, 1,171 at 1024, 867 at 512). It applies to new files; an existing one keeps its own.
+PAGE_SIZE = 512
+
+# -- decoders (decoders/): what one value or frame may be ------------------------------------------
+MAX_TEXT = 256  # characters of a string value: a sensor value, not a document
+GATT_MAX_TEXT = 512  # characters of a GATT string value (the ATT maximum is 512 bytes)
+JSON_MAX_DEPTH = 4  # nesting a JSON line may have: a reading, not a document
+MAX_SENTENCE = 120  # characters; NMEA allows 82, some receivers send a little more
+
+# -- memory kept for status, discovery and logs; the synthetic devices' catch-up ----------
+RING_POINTS = 120  # points kept per numeric sensor (the sparkline's resolution)
+RING_SPACING = 2.5  # seconds between points at least: 120 points span >= 5 minutes
+RECENT_MAX_SENSORS = 64  # sensors remembered per device; readings of further ones are not shown
+RATE_WINDOW = 10.0  # seconds over which the status page's adverts per second are counted
+RATE_SAMPLES = 64  # advert arrival times kept per adapter for that rate (bounded memory)
+MAX_STRANGERS = 64  # advertisers remembered per adapter
+UNKNOWN_TRACKED = 256  # unknown devices whose last values we remember (LRU)
+MAX_LEARNED = 256  # sensors remembered per device: a bound against a decoder gone wild
+MAX_REMEMBERED = 100_000  # state topics whose last payload is kept (a bound, not a goal)
+MAX_WARNED_TOPICS = 100  # refused response topics remembered for "log once"
+TAKEOVER_LOSSES = 3  # short-lived losses in a row that make the pattern
+REFRESH_WITHOUT_JS = 10  # seconds: a page without JavaScript reloads itself this often
+MIN_SECRET_LENGTH = 4  # shorter "secrets" would mask ordinary text everywhere
+SYNTHETIC_CATCH_UP = 1.0  # seconds of missed frames made at once after a stall; more: skipped

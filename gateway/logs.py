@@ -22,13 +22,14 @@ from contextvars import ContextVar
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
+from gateway.limits import MIN_SECRET_LENGTH
+
 _SYSLOG_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 
 #: The link the current task works for (`serial:boiler`, `mqtt`); None outside any link.
 current_link: ContextVar[str | None] = ContextVar("gateway_link", default=None)
 
 MASK = "***"
-MIN_SECRET_LENGTH = 4  # shorter "secrets" would mask ordinary text everywhere
 # Plain-string config fields that hold secrets even when not typed as SecretStr.
 _SECRET_FIELD = re.compile(r"(password|secret|token|bind_?key|encryption_?key)$", re.IGNORECASE)
 

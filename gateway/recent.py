@@ -14,11 +14,9 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+from gateway.limits import RECENT_MAX_SENSORS as MAX_SENSORS
+from gateway.limits import RING_POINTS, RING_SPACING
 from gateway.models import Reading, Value
-
-RING_POINTS = 120  # points kept per numeric sensor (the sparkline's resolution)
-RING_SPACING = 2.5  # seconds between points at least: 120 points span >= 5 minutes
-MAX_SENSORS = 64  # sensors remembered per device; readings of further ones are not shown
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from typing import Self
 
 from gateway.config.synthetic import Shape, SyntheticDevice
 from gateway.decoders import to_readings
+from gateway.limits import SYNTHETIC_CATCH_UP as CATCH_UP
 from gateway.linknames import link_name
 from gateway.metrics import Metrics
 from gateway.models import Submit, Value
@@ -25,7 +26,6 @@ from gateway.models import Submit, Value
 SINE_PERIOD = 60.0  # seconds: slow enough to look like a room, fast enough to see move
 WALK_STEP = 0.1
 WALK_LOW, WALK_HIGH = 10.0, 30.0
-CATCH_UP = 1.0  # seconds of missed frames made at once after a stall; beyond that, skipped
 
 
 class Values:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from gateway.config import OutboxConfig
+from gateway.limits import SEQ_BLOCK
 from gateway.metrics import Metrics
 from gateway.models import Reading
 from gateway.mqtt.outbox import ACK_FLUSH_DELAY, MAX_LAZY_DELETES, Checkpointer, Outbox, Record
-from gateway.outbox.numbering import SEQ_BLOCK
 from gateway.outbox.store import StoreError
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from gateway.limits import PAGE_SIZE, SEQ_BLOCK
 from gateway.outbox.grouping import CommitGroup
 from gateway.outbox.mode import DiskState, Mode
-from gateway.outbox.numbering import SEQ_BLOCK, Numbering
+from gateway.outbox.numbering import Numbering
 from gateway.outbox.records import Record, ranges
-from gateway.outbox.store import PAGE_SIZE, Store, StoreError, classify
+from gateway.outbox.store import Store, StoreError, classify
 from gateway.outbox.window import Window
 
 

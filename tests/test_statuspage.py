@@ -21,8 +21,10 @@ from gateway.decoders.ble import Advert
 from gateway.families.ble import BLE
 from gateway.health import status_document
 from gateway.lifecycle import Gateway
+from gateway.limits import RECENT_MAX_SENSORS as MAX_SENSORS
+from gateway.limits import RING_POINTS, RING_SPACING
 from gateway.models import Reading
-from gateway.recent import MAX_SENSORS, RING_POINTS, RING_SPACING, Recent
+from gateway.recent import Recent
 from gateway.statuspage.render import (
     SPARK_HEIGHT,
     SPARK_WIDTH,

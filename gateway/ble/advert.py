@@ -25,6 +25,7 @@ from gateway.config import BleAdvertDevice, BleSection
 from gateway.decoders.ble import Advert, Decoded, detect, make_advert_parser
 from gateway.errors import DecodeError, TransientLinkError
 from gateway.limits import ADVERT_SUBSCRIBE_TIMEOUT as SUBSCRIBE_TIMEOUT
+from gateway.limits import UNKNOWN_TRACKED
 from gateway.linknames import link_name
 from gateway.links.decode_errors import DecodeErrors
 from gateway.metrics import Metrics
@@ -33,7 +34,6 @@ from gateway.streams.device import RSSI_SENSOR
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_TRACKED = 256  # unknown devices whose last values we remember (LRU)
 UNKNOWN_LABEL = "ble_unknown"  # the `device` label of their metrics
 
 

@@ -20,14 +20,13 @@ from gateway.ble.slots import ConnectionSlots
 from gateway.ble.strangers import Strangers
 from gateway.config import BleAdvertDevice, BleGattDevice, BleSection
 from gateway.decoders.ble import Advert
+from gateway.limits import RATE_SAMPLES, RATE_WINDOW
 from gateway.metrics import Metrics
 from gateway.models import SensorClasses
 
 log = logging.getLogger(__name__)
 
 AdvertHandler = Callable[[Advert, float], None]
-RATE_WINDOW = 10.0  # seconds over which the status page's adverts per second are counted
-RATE_SAMPLES = 64
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from gateway.ble.describe import describe, device_entry
 from gateway.decoders.ble import Advert
-
-MAX_STRANGERS = 64  # advertisers remembered per adapter
+from gateway.limits import MAX_STRANGERS
 
 
 @dataclass(slots=True)

@@ -9,10 +9,10 @@ import re
 from typing import Any
 
 from gateway.errors import DecodeError
+from gateway.limits import JSON_MAX_DEPTH as _MAX_DEPTH
 from gateway.models import Value
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_MAX_DEPTH = 4
 
 
 def _flatten(obj: dict[str, Any], prefix: str, out: dict[str, Value], depth: int) -> None:

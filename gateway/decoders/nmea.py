@@ -16,10 +16,10 @@ import math
 from collections.abc import Callable
 
 from gateway.errors import DecodeError
+from gateway.limits import MAX_SENTENCE
 from gateway.models import Value
 
 KNOT = 0.514444  # m/s
-MAX_SENTENCE = 120  # characters; NMEA allows 82, some receivers send a little more
 
 UNITS: dict[str, str] = {"lat": "°", "lon": "°", "alt": "m", "speed": "m/s", "course": "°"}
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 from gateway.errors import DecodeError
+from gateway.limits import MAX_TEXT
 from gateway.models import Value
-
-MAX_TEXT = 256  # characters of a string value: a sensor value, not a document
 
 
 def parse_number(text: str) -> int | float | None:

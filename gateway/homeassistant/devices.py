@@ -25,11 +25,11 @@ from gateway.families import family_of
 from gateway.homeassistant.checks import check_sensor, default_classes
 from gateway.homeassistant.identity import DeviceInfo, SensorInfo
 from gateway.homeassistant.tables import BINARY_SENSOR_DEVICE_CLASSES, SENSOR_DEVICE_CLASSES
+from gateway.limits import MAX_LEARNED
 
 log = logging.getLogger(__name__)
 
 LEARNED_FILE = "homeassistant.json"
-MAX_LEARNED = 256  # sensors remembered per device: a bound against a decoder gone wild
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,12 +19,11 @@ from paho.mqtt.properties import Properties
 from gateway.commands import Command, CommandRouter, parse_topic, result_topic
 from gateway.limits import COMMANDS_CONCURRENT as MAX_CONCURRENT
 from gateway.limits import COMMANDS_QUEUED as MAX_QUEUED
+from gateway.limits import MAX_WARNED_TOPICS
 from gateway.metrics import Metrics
 from gateway.mqtt.aioclient import GatewayClient
 
 log = logging.getLogger(__name__)
-
-MAX_WARNED_TOPICS = 100  # refused response topics remembered for "log once"
 
 
 class CommandRunner:

@@ -20,8 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from gateway.limits import TAKEOVER_LOSSES
+
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 reason code
-TAKEOVER_LOSSES = 3  # short-lived losses in a row that make the pattern
 
 
 class Verdict(Enum):

@@ -11,14 +11,12 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable
 
+from gateway.limits import AGE_CHECK_INTERVAL, DROP_BATCH
 from gateway.outbox.records import Record
 from gateway.outbox.shared import Shared
 from gateway.outbox.store import StoreError
 
 log = logging.getLogger(__name__)
-
-AGE_CHECK_INTERVAL = 1.0  # seconds between max_age checks
-DROP_BATCH = 1000  # backlog rows read at once to drop or expire
 
 
 class Bounds:

@@ -9,8 +9,6 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_INTERVAL = 5.0  # seconds between WAL checkpoints (the WAL stays small)
-
 
 class Checkpointer:
     """Copies the WAL into the database file from a worker thread, with its own connection.

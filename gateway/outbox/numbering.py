@@ -20,7 +20,7 @@ what was handed out and acknowledged from memory meanwhile.
 
 from __future__ import annotations
 
-SEQ_BLOCK = 1000  # seqs reserved at once per device while records go out from memory
+from gateway.limits import SEQ_BLOCK
 
 
 class Numbering:

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.config import OutboxConfig
+from gateway.limits import ACK_FLUSH_DELAY, BACKLOG_BATCH, CHECKPOINT_INTERVAL, MAX_LAZY_DELETES
 from gateway.links.hardware import HardwareExecutor
 from gateway.metrics import Metrics
 from gateway.models import Reading
 from gateway.mqtt.topics import reading_payload
 from gateway.outbox.bounds import Bounds
-from gateway.outbox.checkpoint import CHECKPOINT_INTERVAL, Checkpointer
+from gateway.outbox.checkpoint import Checkpointer
 from gateway.outbox.grouping import CommitGroup
 from gateway.outbox.mode import DiskState, Mode
 from gateway.outbox.numbering import Numbering
@@ -40,13 +41,11 @@ from gateway.outbox.records import RECORD_OVERHEAD, Record
 from gateway.outbox.store import Store, StoreError
 from gateway.outbox.unreadable import Unreadable
 from gateway.outbox.window import Window
-from gateway.outbox.writing import ACK_FLUSH_DELAY, MAX_LAZY_DELETES, Writing
+from gateway.outbox.writing import Writing
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-BACKLOG_BATCH = 1000  # records read back from disk at once
 
 
 __all__ = ["ACK_FLUSH_DELAY", "MAX_LAZY_DELETES", "Outbox"]

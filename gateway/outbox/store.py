@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.limits import PAGE_SIZE
 from gateway.outbox.records import Record, ranges
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,6 @@ _SELECT = f"SELECT {_COLUMNS} FROM outbox WHERE id BETWEEN ? AND ? ORDER BY id L
 _UPSERT = "INSERT INTO seqs (device, seq) VALUES (?, ?) ON CONFLICT(device) DO UPDATE SET seq = "
 _RAISE_SEQ, _SET_SEQ = _UPSERT + "max(seq, excluded.seq)", _UPSERT + "excluded.seq"
 _SQLITE_FULL, _SQLITE_CORRUPT, _SQLITE_NOTADB = 13, 11, 26
-# Every commit writes whole pages to the WAL (a frame: page + 24 bytes), most of them one or two:
-# the smallest page writes the least per commit (bench/footprint.py: 2,660 bytes per reading
-# at 4096, 1,171 at 1024, 867 at 512). It applies to new files; an existing one keeps its own.
-PAGE_SIZE = 512
 
 
 class StoreError(Exception):

@@ -18,13 +18,12 @@ import asyncio
 import logging
 
 from gateway.backoff import Backoff, BackoffPolicy
+from gateway.limits import UNREADABLE_FIRST_RETRY as FIRST_RETRY
+from gateway.limits import UNREADABLE_READ_BATCH as READ_BATCH
 from gateway.outbox.shared import Shared
 from gateway.outbox.store import StoreError
 
 log = logging.getLogger(__name__)
-
-READ_BATCH = 1000  # records read back at once
-FIRST_RETRY = 0.1  # the backoff's first bound, as a fraction of retry_interval
 
 
 class Unreadable:

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from gateway.config import OutboxConfig
+from gateway.limits import ACK_FLUSH_DELAY, COMMIT_WAIT, MAX_LAZY_DELETES, RECOVERY_BATCH
 from gateway.links.hardware import HardwareExecutor
 from gateway.metrics import Metrics
 from gateway.outbox.bounds import Bounds
@@ -32,14 +33,6 @@ from gateway.outbox.unreadable import Unreadable
 from gateway.outbox.window import Window
 
 log = logging.getLogger(__name__)
-
-# Deletes go apart from the commits of new records: at 200 readings/s (bench/footprint.py),
-# deleting with every commit wrote 1,526-1,606 bytes per reading against 868-903 (each such
-# commit also rewrites the pages at the table's front), and every 2 s instead of 0.5 s, 934.
-ACK_FLUSH_DELAY = 0.5  # seconds an acknowledged record may stay on disk, waiting for a commit
-MAX_LAZY_DELETES = 4096  # acknowledged records that make a commit of new ones delete them too
-RECOVERY_BATCH = 2000  # records written back per loop turn after a disk failure
-COMMIT_WAIT = 5.0  # seconds close() waits for a commit in the thread
 
 
 class Writing:

@@ -13,9 +13,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gateway.limits import REFRESH_WITHOUT_JS
+
 SPARK_WIDTH = 120
 SPARK_HEIGHT = 24
-REFRESH_WITHOUT_JS = 10  # seconds: a page without JavaScript reloads itself this often
 
 #: A link's state in the words of the page (the JSON keeps the supervisor's).
 STATE_WORDS = {

@@ -17,10 +17,10 @@ from gateway.config import GattValueSpec
 from gateway.decoders.ble.advert import scaled, unpack_ints
 from gateway.decoders.ble.structfmt import decode_layout
 from gateway.errors import DecodeError
+from gateway.limits import GATT_MAX_TEXT as _MAX_TEXT
 from gateway.models import Value
 
 _HR_UINT16, _HR_CONTACT_SUPPORTED, _HR_CONTACT, _HR_ENERGY, _HR_RR = 1, 4, 2, 8, 16
-_MAX_TEXT = 512
 
 
 def decode_heart_rate(data: bytes) -> dict[str, Value]:
