@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -37,13 +38,39 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar, Literal, NamedTuple
 
-from helpers import HOST, free_port, port_open, process_state, wait_until
+from helpers import HOST, port_open, process_state, wait_until
 
 #: The real server script; /usr/sbin/rabbitmq-server is a wrapper that su's to user rabbitmq
 #: (as root) or refuses to run (as anyone else).
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 NODE_NAME = "gwtest@localhost"  # each node has its own epmd, so all may share the name
 READY_TIMEOUT = 60.0
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def late_bound_port() -> int:
+    """A free loopback port for a listener that binds it seconds later (a booting node).
+
+    `free_port()` draws from the kernel's ephemeral range, where, in the seconds a node takes to
+    boot, an outgoing connection (Erlang's to epmd and its peers, anyone's) may take the port
+    first, and a second draw may even return the same port: a cluster's n3 once failed to boot
+    with eaddrinuse, and its CONNACK check had been answered by n1. So: below the ephemeral
+    range, never handed out twice by this process, and free when chosen."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.SystemRandom()
+    while True:
+        port = rng.randrange(10_000, max(10_001, low))
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
 
 
 def server_program() -> str | None:
@@ -188,7 +215,7 @@ class _Shared(NamedTuple):
         cookie = home / ".erlang.cookie"  # Erlang refuses a cookie others can read
         cookie.write_text(secrets.token_hex(16))
         cookie.chmod(0o400)
-        return cls(home, free_port(), base / "epmd.log")
+        return cls(home, late_bound_port(), base / "epmd.log")
 
 
 class RabbitBroker:
@@ -236,9 +263,9 @@ class RabbitBroker:
         cluster: _Shared | None = None,
     ) -> None:
         self.host = HOST
-        self.port = free_port()  # MQTT
-        self.amqp_port = free_port()
-        self.dist_port = free_port()  # Erlang distribution (rabbitmqctl and cluster peers)
+        self.port = late_bound_port()  # MQTT
+        self.amqp_port = late_bound_port()
+        self.dist_port = late_bound_port()  # Erlang distribution (rabbitmqctl, cluster peers)
         self.node_name = node_name
         self.ready_timeout = ready_timeout
         name = node_name.split("@", maxsplit=1)[0]
