@@ -180,7 +180,8 @@ def test_home_assistant_online_brings_configs_and_last_values_again(
     publish(broker, "homeassistant/status", b"online")
     wait_until(lambda: len(subscriber.on_topic(BOILER)) > announced, 5.0, "re-announce")
     again = wait_until(
-        lambda: [m for m in subscriber.on_topic(f"{PREFIX}/boiler/temp") if m is not first],
+        # (`or None`: an empty list is not None, and would end the wait at once)
+        lambda: [m for m in subscriber.on_topic(f"{PREFIX}/boiler/temp") if m is not first] or None,
         5.0,
         "the last value again",
     )
