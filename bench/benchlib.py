@@ -189,6 +189,13 @@ def write_gateway_config(
         "log": {"level": "WARNING"},
         "devices": [device],
     }
+    apply_overrides(config, overrides)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+
+def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> None:
+    """`dotted.key=value` settings (value in YAML) into a gateway config, e.g.
+    `outbox.commit_interval=0.01`."""
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep:
@@ -198,7 +205,6 @@ def write_gateway_config(
         for part in parents:
             node = node.setdefault(part, {})
         node[last] = yaml.safe_load(value)
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
 
 def start_gateway(

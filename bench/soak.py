@@ -33,6 +33,7 @@ from benchlib import (
     Broker,
     MosquittoSubReader,
     SeqTally,
+    apply_overrides,
     cpu_seconds,
     free_port,
     missing_tools,
@@ -70,13 +71,7 @@ def write_config(path: Path, args: argparse.Namespace, broker_port: int, metrics
         "metrics": {"port": metrics},
         "devices": synthetic_devices(args.devices, interval=interval, frames=frames),
     }
-    for override in args.set:
-        key, _, value = override.partition("=")
-        *parents, last = key.split(".")
-        node = config
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(value)
+    apply_overrides(config, args.set)
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return int(frames)
 

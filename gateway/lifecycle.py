@@ -252,7 +252,8 @@ class Gateway:
             elif name in timers:
                 sup.start(timers[name])
         for family in FAMILIES:
-            mine = [n for n in wanted if n in family.link_specs(cfg)]
+            specs = family.link_specs(cfg)
+            mine = [n for n in wanted if n in specs]
             for link in family.links(cfg, mine, self.families) if mine else ():
                 sup.start(link)
         for device_id in plan.fresh_devices:

@@ -51,8 +51,7 @@ CHECKPOINT_INTERVAL = 5.0  # seconds between WAL checkpoints (the WAL stays smal
 SEQ_BLOCK = 1000  # seqs reserved at once per device while records go out from memory
 AGE_CHECK_INTERVAL = 1.0  # seconds between max_age checks
 DROP_BATCH = 1000  # backlog rows read at once to drop or expire
-BACKLOG_BATCH = 1000  # records read back from disk at once
-UNREADABLE_READ_BATCH = 1000  # records read back at once
+BACKLOG_BATCH = 1000  # records read back from disk at once (the backlog, a set-aside range)
 UNREADABLE_FIRST_RETRY = 0.1  # the backoff's first bound, as a fraction of retry_interval
 # Every commit writes whole pages to the WAL (a frame: page + 24 bytes), most of them one or two:
 # the smallest page writes the least per commit (bench/footprint.py: 2,660 bytes per reading

@@ -217,6 +217,19 @@ class _Shared(NamedTuple):
         cookie.chmod(0o400)
         return cls(home, late_bound_port(), base / "epmd.log")
 
+    def start_epmd(self) -> subprocess.Popen[bytes]:
+        """epmd in the foreground (so that we own its PID), on our port, loopback only."""
+        with self.epmd_log.open("ab") as log:
+            epmd = subprocess.Popen(
+                ["epmd", "-port", str(self.epmd_port), "-address", HOST],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_clean_env(),
+            )
+        wait_until(lambda: port_open(self.epmd_port), 10.0, f"epmd on port {self.epmd_port}")
+        return epmd
+
 
 class RabbitBroker:
     """A RabbitMQ node with the MQTT plugin on free loopback ports, killable and restartable on
@@ -280,6 +293,7 @@ class RabbitBroker:
         self._owns_epmd = cluster is None
         if cluster is None:
             cluster = _Shared.make(self.dir)
+        self._shared = cluster
         self.home, self.epmd_port, self.epmd_log = cluster.home, cluster.epmd_port, cluster.epmd_log
         self.conf.write_text(
             f"listeners.tcp.default = {HOST}:{self.amqp_port}\n"
@@ -354,15 +368,7 @@ class RabbitBroker:
     def _start_epmd(self) -> None:
         if not self._owns_epmd or (self.epmd is not None and self.epmd.poll() is None):
             return
-        with self.epmd_log.open("ab") as log:
-            self.epmd = subprocess.Popen(
-                ["epmd", "-port", str(self.epmd_port), "-address", HOST],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_clean_env(),
-            )
-        wait_until(lambda: port_open(self.epmd_port), 10.0, f"epmd on port {self.epmd_port}")
+        self.epmd = self._shared.start_epmd()
 
     def start(self) -> None:
         """Start the node; return once an MQTT CONNECT is answered with CONNACK 0."""
@@ -564,15 +570,7 @@ class RabbitCluster:
 
     def start(self) -> None:
         started = time.monotonic()
-        with self.shared.epmd_log.open("ab") as log:
-            self.epmd = subprocess.Popen(
-                ["epmd", "-port", str(self.shared.epmd_port), "-address", HOST],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_clean_env(),
-            )
-        wait_until(lambda: port_open(self.shared.epmd_port), 10.0, "the cluster's epmd")
+        self.epmd = self.shared.start_epmd()
         errors: list[BaseException] = []
 
         def boot(node: RabbitBroker) -> None:

@@ -155,7 +155,7 @@ class Publisher:
             self.fill()
 
     def fill_soon(self) -> None:
-        """`fill` from a callback (the outbox's commit, an acknowledgement): never raises into
+        """`fill` from a callback (an acknowledgement, a gathering's timer): never raises into
         its caller; a dead connection is the session's watcher's to report."""
         client = self._client
         if client is None or len(self._by_id) >= self._window:

@@ -18,8 +18,8 @@ import asyncio
 import logging
 
 from gateway.backoff import Backoff, BackoffPolicy
+from gateway.limits import BACKLOG_BATCH as READ_BATCH
 from gateway.limits import UNREADABLE_FIRST_RETRY as FIRST_RETRY
-from gateway.limits import UNREADABLE_READ_BATCH as READ_BATCH
 from gateway.outbox.shared import Shared
 from gateway.outbox.store import StoreError
 
