@@ -64,6 +64,10 @@ GATT_MAX_TEXT = 512  # characters of a GATT string value (the ATT maximum is 512
 JSON_MAX_DEPTH = 4  # nesting a JSON line may have: a reading, not a document
 MAX_SENTENCE = 120  # characters; NMEA allows 82, some receivers send a little more
 
+# -- input from outside (throttle.py): refusals are counted always, logged seldom ---------------
+LOG_THROTTLE_INTERVAL = 60.0  # seconds: a refusal is logged at most once a minute per source+reason
+LOG_THROTTLE_KEYS = 1024  # (source, reason) pairs remembered; spoofed sources forget the oldest
+
 # -- memory kept for status, discovery and logs; the synthetic devices' catch-up ----------
 RING_POINTS = 120  # points kept per numeric sensor (the sparkline's resolution)
 RING_SPACING = 2.5  # seconds between points at least: 120 points span >= 5 minutes

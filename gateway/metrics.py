@@ -161,6 +161,14 @@ class Metrics:
             ["device", "result"],
             registry=r,
         )
+        self.refused = Counter(
+            "gateway_input_refused_total",
+            "Input from outside refused at an edge (an MQTT command, an HTTP client, a config "
+            "file, a device's bytes, an advertiser), by edge and reason. Reasons are fixed "
+            "words of the gateway's, never text from the input.",
+            ["edge", "reason"],
+            registry=r,
+        )
         self.filter_dropped = Counter(
             "gateway_filter_dropped_total",
             "Values a sensor stream's filter did not pass on (dropped, or held by a window), "
