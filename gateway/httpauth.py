@@ -13,12 +13,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import logging
 
-from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
-
 from gateway.config import MetricsAuth
+from gateway.httpserver import App, Request, Response
 
 log = logging.getLogger(__name__)
 
@@ -58,24 +57,22 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
-def challenge(auth: MetricsAuth) -> web.Response:
+def challenge(auth: MetricsAuth) -> Response:
     """401 with what a client may answer: basic (browsers prompt), and bearer with a token."""
-    response = web.json_response(
-        {"status": "unauthorized", "reasons": ["credentials required (metrics.auth)"]},
-        status=401,
-    )
-    response.headers.add("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')
+    body = {"status": "unauthorized", "reasons": ["credentials required (metrics.auth)"]}
+    headers = [("www-authenticate", f'Basic realm="{REALM}", charset="UTF-8"')]
     if auth.token is not None:
-        response.headers.add("WWW-Authenticate", f'Bearer realm="{REALM}"')
-    return response
+        headers.append(("www-authenticate", f'Bearer realm="{REALM}"'))
+    return Response(401, json.dumps(body).encode(), "application/json; charset=utf-8", (*headers,))
 
 
-def middleware(auth: MetricsAuth) -> Middleware:
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS or authorized(request.headers.get("Authorization"), auth):
-            return await handler(request)
+def guard(app: App, auth: MetricsAuth) -> App:
+    """`app` behind the credentials, but for the probes."""
+
+    def guarded(request: Request) -> Response:
+        if request.path in OPEN_PATHS or authorized(request.headers.get("authorization"), auth):
+            return app(request)
         log.debug("http: refused %s %s from %s", request.method, request.path, request.remote)
         return challenge(auth)
 
-    return guard
+    return guarded

@@ -371,12 +371,12 @@ class Gateway:
 
     # -- status ------------------------------------------------------------------------------
     def _http_server(self) -> contextlib.AbstractAsyncContextManager[HttpServer | None]:
-        """The HTTP endpoint, or nothing when `metrics.enabled` is false (then aiohttp, ~12 MB
-        of RSS, is never imported)."""
+        """The HTTP endpoint, or nothing when `metrics.enabled` is false (then h11 and the
+        endpoint's modules are never imported)."""
         cfg = self.cfg.metrics
         if not cfg.enabled:
             return contextlib.nullcontext(None)
-        from gateway.http import Endpoints, HttpServer, is_loopback  # noqa: PLC0415
+        from gateway.http import Endpoints, HttpLimits, HttpServer, is_loopback  # noqa: PLC0415
 
         endpoints = Endpoints(
             self.metrics.registry,
@@ -386,13 +386,19 @@ class Gateway:
             status=lambda: status_document(self),
             auth=cfg.auth,
         )
-        if cfg.auth is None and not is_loopback(cfg.host):
+        if cfg.auth is None and not is_loopback(cfg.host):  # allow_unauthenticated: true
             log.warning(
                 "http: metrics.host %s is reachable from other hosts and metrics.auth is not "
                 "set: anyone there can read the status page, /status and /metrics",
                 cfg.host,
             )
-        return HttpServer(cfg.host, cfg.port, endpoints.application())
+        return HttpServer(
+            cfg.host,
+            cfg.port,
+            endpoints.application(),
+            limits=HttpLimits.from_config(cfg),
+            refused=self.metrics.refused,
+        )
 
     def _links_changed(self) -> None:
         for device in self.cfg.devices:

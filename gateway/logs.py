@@ -148,5 +148,5 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # The foreign libraries' chatter stays at WARNING unless we debug.
-    for name in ("asyncio", "aiohttp"):
+    for name in ("asyncio",):
         logging.getLogger(name).setLevel(max(logging.getLevelName(level), logging.WARNING))

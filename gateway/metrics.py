@@ -312,7 +312,7 @@ class LoopHistogram(Collector):
     """A histogram written only from the event loop's thread, for values observed thousands of
     times a second (publish latency): one bisect per value, no lock, no object per sample.
     prometheus_client's Histogram takes a lock and walks its buckets for every value. Scrapes
-    run on the same loop (the aiohttp endpoint), so reads never race the writes."""
+    run on the same loop (the HTTP endpoint), so reads never race the writes."""
 
     def __init__(
         self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry

@@ -5,10 +5,14 @@ ptys, plus the server as an async context manager in-process (it owns its socket
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import resource
 import socket
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +33,10 @@ from helpers import (
 from httpprobe import endpoint, get, sample, scrape, status
 
 import gateway
+from gateway.config import MetricsSection
 from gateway.errors import HttpServerError
 from gateway.health import Verdict
-from gateway.http import Endpoints, HttpServer
+from gateway.http import Endpoints, HttpLimits, HttpServer
 from gateway.metrics import Metrics
 
 pytestmark = pytest.mark.timeout(40)
@@ -261,3 +266,255 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist() -> None:
     }
     assert used
     assert used - exposed == set()
+
+
+# -- the edges (issue 21): slow, idle and too many connections -----------------------------------
+
+
+def raw_connect(base: str) -> socket.socket:
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+def closed_by_peer(sock: socket.socket, within: float, trickle: bytes = b"") -> bool:
+    """Whether the other end closes `sock` within `within` seconds (reading what it says first),
+    sending one byte of `trickle` every 0.2 s meanwhile."""
+    deadline = time.monotonic() + within
+    sock.settimeout(0.2)
+    sent = 0
+    while time.monotonic() < deadline:
+        if sent < len(trickle):
+            try:
+                sock.send(trickle[sent : sent + 1])
+            except OSError:
+                return True
+            sent += 1
+        try:
+            if not sock.recv(65536):
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+def refused(base: str, reason: str) -> float:
+    return sample(scrape(base), "gateway_input_refused_total", edge="http", reason=reason) or 0
+
+
+def limit_daemon_fds(daemon: Daemon, soft: int) -> None:
+    """The daemon's own soft RLIMIT_NOFILE (its hard limit kept), as a default system gives."""
+    _, hard = resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def accept_queue(port: int) -> int:
+    """Connections the kernel holds for the listening socket on `port`, not yet accepted."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A":  # 0A: LISTEN
+            return int(fields[4].split(":")[1], 16)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def open_idle(port: int, count: int, batch: int = 50) -> list[socket.socket]:
+    """`count` connections, opened a batch at a time, each batch once the daemon has accepted
+    the previous one: a full listen queue would only put the rest off, not reach the daemon."""
+    clients: list[socket.socket] = []
+    try:
+        while len(clients) < count:
+            for _ in range(min(batch, count - len(clients))):
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex((HOST, port))
+                clients.append(sock)
+            deadline = time.monotonic() + 2.0  # a daemon out of fds accepts no more
+            while accept_queue(port) and time.monotonic() < deadline:
+                time.sleep(0.02)
+    except BaseException:
+        for sock in clients:
+            sock.close()
+        raise
+    return clients
+
+
+@pytest.mark.timeout(120)
+def test_a_thousand_idle_connections_starve_neither_mqtt_nor_healthz(
+    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+) -> None:
+    """~1010 idle or trickling clients used every fd of a 1024 soft limit: MQTT could not
+    reconnect and /healthz timed out. The connection cap keeps fds for MQTT and the ports."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    daemon.start(boiler_config(broker, serial_pair))
+    limit_daemon_fds(daemon, 1024)
+    base = endpoint(daemon)
+    port = base.rsplit(":", 1)[1]
+    send_until_seen(serial_pair, subscriber, PREFIX, "boiler")
+    clients = open_idle(int(port), 1100)  # more than the daemon's 1024 fds
+    try:
+        for sock in clients[::2]:  # half of them trickle a request head, half say nothing
+            with contextlib.suppress(OSError):
+                sock.send(b"GET /healthz HTTP/1.1\r\n")
+        broker.restart()
+        send_until_seen(serial_pair, subscriber, PREFIX, "boiler", timeout=15)
+        assert get(f"{base}/healthz", timeout=2.0).status == 200
+        assert "Too many open files" not in daemon.log()
+    finally:
+        for sock in clients:
+            sock.close()
+    assert refused(base, "connections") + refused(base, "evicted") > 0
+
+
+def test_a_request_head_sent_slowly_is_closed_after_the_header_timeout(
+    broker: Broker, serial_pair: SerialPair, daemon: Daemon
+) -> None:
+    daemon.start(boiler_config(broker, serial_pair, header_timeout=1.0))
+    base = endpoint(daemon)
+    with raw_connect(base) as sock:
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 200
+        assert closed_by_peer(sock, within=10.0, trickle=head)
+    with raw_connect(base) as sock:  # nothing sent at all: the same deadline
+        assert closed_by_peer(sock, within=10.0)
+    assert refused(base, "header_timeout") == 2
+    assert daemon.log_count("http: closed a connection") <= 1  # logged once a minute at most
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(
+    broker: Broker, serial_pair: SerialPair, daemon: Daemon
+) -> None:
+    daemon.start(boiler_config(broker, serial_pair, idle_timeout=1.0))
+    base = endpoint(daemon)
+    with raw_connect(base) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = sock.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 200 ")
+        assert closed_by_peer(sock, within=10.0)
+
+
+def test_beyond_the_cap_the_oldest_waiting_connection_makes_room(
+    broker: Broker, serial_pair: SerialPair, daemon: Daemon
+) -> None:
+    """At metrics.max_connections a new connection closes the one that has waited longest
+    without a request: idle clients cannot lock out /healthz."""
+    daemon.start(boiler_config(broker, serial_pair, max_connections=4))
+    base = endpoint(daemon)
+    get(f"{base}/healthz")  # the server has answered once: the cap counts from here
+    idle = [raw_connect(base) for _ in range(4)]
+    try:
+        time.sleep(0.2)  # all four accepted
+        with raw_connect(base) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert closed_by_peer(idle[0], within=5.0)  # the oldest, at once
+        assert not closed_by_peer(idle[3], within=0.5)
+    finally:
+        for sock in idle:
+            sock.close()
+    assert refused(base, "evicted") >= 1
+
+
+def test_accept_errors_are_counted_and_logged_once_a_minute(
+    broker: Broker, serial_pair: SerialPair, daemon: Daemon
+) -> None:
+    """Out of fds, accept() fails every time it is tried: asyncio logged every failure."""
+    daemon.start(boiler_config(broker, serial_pair, max_connections=1000))
+    base = endpoint(daemon)
+    get(f"{base}/healthz")
+    limit_daemon_fds(daemon, max(daemon.fds()) + 6)
+    clients = []
+    try:
+        for _ in range(30):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+            clients.append(sock)
+        time.sleep(3.0)  # asyncio retried (and logged) every second
+    finally:
+        for sock in clients:
+            sock.close()
+    limit_daemon_fds(daemon, 1024)
+    wait_until(lambda: refused(base, "accept_error") > 0, 10, "accept errors counted")
+    assert daemon.alive
+    log = daemon.log()
+    assert "socket.accept() out of system resource" not in log  # asyncio's, once a second
+    assert log.count("http: cannot accept connections") == 1, log
+
+
+# -- the probes' headers ---------------------------------------------------------------------------
+
+
+async def test_probes_are_not_cached_and_the_server_header_names_no_versions() -> None:
+    metrics = Metrics()
+    async with HttpServer(HOST, 0, _endpoints(metrics).application()) as server:
+        for path in ("/healthz", "/readyz", "/status", "/metrics", "/nope"):
+            reply = await asyncio.to_thread(head_of, f"http://{HOST}:{server.port}{path}")
+            server_header = reply.get("Server", "")
+            assert not re.search(r"\d", server_header), (path, server_header)
+            if path in ("/healthz", "/readyz", "/status"):
+                assert reply["Cache-Control"] == "no-store", path
+
+
+def head_of(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.headers
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.headers
+
+
+# -- in-process: connections that take their answer slowly --------------------------------------
+
+
+def _big_status(metrics: Metrics) -> Endpoints:
+    blob = {"blob": "x" * 8_000_000}  # more than every socket buffer between us holds
+    ok = Verdict(True, [])
+    return Endpoints(
+        metrics.registry,
+        refresh=lambda: None,
+        liveness=lambda: ok,
+        readiness=lambda: ok,
+        status=lambda: blob,
+    )
+
+
+def _slow_reader(port: int) -> socket.socket:
+    """A client that asks for /status and reads nothing of the answer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((HOST, port))
+    sock.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+    return sock
+
+
+def _limits(**overrides: Any) -> HttpLimits:
+    return HttpLimits.from_config(MetricsSection.model_validate(overrides))
+
+
+async def test_beyond_the_cap_a_connection_is_refused_while_every_one_is_answered() -> None:
+    metrics = Metrics()
+    limits = _limits(max_connections=1)
+    app = _big_status(metrics).application()
+    async with HttpServer(HOST, 0, app, limits=limits, refused=metrics.refused) as server:
+        with _slow_reader(server.port):
+            await asyncio.sleep(0.5)  # the server writes until every buffer is full
+            with socket.create_connection((HOST, server.port), timeout=5) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                reply = await asyncio.to_thread(sock.recv, 65536)
+            assert reply.startswith(b"HTTP/1.1 503 "), reply  # refused at once, with a reason
+    assert metrics.refused.labels("http", "connections")._value.get() == 1
+
+
+async def test_a_client_that_does_not_read_its_answer_is_closed_after_the_send_timeout() -> None:
+    metrics = Metrics()
+    limits = _limits(send_timeout=0.5)
+    app = _big_status(metrics).application()
+    async with HttpServer(HOST, 0, app, limits=limits, refused=metrics.refused) as server:
+        with _slow_reader(server.port):
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if metrics.refused.labels("http", "send_timeout")._value.get():
+                    break
+    assert metrics.refused.labels("http", "send_timeout")._value.get() == 1

@@ -12,7 +12,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import HOST, Broker, Daemon, SerialPair, gateway_config, serial_device
+from helpers import (
+    HOST,
+    Broker,
+    Daemon,
+    SerialPair,
+    Subscriber,
+    gateway_config,
+    send_until_seen,
+    serial_device,
+    wait_until,
+)
 from httpprobe import Reply, endpoint
 
 from gateway.config import MetricsAuth, load_config
@@ -203,3 +213,49 @@ def test_the_daemon_guards_its_endpoint_with_a_token_file(
 def test_which_listen_addresses_count_as_loopback(host: str, loopback: bool) -> None:
     """Other hosts can reach the endpoint: without metrics.auth the daemon warns at startup."""
     assert is_loopback(host) is loopback
+
+
+def test_status_shows_a_value_as_sent_even_when_it_equals_a_secret(
+    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+) -> None:
+    """Masking values equal to a secret confirmed a guess: a device (or whoever sends what it
+    reads) could try values until one came back `***`. /status shows no secret config field,
+    so it masks nothing by value."""
+    config = gateway_config(broker, [serial_device("boiler", serial_pair)])
+    config["metrics"] = {"port": 0, "auth": {"token": TOKEN}}
+    daemon.start(config)
+    base = endpoint(daemon)
+    send_until_seen(serial_pair, subscriber, "gateway", "boiler")
+    serial_pair.write(f"guess={TOKEN}\n".encode())
+    subscriber.wait_for(lambda m: m.topic == "gateway/boiler/guess")
+
+    def guess() -> object:
+        doc = request(f"{base}/status", f"Bearer {TOKEN}").json()
+        return doc["devices"]["boiler"]["sensors"].get("guess", {}).get("value")
+
+    assert wait_until(guess, 5, "the guess in /status") == TOKEN
+    for path in ("/status", "/status.html"):
+        assert b"***" not in request(f"{base}{path}", f"Bearer {TOKEN}").body, path
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "edge-box"])
+def test_an_endpoint_open_to_other_hosts_needs_auth_or_a_clear_opt_out(
+    tmp_path: Path, host: str
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"gateway: {{id: gw1}}\nmetrics:\n  host: '{host}'\n  port: 9108\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{config}:2:")  # the metrics section's line
+    assert "metrics.auth" in problem
+    assert "allow_unauthenticated: true" in problem
+    config.write_text(
+        f"gateway: {{id: gw1}}\nmetrics: {{host: '{host}', allow_unauthenticated: true}}\n"
+    )
+    assert load_config(config).metrics.allow_unauthenticated
+    auth = f"auth: {{token: {TOKEN}}}"
+    config.write_text(f"gateway: {{id: gw1}}\nmetrics: {{host: '{host}', {auth}}}\n")
+    assert load_config(config).metrics.auth is not None
+    config.write_text(f"gateway: {{id: gw1}}\nmetrics: {{host: '{host}', enabled: false}}\n")
+    assert not load_config(config).metrics.enabled

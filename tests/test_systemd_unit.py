@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import GatewaySection
+from gateway.config import GatewaySection, MetricsSection
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "gateway.service"
 SYSUSERS = ROOT / "systemd" / "gateway.sysusers"
 MAX_EXPOSURE = 3.0  # systemd-analyze security: "OK" is below 4.0; we want better
+# fds the gateway needs besides HTTP clients: MQTT, serial ports, the outbox, D-Bus, logs.
+FDS_BESIDES_HTTP = 1024
 
 pytestmark = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="needs systemd-analyze (systemd)"
@@ -92,3 +94,23 @@ def test_sysusers_declares_every_supplementary_group() -> None:
     }
     assert groups
     assert groups <= declared
+
+
+def _size(value: str) -> int:
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+    return int(value[:-1]) * units[value[-1]] if value[-1] in units else int(value)
+
+
+def test_the_unit_bounds_fds_memory_and_tasks() -> None:
+    """LimitNOFILE leaves room for MQTT, the ports and the outbox even with the HTTP endpoint at
+    its largest connection cap; memory and tasks are bounded so a leak ends in a restart."""
+    (nofile,) = unit_values("LimitNOFILE")
+    soft = int(nofile.split(":")[0])
+    largest_cap = MetricsSection.model_fields["max_connections"].metadata
+    cap = max(m.le for m in largest_cap if hasattr(m, "le"))
+    assert soft >= cap + FDS_BESIDES_HTTP
+    (high,) = unit_values("MemoryHigh")
+    (most,) = unit_values("MemoryMax")
+    assert 0 < _size(high) < _size(most)
+    (tasks,) = unit_values("TasksMax")
+    assert int(tasks) >= 32

@@ -3,6 +3,7 @@ is in `mqtt.py`)."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -157,8 +158,62 @@ class MetricsSection(Model):
     auth: MetricsAuth | None = Field(
         None,
         description="Protect `/`, `/status` and `/metrics` with a bearer token or basic auth "
-        "(`/healthz` and `/readyz` stay open). Default: no authentication.",
+        "(`/healthz` and `/readyz` stay open). Default: no authentication; a host other than "
+        "loopback then needs allow_unauthenticated.",
     )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Serve a host other than loopback without auth (anyone who reaches it "
+        "reads the status page, /status and /metrics). Without it, such a config is an error.",
+    )
+    max_connections: int = Field(
+        64,
+        ge=1,
+        le=1000,
+        description="HTTP connections open at once. A new one beyond it closes the one that "
+        "has waited longest without a request, or, if every one is being answered, is "
+        'answered 503 and closed (gateway_input_refused_total{edge="http"}).',
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds a client has to send a whole request head, from connecting or "
+        "from its first byte after an idle keep-alive; then 408 and closed.",
+    )
+    idle_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a kept-alive connection may wait for its next request.",
+    )
+    send_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds a client may take to read an answer before it is closed.",
+    )
+
+    @model_validator(mode="after")
+    def _auth_off_loopback(self) -> MetricsSection:
+        open_to_all = self.auth is None and not self.allow_unauthenticated
+        if self.enabled and open_to_all and not is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host} is reachable from other hosts and there is no "
+                "authentication: set metrics.auth (a token or a username and password), "
+                "or allow_unauthenticated: true to serve anyone who can reach it"
+            )
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this host only (`localhost` included)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 class HomeAssistantSection(Model):
