@@ -19,7 +19,6 @@ from gateway import __version__
 from gateway.config import Config, Device
 from gateway.families import FAMILIES, Family
 from gateway.linknames import SESSION, link_name, stream_link_name
-from gateway.logs import redact
 from gateway.metrics import Metrics
 from gateway.models import Reading, Value
 from gateway.mqtt.session import MqttSession, server_label
@@ -140,14 +139,17 @@ def _link_document(status: Any, now: float) -> dict[str, Any]:
         "for_seconds": round(now - status.since, 3),
         "starts": status.starts,
         "failures": status.failures,
-        "last_error": None if status.last_error is None else redact(status.last_error),
+        "last_error": status.last_error,
     }
 
 
 def status_document(gw: GatewayView) -> dict[str, Any]:
     """`/status`: the configured links with their states, each device's last reading and
     values, the outbox, readiness, the broker, BLE scanners. Everything the status page shows;
-    never a secret (error texts pass through the log's secret masking)."""
+    never a secret, by construction: no config field that holds one (`SecretStr`, `password`,
+    `bind_key`, ...) is in it, and no error text of ours quotes one. Nothing is masked by
+    comparing values: a value shown as `***` because it equals a secret would confirm a guess
+    (a device's string value, say, is whatever its sender chose)."""
     now = time.time()
     statuses: Mapping[str, Any] = gw.links
     names = [SESSION, *(link_name(d) for d in gw.cfg.devices)]
@@ -194,7 +196,7 @@ def _mqtt_document(gw: GatewayView, status: Any, now: float) -> dict[str, Any]:
     connected = bool(session and session.connected.is_set())
     reason = None
     if not connected and status is not None:
-        reason = redact(status.last_error) if status.last_error else "connecting"
+        reason = status.last_error or "connecting"
     servers = gw.cfg.mqtt.server_list()
     # The broker connected to; while not connected, the one tried next.
     current = (session.server or session.servers[session.next_index]) if session else servers[0]
@@ -228,7 +230,7 @@ def _device_document(
         "name": device.name,
         "family": device.type,
         "since": round(status.since, 3) if status else None,
-        "reason": redact(status.last_error) if status and status.last_error else None,
+        "reason": status.last_error if status and status.last_error else None,
         "retry_in": retry_in,
         "backoff": status.last_delay if status and status.state == "backing_off" else None,
         "availability": gw.availability.states.get(device.id, "offline"),
@@ -245,8 +247,6 @@ def _sensor_document(sensor: SensorRecent, now: float) -> dict[str, Any]:
     value = sensor.value
     if isinstance(value, float) and not math.isfinite(value):
         value = str(value)  # JSON has no NaN or infinity
-    elif isinstance(value, str):
-        value = redact(value)
     return {
         "value": value,
         "unit": sensor.unit,
