@@ -26,6 +26,13 @@ AFTER_RESTART: dict[str, Callable[[Config], object]] = {
         c.metrics.host,
         c.metrics.port,
     ),
+    "metrics' connection limits and auth": lambda c: (
+        c.metrics.max_connections,
+        c.metrics.header_timeout,
+        c.metrics.idle_timeout,
+        c.metrics.send_timeout,
+        c.metrics.auth,
+    ),
     "gateway.stall_timeout": lambda c: c.gateway.stall_timeout,
 }
 

@@ -105,6 +105,20 @@ def test_settings_read_once_are_reported_not_applied() -> None:
     assert plan_reload(old, config(log={"level": "DEBUG"})).log_changed
 
 
+def test_the_http_endpoint_s_limits_and_auth_are_read_once() -> None:
+    """The server is built at start: new limits or credentials would silently not apply."""
+    old = config()
+    for metrics in (
+        {"max_connections": 8},
+        {"header_timeout": 2.0},
+        {"idle_timeout": 5.0},
+        {"send_timeout": 3.0},
+        {"auth": {"token": "a-token"}},
+    ):
+        plan = plan_reload(old, config(metrics=metrics))
+        assert plan.after_restart == ("metrics' connection limits and auth",), metrics
+
+
 def test_bluetooth_scanners_restart_only_when_the_ble_section_or_a_scan_plan_changes() -> None:
     hall = advert("hall", "A4:C1:38:65:43:21", "atc")
     old = config(KITCHEN)
