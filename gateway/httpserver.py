@@ -135,6 +135,11 @@ class HttpServer:
         self._group: asyncio.TaskGroup | None = None
         self._accepting: list[asyncio.Task[None]] = []
 
+    @property
+    def connections(self) -> int:
+        """Client connections open now."""
+        return len(self._open)
+
     # -- lifetime ----------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         self._listeners = _listen(self.host, self.port)
@@ -315,8 +320,9 @@ class HttpServer:
         try:
             return self._app(request)
         except Exception:
-            # A bug of ours, not the client's: say so, keep serving.
-            log.exception("http: %s %s failed", request.method, request.path)
+            # A bug of ours, not the client's: say so, keep serving; a client repeating the
+            # request must not turn it into a flood of tracebacks.
+            self._throttle.error(("bug",), "http: an answer failed", exc_info=True)
             return Response(500, b"internal error\n")
 
     # -- counting and logging ----------------------------------------------------------------

@@ -38,7 +38,9 @@ COMMAND_MAX_PAYLOAD = 4096  # bytes; a command is a short instruction, not a dat
 
 # -- HTTP (http.py) ----------------------------------------------------------------------------
 HTTP_CLOSE_TIMEOUT = 2.0  # seconds for open connections to finish when the server closes
-HTTP_MAX_HEAD = 8192  # bytes of a request line and its headers: ours are short GETs (then 431)
+# Bytes of a request line and headers: ours are short GETs. h11 refuses (431) a head still
+# incomplete beyond it; one completed by the read that crosses it may be a read larger.
+HTTP_MAX_HEAD = 8192
 HTTP_READ_SIZE = 4096  # bytes read from a client at once: a request head fits
 HTTP_BACKLOG = 128  # connections the kernel queues for us; we accept them as fast as they come
 HTTP_ACCEPT_PAUSE = 0.5  # seconds without accepting after accept() failed for lack of fds
