@@ -168,3 +168,34 @@ def test_two_slaves_on_one_line_to_mqtt_with_discovery_writes_and_replug(
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(10) == 0
     assert Path(pair.realpath).exists()
+
+
+def test_a_write_out_of_range_is_answered_and_the_session_stays_up(
+    broker: Broker,
+    subscriber: Subscriber,
+    daemon: Daemon,
+    simulator: tuple[SerialPair, Any],
+) -> None:
+    """Issue 21 (1, 17): `set/energy 1e30` raised decimal.InvalidOperation, which crashed the
+    MQTT session ("link mqtt crashed (a bug)"), and `1e400` stored inf into a float register.
+    Both are answered with an error; nothing is written; the session stays up."""
+    pair, _ = simulator
+    meter, room = devices(pair.dev)
+    meter["registers"].append({"name": "limit", "address": 0x0160, "data_type": "float32"})
+    daemon.start(gateway_config(broker, [meter, room]))
+    value(subscriber, "gateway/meter1/energy")
+    for register, text in (("energy", b"1e30"), ("limit", b"1e400"), ("limit", b"1e39")):
+        publish(broker, f"gateway/meter1/set/{register}", text)
+        reply = subscriber.wait_for(
+            lambda m, r=register, t=text: (
+                m.topic == f"gateway/meter1/set/{r}/result" and t.decode() in m.text
+            )
+        )
+        assert reply.text == f"error: {text.decode()} is out of range for {register} " + (
+            "(uint32)" if register == "energy" else "(float32)"
+        )
+    publish(broker, "gateway/meter1/set/relay", b"1")
+    reply = subscriber.wait_for(lambda m: m.topic == "gateway/meter1/set/relay/result")
+    assert reply.text == "ok: relay = 1 (device answered on)"
+    assert "crashed" not in daemon.log()
+    assert daemon.log_count("mqtt: connected") == 1
