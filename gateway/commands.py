@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 
 from gateway.errors import GatewayError, LinkDownError
 from gateway.limits import COMMAND_MAX_PAYLOAD as MAX_PAYLOAD
+from gateway.limits import COMMAND_MAX_REPLY as MAX_REPLY
 from gateway.limits import (
     COMMANDS_CONCURRENT,
     COMMANDS_WAITING,
@@ -113,10 +114,10 @@ class CommandRouter:
         return device if self._lookup(device) is not None else UNKNOWN
 
     async def handle(self, command: Command) -> str:
-        """Run a command; returns the reply text (`ok`, `ok: <answer>` or `error: ...`). Never
-        raises, but cancellation."""
+        """Run a command; returns the reply text (`ok`, `ok: <answer>` or `error: ...`, at most
+        COMMAND_MAX_REPLY characters). Never raises, but cancellation."""
         try:
-            return await self._handle(command)
+            reply = await self._handle(command)
         except Exception:  # a bug: the session must go on, the traceback must be seen
             self._logs.error(
                 (self.label(command.device), "bug"),
@@ -127,6 +128,7 @@ class CommandRouter:
                 exc_info=True,
             )
             return INTERNAL
+        return reply if len(reply) <= MAX_REPLY else reply[: MAX_REPLY - 1] + "…"
 
     async def _handle(self, command: Command) -> str:
         if len(command.payload) > MAX_PAYLOAD:

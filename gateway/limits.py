@@ -35,6 +35,7 @@ ACK_WATCHDOG_TICK = 1.0  # seconds between looks at the oldest unacknowledged me
 COMMANDS_CONCURRENT = 8  # commands carried out at once; more wait for a slot (rare and short)
 COMMANDS_QUEUED = 100  # queued, and again in progress; beyond this `error: busy` at once
 COMMAND_MAX_PAYLOAD = 4096  # bytes; a command is a short instruction, not a data transfer
+COMMAND_MAX_REPLY = 512  # characters of a reply; longer ones (an echoed 4 KB payload) are cut
 # Commands waiting (command_ttl) for their device to come back hold no slot; a down device
 # may keep this many waiting (its queue is a few retries, not a backlog), all devices this
 # many together (so waiters never fill COMMANDS_QUEUED: healthy devices keep some).

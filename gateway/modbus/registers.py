@@ -153,9 +153,9 @@ def encode(reg: RegisterSpec, text: str) -> list[int] | bool:
         number = Decimal(text.strip())
         raw = (number - Decimal(repr(reg.offset))) / Decimal(repr(reg.scale))
     except (InvalidOperation, ArithmeticError):
-        raise ValueError(f"{text!r} is not a number") from None
+        raise ValueError(f"{text.strip()[:40]!r} is not a number") from None
     if not raw.is_finite():
-        raise ValueError(f"{text!r} is not a finite number")
+        raise ValueError(f"{text.strip()[:40]!r} is not a finite number")
     value = _float_raw(raw, kind) if kind.startswith("float") else _int_raw(raw, kind)
     if value is None:
         raise ValueError(f"{text.strip()[:40]} is out of range for {reg.name} ({kind})")
