@@ -50,12 +50,7 @@ from gateway.metrics import Metrics
 from gateway.mqtt.aioclient import GatewayClient
 from gateway.mqtt.availability import Availability, publish_changes, publish_states
 from gateway.mqtt.command_runner import CommandRunner
-from gateway.mqtt.errors import (
-    CONNECTION_ERRORS,
-    ConnectionLostError,
-    RefusedError,
-    translate,
-)
+from gateway.mqtt.errors import CONNECTION_ERRORS, ConnectionLostError, RefusedError, translate
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.publisher import BatchLookup, Publisher
 from gateway.mqtt.takeover import TakeoverDetector, Verdict
@@ -185,10 +180,9 @@ class MqttSession:
             # The broker drops what is larger instead of sending it (a 150 MB "command" would
             # be read whole before its size could be checked).
             connect_properties.MaximumPacketSize = MAX_INCOMING_PACKET
-        if self._resumable:
-            clean_start = False
-            assert connect_properties is not None
-            connect_properties.SessionExpiryInterval = cfg.session_expiry
+            if self._resumable:
+                clean_start = False
+                connect_properties.SessionExpiryInterval = cfg.session_expiry
         return GatewayClient(
             server.host,
             server.port,
