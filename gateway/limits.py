@@ -32,9 +32,21 @@ SCAN_START_TIMEOUT = 10.0  # seconds to start or stop a scan (BlueZ can be slow,
 ANNOUNCE_TIMEOUT = 2.0  # seconds for the `offline` announcement on a clean shutdown
 CONNECT_MARGIN = 1.0  # seconds the supervisor's open deadline adds to mqtt.connect_timeout
 ACK_WATCHDOG_TICK = 1.0  # seconds between looks at the oldest unacknowledged message, at most
-COMMANDS_CONCURRENT = 8  # commands run at once; more wait in the queue (rare and short)
-COMMANDS_QUEUED = 100  # beyond this a command is answered `error: busy` at once
+COMMANDS_CONCURRENT = 8  # commands carried out at once; more wait for a slot (rare and short)
+COMMANDS_QUEUED = 100  # queued, and again in progress; beyond this `error: busy` at once
 COMMAND_MAX_PAYLOAD = 4096  # bytes; a command is a short instruction, not a data transfer
+COMMAND_MAX_REPLY = 512  # characters of a reply; longer ones (an echoed 4 KB payload) are cut
+# Commands waiting (command_ttl) for their device to come back hold no slot; a down device
+# may keep this many waiting (its queue is a few retries, not a backlog), all devices this
+# many together (so waiters never fill COMMANDS_QUEUED: healthy devices keep some).
+COMMANDS_WAITING_PER_DEVICE = 8
+COMMANDS_WAITING = 64
+# The largest packet the gateway takes from the broker (MQTT 5 CONNECT Maximum Packet Size;
+# the broker drops larger ones for us). Commands are <= 4 KiB and Home Assistant's status a
+# word, but the retained discovery configs of our own we subscribe to (to clear stale ones)
+# reach ~400 KB in device mode for 256 learned sensors with 64-character names: 4 MiB is that
+# with a margin for configured sensors and overrides, not the 256 MiB MQTT allows.
+MQTT_MAX_INCOMING_PACKET = 4 * 1024 * 1024
 
 # -- HTTP (http.py) ----------------------------------------------------------------------------
 HTTP_CLOSE_TIMEOUT = 2.0  # seconds for open connections to finish when the server closes
@@ -84,7 +96,6 @@ MAX_STRANGERS = 64  # advertisers remembered per adapter
 UNKNOWN_TRACKED = 256  # unknown devices whose last values we remember (LRU)
 MAX_LEARNED = 256  # sensors remembered per device: a bound against a decoder gone wild
 MAX_REMEMBERED = 100_000  # state topics whose last payload is kept (a bound, not a goal)
-MAX_WARNED_TOPICS = 100  # refused response topics remembered for "log once"
 TAKEOVER_LOSSES = 3  # short-lived losses in a row that make the pattern
 REFRESH_WITHOUT_JS = 10  # seconds: a page without JavaScript reloads itself this often
 MIN_SECRET_LENGTH = 4  # shorter "secrets" would mask ordinary text everywhere

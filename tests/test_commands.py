@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
-from gateway.commands import Command, CommandRouter, parse_topic, result_topic
+from gateway.commands import Command, CommandRouter, parse_topic, result_of, result_topic
 from gateway.errors import LinkDownError
+from gateway.limits import COMMANDS_CONCURRENT, COMMANDS_WAITING_PER_DEVICE
 
 
 class Target:
@@ -90,3 +92,57 @@ async def test_down_device_gets_an_error_or_waits_for_its_ttl() -> None:
     short = CommandRouter(lambda _d: target, ttl=0.05)
     reply = await short.handle(Command("boiler", "raw", b"x"))
     assert reply == "error: device boiler did not come back within 0.05s"
+
+
+class Buggy(Target):
+    """A target with a bug: an exception that is neither GatewayError nor ValueError."""
+
+    async def execute(self, command: str, payload: bytes) -> None:
+        raise ZeroDivisionError("a bug, not a refusal")
+
+
+async def test_an_unexpected_exception_is_an_internal_error_reply_never_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 21 (1): an exception outside (GatewayError, ValueError) escaped the router and
+    ended the MQTT session. Now it is `error: internal`, its traceback logged once."""
+    target = Buggy()
+    router = CommandRouter(lambda _d: target, ttl=0)
+    with caplog.at_level(logging.ERROR, logger="gateway.commands"):
+        for _ in range(3):
+            assert await router.handle(Command("boiler", "raw", b"x")) == "error: internal"
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert len(tracebacks) == 1
+    assert "ZeroDivisionError" in caplog.text
+
+
+async def test_waiters_for_a_down_device_are_bounded_and_hold_no_slot() -> None:
+    """Issue 21 (14): commands waiting (command_ttl) for a device that is down took every slot;
+    now they wait outside the slots, at most COMMANDS_WAITING_PER_DEVICE per device."""
+    down, up = Target(up=False), Target()
+    router = CommandRouter({"down": down, "up": up}.get, ttl=3600)
+    async with asyncio.timeout(10):
+        waiting = [
+            asyncio.create_task(router.handle(Command("down", "raw", b"w%d" % i)))
+            for i in range(COMMANDS_WAITING_PER_DEVICE)
+        ]
+        await asyncio.sleep(0)  # every one is waiting for its device now
+        over = await router.handle(Command("down", "raw", b"one too many"))
+        assert over.startswith("error: busy")
+        for _ in range(COMMANDS_CONCURRENT + 1):  # more than the slots: none is held
+            assert await router.handle(Command("up", "raw", b"now")) == "ok"
+        down.up.set()
+        assert await asyncio.gather(*waiting) == ["ok"] * COMMANDS_WAITING_PER_DEVICE
+    assert len(down.executed) == COMMANDS_WAITING_PER_DEVICE
+
+
+def test_metric_labels_are_configured_devices_or_unknown() -> None:
+    """Issue 21 (6): a label per made-up device id grew /metrics without bound."""
+    target = Target()
+    router = CommandRouter(lambda d: target if d == "boiler" else None, ttl=0)
+    assert router.label("boiler") == "boiler"
+    assert router.label("made-up-17") == "unknown"
+    assert result_of("ok") == result_of("ok: relay = 1 (device answered on)") == "ok"
+    assert result_of("error: internal") == "bug"
+    assert result_of("error: busy, too many commands waiting") == "busy"
+    assert result_of("error: no device 'x' accepts commands") == "error"

@@ -9,7 +9,7 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from helpers import (
     FAST_BACKOFF,
     Broker,
     Daemon,
+    Message,
     SerialPair,
     SerialPairFactory,
     Subscriber,
@@ -168,3 +169,37 @@ def test_two_slaves_on_one_line_to_mqtt_with_discovery_writes_and_replug(
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(10) == 0
     assert Path(pair.realpath).exists()
+
+
+def is_reply(topic: str, text: str) -> Callable[[Message], bool]:
+    return lambda m: m.topic == topic and m.text == text
+
+
+def test_a_write_out_of_range_is_answered_and_the_session_stays_up(
+    broker: Broker,
+    subscriber: Subscriber,
+    daemon: Daemon,
+    simulator: tuple[SerialPair, Any],
+) -> None:
+    """Issue 21 (1, 17): `set/energy 1e30` raised decimal.InvalidOperation, which crashed the
+    MQTT session ("link mqtt crashed (a bug)"), and `1e400` stored inf into a float register.
+    Both are answered with an error; nothing is written; the session stays up."""
+    pair, _ = simulator
+    meter, room = devices(pair.dev)
+    meter["registers"].append({"name": "limit", "address": 0x0160, "data_type": "float32"})
+    daemon.start(gateway_config(broker, [meter, room]))
+    value(subscriber, "gateway/meter1/energy")
+    for register, text, kind in (
+        ("energy", "1e30", "uint32"),
+        ("limit", "1e400", "float32"),
+        ("limit", "1e39", "float32"),
+    ):
+        publish(broker, f"gateway/meter1/set/{register}", text.encode())
+        expected = f"error: {text} is out of range for {register} ({kind})"
+        topic = f"gateway/meter1/set/{register}/result"
+        subscriber.wait_for(is_reply(topic, expected), what=expected)
+    publish(broker, "gateway/meter1/set/relay", b"1")
+    reply = subscriber.wait_for(lambda m: m.topic == "gateway/meter1/set/relay/result")
+    assert reply.text == "ok: relay = 1 (device answered on)"
+    assert "crashed" not in daemon.log()
+    assert daemon.log_count("mqtt: connected") == 1

@@ -133,6 +133,37 @@ def test_writes_are_scaled_back_and_checked() -> None:
         encode(reg("s", 0, data_type="string", count=2), "ABCDE")
 
 
+@pytest.mark.parametrize("data_type", ["uint16", "int16", "int32", "uint32", "int64", "uint64"])
+@pytest.mark.parametrize("text", ["1e30", "-1e30", "1e400", "123456789012345678901234567890"])
+def test_a_huge_integer_write_is_out_of_range_not_a_crash(data_type: str, text: str) -> None:
+    """Over 28 digits, rounding to an integer raised decimal.InvalidOperation (issue 21, 1)."""
+    with pytest.raises(ValueError, match="out of range"):
+        encode(reg("n", 0, data_type=data_type, scale=0.1), text)
+
+
+@pytest.mark.parametrize(
+    ("data_type", "text"),
+    [
+        ("float32", "1e39"),  # over float32's largest (3.4e38): would be inf
+        ("float32", "-1e39"),
+        ("float64", "1e400"),  # over float64's largest: float() made it inf, written as such
+        ("float64", "-1e400"),
+        ("float32", "nan"),
+        ("float64", "inf"),
+        ("float64", "-Infinity"),
+        ("float32", "sNaN"),
+    ],
+)
+def test_float_writes_refuse_what_the_register_cannot_hold(data_type: str, text: str) -> None:
+    with pytest.raises(ValueError, match=r"out of range|not a finite number|not a number"):
+        encode(reg("f", 0, data_type=data_type), text)
+
+
+def test_float_writes_within_the_width_still_go() -> None:
+    assert encode(reg("f", 0, data_type="float32"), "3.4e38") == words_of("f", 3.4e38)
+    assert encode(reg("f", 0, data_type="float64"), "1e308") == words_of("d", 1e308)
+
+
 CONFIG = """\
 gateway: {id: gw}
 devices:

@@ -25,10 +25,17 @@ from helpers import (
     serial_device,
     wait_until,
 )
+from httpprobe import endpoint, sample, scrape
 from paho.mqtt.client import Client, MQTTMessage, MQTTv5
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from gateway.limits import (
+    COMMANDS_CONCURRENT,
+    COMMANDS_WAITING_PER_DEVICE,
+    MQTT_MAX_INCOMING_PACKET,
+)
 
 PREFIX = "gateway"
 pytestmark = pytest.mark.timeout(60)
@@ -154,15 +161,25 @@ def test_mqtt5_response_topic_and_correlation_data_are_honoured(
     assert replies[0].properties.CorrelationData == b"req-42"  # type: ignore[attr-defined]
 
 
-def test_a_response_topic_inside_the_gateways_topics_is_refused(
+@pytest.mark.parametrize(
+    "asked",
+    [
+        f"{PREFIX}/victim/set/raw",
+        "other-gateway/victim/set/raw",  # another gateway's command topic (issue 21, 15)
+        "site/a/other/victim/set/raw",
+    ],
+)
+def test_a_response_topic_that_is_a_command_topic_is_refused(
     broker: Broker,
     make_serial_pair: Any,
     subscriber: Subscriber,
     daemon: Daemon,
+    asked: str,
 ) -> None:
-    """An MQTT 5 command whose response topic is another device's `set/raw` must not make the
-    gateway write its reply into that device's port: the reply goes to the default result
-    topic, and the refusal is counted and logged."""
+    """An MQTT 5 command whose response topic is another device's `set/raw` (of this gateway
+    or of any other: all `.../set/<command>`) must not make the gateway write its reply into
+    that device's port: the reply goes to the default result topic, and the refusal is
+    counted and logged."""
     boiler, victim = make_serial_pair("GW0"), make_serial_pair("GW1")
     devices = [serial_device("boiler", boiler), serial_device("victim", victim)]
     daemon.start(gateway_config(broker, devices, mqtt={"protocol": "5"}))
@@ -182,7 +199,7 @@ def test_a_response_topic_inside_the_gateways_topics_is_refused(
         wait_until(lambda: client.is_connected() or None, 5, "the MQTT 5 client")
         reader.start()
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.ResponseTopic = f"{PREFIX}/victim/set/raw"
+        props.ResponseTopic = asked
         client.publish(f"{PREFIX}/boiler/set/raw", b"HELLO", qos=1, properties=props)
         reply = subscriber.wait_for(lambda m: m.topic == f"{PREFIX}/boiler/set/raw/result")
         reader.join(5)
@@ -192,7 +209,140 @@ def test_a_response_topic_inside_the_gateways_topics_is_refused(
     assert reply.text == "ok"
     assert captured == []  # nothing reached the victim's port
     assert not subscriber.on_topic(f"{PREFIX}/victim/set/raw/result")
-    daemon.wait_log("response topic 'gateway/victim/set/raw' refused")
+    assert not subscriber.on_topic(asked)
+    daemon.wait_log(f"response topic {asked!r} refused")
+
+
+def commands_total(base: str, **labels: str) -> float | None:
+    return sample(scrape(base), "gateway_commands_total", **labels)
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_retained_commands_are_not_run(
+    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon, protocol: str
+) -> None:
+    """Issue 21 (4): a retained command ran again at every (re)connect, and clearing it (an
+    empty retained payload) was run too, writing a lone line ending. Commands that arrive with
+    the retain flag are counted and ignored; over MQTT 5 the gateway subscribes with "retain
+    as published", so a retained publish (the clearing too) carries the flag live as well."""
+    command = f"{PREFIX}/boiler/set/raw"
+    publisher = subscriber._client
+    publisher.publish(command, b"RETAINED", qos=1, retain=True).wait_for_publish(5)
+    start(daemon, broker, serial_pair, protocol=protocol)
+    base = endpoint(daemon)
+    wait_until(
+        lambda: commands_total(base, device="boiler", result="retained") == 1 or None,
+        10,
+        "the retained command counted as such",
+    )
+    if protocol == "5":
+        publisher.publish(command, b"", qos=1, retain=True)  # clearing it
+        wait_until(
+            lambda: commands_total(base, device="boiler", result="retained") == 2 or None,
+            10,
+            "the clearing counted as retained",
+        )
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(read_pty(serial_pair, b"LIVE\n")))
+    reader.start()
+    publisher.publish(command, b"LIVE", qos=1)
+    reply = subscriber.wait_for(lambda m: m.topic == f"{command}/result")
+    reader.join(10)
+    assert reply.text == "ok"
+    assert [m.text for m in subscriber.on_topic(f"{command}/result")] == ["ok"]  # LIVE's alone
+    assert got == [b"LIVE\n"]
+
+
+def test_commands_to_made_up_devices_grow_no_metric_series(
+    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+) -> None:
+    """Issue 21 (6): every made-up device id made a metric series of its own, forever. Now
+    they all count as `device="unknown"`, and the refusal is logged once."""
+    start(daemon, broker, serial_pair)
+    base = endpoint(daemon)
+    made_up = 50
+    for i in range(made_up):
+        subscriber._client.publish(f"{PREFIX}/made-up-{i}/set/raw", b"x", qos=1)
+    wait_until(
+        lambda: (
+            len([m for m in subscriber.messages if m.topic.endswith("/set/raw/result")]) >= made_up
+            or None
+        ),
+        10,
+        f"{made_up} replies",
+    )
+    samples = scrape(base)
+    labelled = {
+        dict(labels)["device"] for name, labels in samples if name == "gateway_commands_total"
+    }
+    assert labelled == {"unknown"}
+    assert sample(samples, "gateway_commands_total", device="unknown", result="error") == made_up
+    assert daemon.log_count("accepts commands") == 1
+
+
+def test_commands_waiting_for_a_down_device_do_not_hold_up_another(
+    broker: Broker, make_serial_pair: Any, subscriber: Subscriber, daemon: Daemon
+) -> None:
+    """Issue 21 (14): with command_ttl, commands waiting for a device that is down took every
+    slot, and a command to a healthy device waited for their ttl. Waiting now holds no slot,
+    and at most COMMANDS_WAITING_PER_DEVICE wait per device (more are `error: busy`)."""
+    away, here = make_serial_pair("GW0"), make_serial_pair("GW1")
+    devices = [serial_device("away", away), serial_device("here", here)]
+    daemon.start(gateway_config(broker, devices, mqtt={"command_ttl": 30}))
+    daemon.wait_log("mqtt: connected")
+    daemon.wait_log("opened ", count=2)
+    away.unplug()
+    daemon.wait_log("went away")
+    sent = max(COMMANDS_CONCURRENT, COMMANDS_WAITING_PER_DEVICE) + 2
+    publisher = subscriber._client
+    for i in range(sent):
+        publisher.publish(f"{PREFIX}/away/set/raw", b"A%d" % i, qos=1)
+    publisher.publish(f"{PREFIX}/here/set/raw", b"HERE", qos=1)
+    reply = subscriber.wait_for(lambda m: m.topic == f"{PREFIX}/here/set/raw/result", timeout=10)
+    assert reply.text == "ok"  # well within the 30 s the others may wait
+
+    def away_replies() -> list[str]:
+        return [m.text for m in subscriber.on_topic(f"{PREFIX}/away/set/raw/result")]
+
+    busy = sent - COMMANDS_WAITING_PER_DEVICE
+    wait_until(lambda: len(away_replies()) >= busy or None, 10, "the busy replies")
+    assert all(text.startswith("error: busy") for text in away_replies())
+    away.plug()  # the waiting ones are carried out when it is back
+    wait_until(lambda: len(away_replies()) >= sent or None, 15, "the waiting ones answered")
+    assert away_replies()[busy:] == ["ok"] * COMMANDS_WAITING_PER_DEVICE
+
+
+def peak_rss(pid: int) -> int:
+    """The process's peak resident set (VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def test_an_oversized_command_never_reaches_the_gateway(
+    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+) -> None:
+    """Issue 21 (13): a command payload was read whole before its size was checked (three
+    150 MB messages: 649 MB resident). Over MQTT 5 the gateway announces its Maximum Packet
+    Size in CONNECT, and the broker drops what is larger instead of sending it."""
+    start(daemon, broker, serial_pair, protocol="5")
+    publisher = subscriber._client
+    raw = f"{PREFIX}/boiler/set/raw"
+    publisher.publish(raw, b"WARM", qos=1)
+    assert subscriber.wait_for(lambda m: m.topic == f"{raw}/result").text == "ok"
+    before = peak_rss(daemon.pid)
+    big = b"x" * (4 * MQTT_MAX_INCOMING_PACKET)
+    for _ in range(3):
+        publisher.publish(raw, big, qos=1).wait_for_publish(10)
+    publisher.publish(f"{PREFIX}/boiler/set/setpoint", b"21", qos=1)
+    reply = subscriber.wait_for(
+        lambda m: m.topic == f"{PREFIX}/boiler/set/setpoint/result", timeout=15
+    )
+    assert reply.text == "ok"  # the normal command after them still works
+    assert [m.text for m in subscriber.on_topic(f"{raw}/result")] == ["ok"]  # WARM's alone
+    grown = peak_rss(daemon.pid) - before
+    assert grown < MQTT_MAX_INCOMING_PACKET, f"peak RSS grew by {grown} bytes"
+    assert daemon.alive
 
 
 def test_state_is_restored_after_the_broker_loses_it(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import Broker, Subscriber, SubscriberFactory, wait_until
 
+from gateway.commands import CommandRouter
 from gateway.config import BatchConfig, MqttSection
 from gateway.errors import TransientLinkError
 from gateway.metrics import Metrics
@@ -196,3 +197,46 @@ async def test_a_batch_over_the_brokers_maximum_packet_size_is_split(
     assert all(len(m.payload) <= 1000 for m in sub.messages)
     arrays = [json.loads(m.payload) for m in sub.messages]
     assert [item["value"] for array in arrays for item in array] == list(range(1, 301))
+
+
+class BuggyTarget:
+    """A command target whose `boom` command hits a bug (not a GatewayError or ValueError)."""
+
+    is_up = True
+
+    async def wait_up(self) -> None:
+        return None
+
+    async def execute(self, command: str, payload: bytes) -> str | None:
+        if command == "boom":
+            raise KeyError("a bug in a link")
+        return None
+
+
+async def test_a_bug_in_one_command_is_answered_and_the_session_stays_up(
+    broker: Broker, outbox: Outbox, subscriber: Subscriber
+) -> None:
+    """Issue 21 (1): an exception from one command escaped the command runner's TaskGroup and
+    crashed the session ("link mqtt crashed (a bug)"); a retained one crash-looped it. Now it
+    is answered `error: internal`, counted `result="bug"`, and the session goes on."""
+    target = BuggyTarget()
+    router = CommandRouter(lambda d: target if d == "dev" else None, ttl=0)
+    cfg = MqttSection.model_validate(
+        {"host": broker.host, "port": broker.port, "connect_timeout": 5}
+    )
+    metrics = Metrics()
+    session = MqttSession(cfg, "gw1", outbox, metrics, router=router)
+
+    async def ask(command: str) -> str:
+        subscriber._client.publish(f"gateway/dev/set/{command}", b"1", qos=1)
+        topic = f"gateway/dev/set/{command}/result"
+        reply = await asyncio.to_thread(subscriber.wait_for, lambda m: m.topic == topic)
+        return reply.text
+
+    async with running(session) as task:
+        assert await ask("boom") == "error: internal"
+        assert await ask("fine") == "ok"
+        assert not task.done()
+    sample = metrics.registry.get_sample_value
+    assert sample("gateway_commands_total", {"device": "dev", "result": "bug"}) == 1
+    assert sample("gateway_commands_total", {"device": "dev", "result": "ok"}) == 1

@@ -142,7 +142,10 @@ def encode(reg: RegisterSpec, text: str) -> list[int] | bool:
     if kind == "bits":
         raise ValueError(f"{reg.name} is read as bits: configure the register as uint16 to write")
     if kind == "string":
-        data = text.encode(reg.encoding)
+        try:
+            data = text.encode(reg.encoding)
+        except UnicodeEncodeError:
+            raise ValueError(f"{reg.name} holds {reg.encoding} text only") from None
         if len(data) > 2 * reg.words:
             raise ValueError(f"{reg.name} holds at most {2 * reg.words} bytes")
         return _to_words(data.ljust(2 * reg.words, b"\x00"), reg)
@@ -150,14 +153,37 @@ def encode(reg: RegisterSpec, text: str) -> list[int] | bool:
         number = Decimal(text.strip())
         raw = (number - Decimal(repr(reg.offset))) / Decimal(repr(reg.scale))
     except (InvalidOperation, ArithmeticError):
-        raise ValueError(f"{text!r} is not a number") from None
+        raise ValueError(f"{text.strip()[:40]!r} is not a number") from None
     if not raw.is_finite():
-        raise ValueError(f"{text!r} is not a finite number")
-    fmt = ">" + _FORMATS[kind]
-    value: int | float = (
-        float(raw) if kind.startswith("float") else int(raw.quantize(1, ROUND_HALF_EVEN))
+        raise ValueError(f"{text.strip()[:40]!r} is not a finite number")
+    value = _float_raw(raw, kind) if kind.startswith("float") else _int_raw(raw, kind)
+    if value is None:
+        raise ValueError(f"{text.strip()[:40]} is out of range for {reg.name} ({kind})")
+    return _to_words(struct.pack(">" + _FORMATS[kind], value), reg)
+
+
+def _int_raw(raw: Decimal, kind: str) -> int | None:
+    """`raw` rounded half-even, or None outside the type's range. The range is checked on the
+    Decimal first: rounding anything over 28 digits raises InvalidOperation, and int() of a
+    `1e999999` would build a million-digit integer."""
+    bits = 8 * struct.calcsize(_FORMATS[kind])
+    low, high = (
+        (0, 2**bits - 1) if kind.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
     )
+    if not Decimal(low) - 1 < raw < Decimal(high) + 1:
+        return None
+    rounded = int(raw.to_integral_value(ROUND_HALF_EVEN))
+    return rounded if low <= rounded <= high else None
+
+
+def _float_raw(raw: Decimal, kind: str) -> float | None:
+    """`raw` as the register's float, or None when it does not fit: float() turns what is
+    over float64's range into inf, and struct refuses what is over float32's."""
+    value = float(raw)
+    if not math.isfinite(value):
+        return None
     try:
-        return _to_words(struct.pack(fmt, value), reg)
-    except (struct.error, OverflowError):
-        raise ValueError(f"{text} is out of range for {reg.name} ({kind})") from None
+        struct.pack(">" + _FORMATS[kind], value)
+    except OverflowError:
+        return None
+    return value

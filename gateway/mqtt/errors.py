@@ -41,6 +41,10 @@ class RefusedError(SessionError):
     """The broker refused a request (a control publish or a subscription)."""
 
 
+# What a connection's tasks raise when the connection fails (everything else is a bug).
+CONNECTION_ERRORS = (aiomqtt.MqttError, SessionError, TimeoutError, OSError)
+
+
 def _cause(exc: BaseException) -> BaseException:
     """aiomqtt raises `MqttError(str(exc)) from None` for connect errors: the original is still
     the context."""

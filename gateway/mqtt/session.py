@@ -38,17 +38,19 @@ import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.commands import CommandRouter
 from gateway.config import MqttSection, MqttServer, default_client_id
 from gateway.errors import TransientLinkError
 from gateway.limits import ANNOUNCE_TIMEOUT, CONNECT_MARGIN
+from gateway.limits import MQTT_MAX_INCOMING_PACKET as MAX_INCOMING_PACKET
 from gateway.linknames import SESSION
 from gateway.metrics import Metrics
 from gateway.mqtt.aioclient import GatewayClient
 from gateway.mqtt.availability import Availability, publish_changes, publish_states
 from gateway.mqtt.command_runner import CommandRunner
-from gateway.mqtt.errors import ConnectionLostError, RefusedError, SessionError, translate
+from gateway.mqtt.errors import CONNECTION_ERRORS, ConnectionLostError, RefusedError, translate
 from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.publisher import BatchLookup, Publisher
 from gateway.mqtt.takeover import TakeoverDetector, Verdict
@@ -74,9 +76,6 @@ class SessionPart(Protocol):
 
     async def run(self, client: GatewayClient) -> None: ...
 
-
-# What a connection's tasks raise when the connection fails (everything else is a bug).
-CONNECTION_ERRORS = (aiomqtt.MqttError, SessionError, TimeoutError, OSError)
 
 __all__ = ["Availability", "MqttSession", "SessionPart", "server_label"]
 
@@ -176,10 +175,14 @@ class MqttSession:
         # broker keeps our session (subscriptions, queued commands): resume it.
         clean_start: bool | int = True if self._v5 else paho.MQTT_CLEAN_START_FIRST_ONLY
         connect_properties = None
-        if self._resumable:
-            clean_start = False
+        if self._v5:
             connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            connect_properties.SessionExpiryInterval = cfg.session_expiry
+            # The broker drops what is larger instead of sending it (a 150 MB "command" would
+            # be read whole before its size could be checked).
+            connect_properties.MaximumPacketSize = MAX_INCOMING_PACKET
+            if self._resumable:
+                clean_start = False
+                connect_properties.SessionExpiryInterval = cfg.session_expiry
         return GatewayClient(
             server.host,
             server.port,
@@ -271,7 +274,11 @@ class MqttSession:
                 futures += publish_states(client, self.prefix, self._restored)
                 waits: list[Awaitable[object]] = [await_controls(futures, "state messages")]
                 if self._commands is not None:
-                    waits.append(self._subscribe(client, self._commands.subscription))
+                    # MQTT 5: live retained publishes keep their flag, so that a retained
+                    # command (or its clearing) is ignored at once too, not only on reconnect.
+                    waits.append(
+                        self._subscribe(client, self._commands.subscription, keep_retain=True)
+                    )
                 waits += [
                     self._subscribe(client, topic)
                     for part in self.parts
@@ -282,8 +289,14 @@ class MqttSession:
         except CONNECTION_ERRORS as exc:
             raise translate(exc, "restoring session state") from exc
 
-    async def _subscribe(self, client: GatewayClient, topic: str) -> None:
-        granted = await client.subscribe(topic, self._sub_qos)
+    async def _subscribe(
+        self, client: GatewayClient, topic: str, *, keep_retain: bool = False
+    ) -> None:
+        if self._v5 and keep_retain:
+            options = SubscribeOptions(qos=self._sub_qos, retainAsPublished=True)
+            granted = await client.subscribe(topic, options=options)
+        else:
+            granted = await client.subscribe(topic, self._sub_qos)
         code = granted[0] if granted else 0x80
         value = code if isinstance(code, int) else code.value
         if value >= 0x80:
