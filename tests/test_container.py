@@ -166,29 +166,29 @@ def test_the_image_runs_as_a_non_root_user_is_healthy_and_stops_cleanly(
         encoding="utf-8",
     )
     name, volume = f"gw-test-{os.getpid()}-{unique()}", f"gw-state-{os.getpid()}-{unique()}"
-    started = time.monotonic()
-    podman(
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network=host",  # the test's broker is on the host's loopback
-        # No systemd here to time the periodic checks: the test runs the HEALTHCHECK itself.
-        "--health-interval=disable",
-        # A real adapter is passed with --device; a pty only opens through its own devpts
-        # instance, so it is bind-mounted and its major (136) allowed instead.
-        "-v",
-        f"{serial_pair.realpath}:/dev/ttyUSB0",
-        "--device-cgroup-rule=c 136:* rw",
-        "-v",
-        f"{tmp_path / 'config.yaml'}:/etc/gateway/config.yaml:ro",
-        "-v",
-        f"{volume}:/var/lib/gateway",
-        "-e",
-        f"GATEWAY_HEALTHZ_URL=http://127.0.0.1:{port}/healthz",
-        IMAGE,
-    )
-    try:
+    try:  # a failed run may still have created the container and the volume
+        started = time.monotonic()
+        podman(
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network=host",  # the test's broker is on the host's loopback
+            # No systemd here to time the periodic checks: the test runs the HEALTHCHECK itself.
+            "--health-interval=disable",
+            # A real adapter is passed with --device; a pty only opens through its own devpts
+            # instance, so it is bind-mounted and its major (136) allowed instead.
+            "-v",
+            f"{serial_pair.realpath}:/dev/ttyUSB0",
+            "--device-cgroup-rule=c 136:* rw",
+            "-v",
+            f"{tmp_path / 'config.yaml'}:/etc/gateway/config.yaml:ro",
+            "-v",
+            f"{volume}:/var/lib/gateway",
+            "-e",
+            f"GATEWAY_HEALTHZ_URL=http://127.0.0.1:{port}/healthz",
+            IMAGE,
+        )
         wait_until(lambda: is_ready(f"http://127.0.0.1:{port}/readyz"), 30, "/readyz 200")
         timings = {**image, "run to ready": time.monotonic() - started}
         assert podman("exec", name, "id", "-u") == "10001"
