@@ -3,13 +3,16 @@
 #
 #  1. System programs the demo and the tests use (mosquitto, mosquitto_sub/_pub, socat,
 #     dbus-daemon, rabbitmq-server as a second MQTT broker, chromium and chromium-driver for
-#     the status page's browser test). On Debian/Ubuntu the missing ones
+#     the status page's browser test, podman and mmdebstrap for the container test,
+#     systemd-nspawn for the unit's test under a real systemd). On Debian/Ubuntu the missing ones
 #     are installed with apt-get (as root, or through sudo); elsewhere we say what is missing.
 #  2. A virtual environment in .venv (Python >= 3.11; set PYTHON=/path/to/python3.x to choose),
 #     with the package installed in editable mode plus its test extras, the docs extra (MkDocs
 #     and its Material theme, for `mkdocs build --strict`), the modbus extra (pymodbus) and the
 #     BLE parser libraries (the `ble-parsers` extra), so that their tests run rather than skip. pip runs again only when pyproject.toml changed since the last
 #     successful install.
+#  Between the two, as root: the container test's base image (scripts/base-image.sh), built once
+#  per machine and kept in podman's storage.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -35,6 +38,19 @@ declare -A APT_PACKAGES=(
     # chromium and its WebDriver, driven by selenium (a test extra) by path, headless.
     [chromium]=chromium
     [chromium-driver]=chromedriver
+    # The Dockerfile, built and run (tests/test_container.py, as root): podman with runc (through
+    # tests/containers.conf: crun refuses hybrid cgroups), and mmdebstrap to build the base image
+    # locally, since no container registry is reachable (scripts/base-image.sh). As root, podman
+    # needs neither uidmap nor fuse-overlayfs nor slirp4netns (the test uses the host's network).
+    [podman]=podman
+    [runc]=runc
+    [mmdebstrap]=mmdebstrap
+    # The unit under a real systemd (tests/test_systemd_nspawn.py, as root): systemd-nspawn boots
+    # this machine's /usr, and the unit runs the gateway with the system's /usr/bin/python3 (the
+    # same minor version as the venv's) and the venv's packages; the test reads `ps` inside.
+    [systemd-container]=systemd-nspawn
+    [python3]=python3
+    [procps]=ps
 )
 
 have_program() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
@@ -111,6 +127,14 @@ stamp() {
     { "$VENV/bin/python" --version; cat "$ROOT/pyproject.toml"; } | sha256sum | cut -d' ' -f1
 }
 
+container_base_image() {
+    if [ "$(id -u)" -ne 0 ] || ! have_program podman || ! have_program mmdebstrap; then
+        say "no container base image (tests/test_container.py needs root, podman and mmdebstrap)"
+        return
+    fi
+    "$ROOT/scripts/base-image.sh"
+}
+
 main() {
     local missing python
     mapfile -t missing < <(missing_packages | sort)
@@ -122,6 +146,7 @@ main() {
         missing+=("python3-venv")
     fi
     install_system_packages "${missing[@]}"
+    container_base_image
 
     if ! venv_ok; then
         say "creating $VENV with $python ($("$python" --version 2>&1))"
