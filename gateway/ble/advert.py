@@ -18,7 +18,7 @@ from typing import Self
 from gateway.ble.describe import unknown_device_id
 from gateway.ble.errors import NOT_FOUND_ADVICE
 from gateway.ble.guard import PacketGuard
-from gateway.ble.hub import AdapterState, AdvertSink
+from gateway.ble.hub import AdapterState, AdvertSink, parser_faults
 from gateway.ble.readings import ble_readings
 from gateway.ble.throttle import Throttle
 from gateway.config import BleAdvertDevice, BleSection
@@ -54,7 +54,7 @@ class AdvertLink:
         self._adapter = adapter
         self._submit = submit
         self._metrics = metrics
-        self._parse = make_advert_parser(device)
+        self._parse = make_advert_parser(device, parser_faults(metrics))
         # What the decoder says each sensor is (the parser libraries): Home Assistant
         # discovery reads it for the sensors it learns (BleHub.sensor_classes).
         self._classes = {} if classes is None else classes

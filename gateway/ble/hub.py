@@ -48,13 +48,23 @@ class AdvertSink:
         )
 
 
+def parser_faults(metrics: Metrics) -> Callable[[str], None]:
+    """Where a parser library's error on an advertisement is counted, per parser."""
+
+    def count(parser: str) -> None:
+        metrics.ble_parser_errors.labels(parser).inc()
+
+    return count
+
+
 class AdapterState:
     def __init__(self, name: str, max_connections: int, metrics: Metrics) -> None:
         self.name = name
         self.slots = ConnectionSlots(name, max_connections, metrics)
         self.heard = asyncio.Event()  # set by every advert; the scanner's watchdog clears it
         self.on_unknown: AdvertHandler | None = None  # set while the scanner runs
-        self.strangers = Strangers()  # unconfigured advertisers heard (the status page's)
+        # Unconfigured advertisers heard (the status page's), described by the parsers.
+        self.strangers = Strangers(on_fault=parser_faults(metrics))
         self.adverts_heard = 0
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=RATE_SAMPLES)
         self._adverts = metrics.ble_adverts.labels(name)

@@ -1,0 +1,110 @@
+"""Bluetooth LE edges that hold (issue 21), end to end: `python -m gateway run` (real bleak)
+against the fake BlueZ on a private D-Bus bus and a real mosquitto, the daemon's HTTP endpoint
+read with the stdlib.
+
+A parser library that raises on an advertisement is contained (the status page answers, the
+scanner keeps running, the count per parser moves); spoofed unknown advertisers are bounded as a
+whole and never cost a configured device a reading; the encryption counter of BTHome survives a
+restart, so a replay after one is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fakebluez import ThreadedFakeBlueZ
+from helpers import FAST_BACKOFF, Broker, Daemon, Subscriber, gateway_config, wait_until
+from httpprobe import endpoint, get, scrape
+
+from gateway.decoders.ble import uuid16
+from gateway.decoders.ble.parsers import INSTALL_HINT, LIBRARIES, installed_libraries
+
+pytestmark = pytest.mark.timeout(60)
+
+PREFIX = "gateway"
+KITCHEN = "A4:C1:38:12:34:56"
+ENV = uuid16(0x181A)
+PVVX = bytes.fromhex("56341238c1a46b080c12860b5f1204")  # 21.55 °C, 46.2 %, 95 %, 2.95 V
+RUUVI_ID = 0x0499
+needs_parsers = pytest.mark.skipif(
+    len(installed_libraries()) < len(LIBRARIES),
+    reason=f"the ble-parsers extra is not installed ({INSTALL_HINT})",
+)
+
+
+@pytest.fixture
+def bluez(dbus_address: str) -> Iterator[ThreadedFakeBlueZ]:
+    fake = ThreadedFakeBlueZ(dbus_address, adv_interval=0.05)
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+def advert_device(device_id: str, address: str, decoder: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": device_id,
+        "type": "ble_advert",
+        "address": address,
+        "decoder": decoder,
+        "backoff": FAST_BACKOFF,
+        **extra,
+    }
+
+
+def ble_config(broker: Broker, devices: list[dict[str, Any]], **ble: Any) -> dict[str, Any]:
+    cfg = gateway_config(broker, devices)
+    cfg["ble"] = {"adapter": "hci0", "backoff": FAST_BACKOFF, **ble}
+    return cfg
+
+
+def sample(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+# -- item 8: a parser library that raises is contained -----------------------------------------
+@needs_parsers
+def test_a_parser_library_that_raises_costs_neither_the_status_page_nor_the_scanner(
+    broker: Broker, subscriber: Subscriber, daemon: Daemon, bluez: ThreadedFakeBlueZ
+) -> None:
+    """Ruuvi's company id with an empty payload makes ruuvitag-ble's `supported()` raise
+    IndexError: from a passer-by (the status page's table of unknown advertisers describes it)
+    and from a configured `decoder: auto` device (its scanner callback parses it)."""
+    fake = bluez.fake
+    odd = {RUUVI_ID: b""}
+    bluez.call(lambda: fake.add_device(KITCHEN, "ATC_123456", service_data={ENV: PVVX}))
+    bluez.call(lambda: fake.add_device("CB:B8:33:4C:88:4F", "Ruuvi", manufacturer_data=odd))
+    bluez.call(lambda: fake.add_device("CB:B8:33:4C:88:50", "Ruuvi 2", manufacturer_data=odd))
+    devices = [
+        advert_device("kitchen", KITCHEN, "pvvx"),
+        advert_device("garden", "CB:B8:33:4C:88:50", "auto"),
+    ]
+    daemon.start(ble_config(broker, devices))
+    subscriber.wait_value(f"{PREFIX}/kitchen/temperature", 21.55, timeout=15)
+    base = endpoint(daemon)
+
+    def counted() -> float | None:
+        value = sample(scrape(base), "gateway_ble_parser_errors_total", parser="ruuvi")
+        return value if value >= 3 else None
+
+    wait_until(counted, 10.0, "ruuvitag-ble's errors counted")
+    for path in ("/status", "/", "/status.html"):
+        reply = get(f"{base}{path}")
+        assert reply.status == 200, (path, reply.body[-2000:])
+    status = get(f"{base}/status").json()
+    (stranger,) = [s for s in status["ble"]["unknown"] if s["address"] == "CB:B8:33:4C:88:4F"]
+    assert stranger["decoder"] is None  # no parser reads it; the hints say what it sent
+    assert "mfr 0x0499" in stranger["values"]
+    assert status["ble"]["adapters"]["hci0"]["state"] == "up"
+    before = sample(scrape(base), "gateway_ble_adverts_total", adapter="hci0")
+    wait_until(
+        lambda: sample(scrape(base), "gateway_ble_adverts_total", adapter="hci0") > before + 20,
+        10.0,
+        "the scanner to keep hearing",
+    )
+    log = daemon.log()
+    assert "Traceback" not in log
+    # Logged, but once a minute per parser, not per advertisement.
+    assert log.count("parser ruuvi raised") == 1
