@@ -10,6 +10,8 @@ restart, so a replay after one is refused.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -108,3 +110,36 @@ def test_a_parser_library_that_raises_costs_neither_the_status_page_nor_the_scan
     assert "Traceback" not in log
     # Logged, but once a minute per parser, not per advertisement.
     assert log.count("parser ruuvi raised") == 1
+
+
+# -- item 20: what `gateway scan` prints of the air is escaped ---------------------------------
+EVIL_NAME = "\x1b[2J\x1b[31mATC\r\nfake line\u202eexe.txt"
+EVIL_TEXT = "\x1b]0;owned\x07\u202e"
+
+
+def test_gateway_scan_prints_names_and_values_with_control_characters_escaped(
+    bluez: ThreadedFakeBlueZ,
+) -> None:
+    """An advertised name (and a BTHome text value) with ANSI escapes, a carriage return, a
+    newline and a bidi override: every line `gateway scan` prints shows them as Python escapes,
+    so they can neither move the terminal's cursor, nor forge a line, nor reorder the text."""
+    fake = bluez.fake
+    text = EVIL_TEXT.encode()
+    bthome = bytes([0x40, 0x53, len(text)]) + text  # a text object only: bthome-ble reads it
+    bluez.call(lambda: fake.add_device(KITCHEN, EVIL_NAME, service_data={ENV: PVVX}))
+    bluez.call(
+        lambda: fake.add_device(
+            "3C:2E:F5:00:11:22", EVIL_NAME, service_data={uuid16(0xFCD2): bthome}
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "scan", "--seconds", "1"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert not set(out) & {"\x1b", "\r", "\x07", "\u202e"}, repr(out)
+    assert "fake line" not in {line.strip() for line in out.splitlines()}  # no forged line
+    assert "\\x1b[2J\\x1b[31mATC\\r\\nfake line\\u202eexe.txt" in out  # the live lines
+    assert "\\x1b[2J\\x1b[31mATC\\r\\nfake" in out  # the table (its name column is cut short)
+    assert "text=\\x1b]0;owned\\x07\\u202e" in out

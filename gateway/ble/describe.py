@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.decoders.ble import Advert, auto_parser, unit_of
-from gateway.decoders.ble.advert import BASE_UUID_SUFFIX
+from gateway.decoders.ble.advert import BASE_UUID_SUFFIX, printable
 from gateway.errors import DecodeError
 
 
@@ -54,6 +54,6 @@ def device_entry(address: str, decoder: str) -> list[str]:
     return [
         f"  - id: {unknown_device_id(address)}",
         "    type: ble_advert",
-        f"    address: {address}",
+        f"    address: {printable(address)}",
         f"    decoder: {decoder}",
     ]
