@@ -10,6 +10,7 @@ restart, so a replay after one is refused.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,10 +19,12 @@ from typing import Any
 import pytest
 from fakebluez import ThreadedFakeBlueZ
 from helpers import FAST_BACKOFF, Broker, Daemon, Subscriber, gateway_config, wait_until
-from httpprobe import endpoint, get, scrape
+from httpprobe import _URL, SERVING, endpoint, get, scrape
 
 from gateway.decoders.ble import uuid16
+from gateway.decoders.ble.bthome import encode_bthome
 from gateway.decoders.ble.parsers import INSTALL_HINT, LIBRARIES, installed_libraries
+from gateway.limits import COUNTER_BLOCK
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -143,3 +146,80 @@ def test_gateway_scan_prints_names_and_values_with_control_characters_escaped(
     assert "\\x1b[2J\\x1b[31mATC\\r\\nfake line\\u202eexe.txt" in out  # the live lines
     assert "\\x1b[2J\\x1b[31mATC\\r\\nfake" in out  # the table (its name column is cut short)
     assert "text=\\x1b]0;owned\\x07\\u202e" in out
+
+
+# -- item 23: the encryption counter of BTHome survives a restart ------------------------------
+BATH = "54:48:E6:8F:80:A5"
+BINDKEY = "231d39c1d7cc1ab1aee224cd096db932"
+BTHOME = uuid16(0xFCD2)
+
+
+def sealed(temperature: float, counter: int) -> dict[str, bytes]:
+    objects = b"\x02" + round(temperature * 100).to_bytes(2, "little", signed=True)
+    key = bytes.fromhex(BINDKEY)
+    return {BTHOME: encode_bthome(objects, mac=BATH, bindkey=key, counter=counter)}
+
+
+def test_a_replay_after_a_restart_or_a_crash_is_refused_and_counted(
+    broker: Broker, subscriber: Subscriber, daemon: Daemon, bluez: ThreadedFakeBlueZ
+) -> None:
+    fake = bluez.fake
+    bath = bluez.call(lambda: fake.add_device(BATH, "BTHome", service_data=sealed(20.0, 100)))
+    device = advert_device("bath", BATH, "bthome", bindkey=BINDKEY, republish_after=0)
+    cfg = ble_config(broker, [device])
+    topic = f"{PREFIX}/bath/temperature"
+
+    def advertise(temperature: float, counter: int) -> None:
+        bluez.call(lambda: bath.advertise(service_data=sealed(temperature, counter)))
+
+    def published(value: float) -> int:
+        """How many readings of this value were made: a reading still in the outbox at a
+        SIGKILL is sent again after the restart (at least once), with its seq."""
+        return len(
+            {m.data["seq"] for m in subscriber.on_topic(topic) if m.value == value if m.data}
+        )
+
+    def refused(gateway: Daemon, start: int, at_least: float) -> None:
+        # The daemons of this test share one log: the latest start's endpoint is the last.
+        gateway.wait_log(SERVING, count=start)
+        base = _URL.findall(gateway.log())[-1]
+        wait_until(
+            lambda: sample(
+                scrape(base), "gateway_ble_adverts_dropped_total", device="bath", reason="replay"
+            ) >= at_least,
+            10.0,
+            "the replays refused and counted",
+        )  # fmt: skip
+
+    daemon.start(cfg)
+    subscriber.wait_value(topic, 20.0, timeout=15)
+    advertise(21.0, 101)
+    subscriber.wait_value(topic, 21.0)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(15) == 0
+
+    # A clean restart: someone replays the recording of counter 100.
+    advertise(20.0, 100)
+    second = Daemon(daemon.workdir)
+    try:
+        second.start()
+        refused(second, 2, 3)
+        advertise(22.0, 102)  # the device's next packet: no gap after a clean stop
+        subscriber.wait_value(topic, 22.0, timeout=10)
+        assert published(20.0) == 1
+        second.signal(signal.SIGKILL)  # a crash: counter 102 was accepted since the last stop
+        second.wait(5)
+    finally:
+        second.close()
+
+    advertise(22.0, 102)
+    third = Daemon(daemon.workdir)
+    try:
+        third.start()
+        refused(third, 3, 3)  # the replay of 102, accepted before the crash
+        advertise(24.0, 103 + COUNTER_BLOCK)  # beyond the reservation: the device again
+        subscriber.wait_value(topic, 24.0, timeout=10)
+        assert published(22.0) == 1
+    finally:
+        third.close()
+    assert "Traceback" not in daemon.log()

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from types import TracebackType
 from typing import Self
 
+from gateway.ble.counters import ReplayCounters, key_fingerprint
 from gateway.ble.describe import unknown_device_id
 from gateway.ble.errors import NOT_FOUND_ADVICE
 from gateway.ble.guard import PacketGuard
@@ -45,6 +46,8 @@ class AdvertLink:
         submit: Submit,
         metrics: Metrics,
         classes: dict[str, SensorClass] | None = None,
+        *,
+        counters: ReplayCounters | None = None,
     ) -> None:
         self.device = device
         self.name = link_name(device)
@@ -58,8 +61,20 @@ class AdvertLink:
         # What the decoder says each sensor is (the parser libraries): Home Assistant
         # discovery reads it for the sensors it learns (BleHub.sensor_classes).
         self._classes = {} if classes is None else classes
+        # Encryption counters are kept across restarts, per device and key (counters.py).
+        self._counters = counters
+        self._fingerprint = (
+            None
+            if device.bindkey is None
+            else key_fingerprint(bytes.fromhex(device.bindkey.get_secret_value()))
+        )
+        floor = None
+        if counters is not None and self._fingerprint is not None:
+            floor = counters.floor(device.id, self._fingerprint)
         self._guard = PacketGuard(
-            encrypted=device.bindkey is not None, repeat_window=device.repeat_window
+            encrypted=device.bindkey is not None,
+            repeat_window=device.repeat_window,
+            counter=floor,
         )
         self._warned: str | None = None  # the drop reason last logged, until a packet passes
         self._received = metrics.readings_received.labels(device.id)
@@ -90,6 +105,9 @@ class AdvertLink:
     ) -> None:
         self._adapter.unsubscribe(self.name)
         self._subscribed = False
+        counter, fingerprint = self._guard.counter, self._fingerprint
+        if self._counters is not None and fingerprint is not None and counter is not None:
+            self._counters.settle(self.device.id, fingerprint, counter)  # the exact one
 
     async def run(self) -> None:
         stale = self.device.stale_after
@@ -117,6 +135,9 @@ class AdvertLink:
         if (reason := self._guard.check(decoded, now)) is not None:
             self._drop(reason, decoded)
             return
+        if decoded.counter is not None and self._counters is not None and self._fingerprint:
+            # Kept (reserved ahead) before its readings go out: a restart refuses it.
+            self._counters.accepting(d.id, self._fingerprint, decoded.counter)
         self._warned = None
         self._classes.update(decoded.classes)
         values = dict(decoded.values)
@@ -143,8 +164,8 @@ class AdvertLink:
         if reason == "replay":
             log.warning(
                 "%s: dropped an advertisement with encryption counter %s, below the last "
-                "accepted %s: a replay, or the device restarted its counter (then restart "
-                "the gateway to accept it again)",
+                "accepted %s: a replay, or the device restarted its counter (kept across "
+                "restarts: see docs/ble.md to accept it again)",
                 self.name,
                 decoded.counter,
                 self._guard.counter,

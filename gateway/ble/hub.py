@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from bleak.backends.device import BLEDevice
 
+from gateway.ble.counters import ReplayCounters
 from gateway.ble.slots import ConnectionSlots
 from gateway.ble.strangers import Strangers
 from gateway.config import BleAdvertDevice, BleGattDevice, BleSection
@@ -159,10 +160,16 @@ class BleHub:
     """Per-adapter state for one gateway; `configure` follows config reloads."""
 
     def __init__(
-        self, section: BleSection, metrics: Metrics, sensor_classes: SensorClasses | None = None
+        self,
+        section: BleSection,
+        metrics: Metrics,
+        sensor_classes: SensorClasses | None = None,
+        counters: ReplayCounters | None = None,
     ) -> None:
         self.section = section
         self.metrics = metrics
+        #: Encrypted devices' counters, kept across restarts (None: in memory only).
+        self.counters = counters
         #: What advert decoders said each sensor is; the gateway's, shared with discovery.
         self.sensor_classes: SensorClasses = {} if sensor_classes is None else sensor_classes
         self._adapters: dict[str, AdapterState] = {}

@@ -19,7 +19,7 @@ def device_link(
     adapter = hub.adapter_of(device)
     if isinstance(device, BleAdvertDevice):
         classes = hub.sensor_classes.setdefault(device.id, {})
-        return AdvertLink(device, adapter, submit, hub.metrics, classes)
+        return AdvertLink(device, adapter, submit, hub.metrics, classes, counters=hub.counters)
     return GattLink(device, adapter, submit, hub.metrics)
 
 
