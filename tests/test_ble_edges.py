@@ -10,7 +10,9 @@ restart, so a replay after one is refused.
 
 from __future__ import annotations
 
+import functools
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -223,3 +225,81 @@ def test_a_replay_after_a_restart_or_a_crash_is_refused_and_counted(
     finally:
         third.close()
     assert "Traceback" not in daemon.log()
+
+
+# -- item 11: spoofed unknown advertisers are bounded as a whole --------------------------------
+SPOOFED = 400  # more than the per-address state the gateway keeps (UNKNOWN_TRACKED)
+
+
+def spoofed_address(i: int) -> str:
+    return f"C0:FF:EE:00:{i >> 8:02X}:{i & 0xFF:02X}"
+
+
+def pvvx_of(address: str) -> bytes:
+    return bytes.fromhex(address.replace(":", ""))[::-1] + PVVX[6:]
+
+
+@pytest.mark.timeout(120)
+def test_spoofed_unknown_advertisers_cost_no_configured_reading_and_no_state_per_address(
+    broker: Broker, subscriber: Subscriber, dbus_address: str, daemon: Daemon
+) -> None:
+    """400 spoofed addresses with `unknown_devices: publish` while the broker is away: their
+    readings are limited as a whole (rate, share of the outbox), the configured device's
+    readings all arrive, and no metric series or outbox seqs row is made per address."""
+    bluez = ThreadedFakeBlueZ(dbus_address, adv_interval=0.5)
+    try:
+        fake = bluez.fake
+        bluez.call(lambda: fake.add_device(KITCHEN, "ATC_123456", service_data={ENV: PVVX}))
+        for i in range(SPOOFED):
+            address = spoofed_address(i)
+            data = {ENV: pvvx_of(address)}
+            bluez.call(functools.partial(fake.add_device, address, "ATC", service_data=data))
+        cfg = ble_config(
+            broker,
+            [advert_device("kitchen", KITCHEN, "pvvx", republish_after=0)],
+            unknown_devices="publish",
+            unknown_devices_rate=50,
+        )
+        cfg["outbox"] = {"max_bytes": 64_000}
+        daemon.start(cfg)
+        subscriber.wait_value(f"{PREFIX}/kitchen/temperature", 21.55, timeout=20)
+        subscriber.wait_for(lambda m: m.topic.startswith(f"{PREFIX}/ble_c0ffee"), timeout=10)
+        base = endpoint(daemon)
+
+        def kitchen(name: str) -> float:
+            return sample(scrape(base), name, device="kitchen")
+
+        broker.kill()  # the outbox keeps everything now
+        start = kitchen("gateway_readings_received_total")
+        wait_until(
+            lambda: kitchen("gateway_readings_received_total") >= start + 40,
+            30.0,
+            "the kitchen's readings while the broker is away",
+        )
+        bluez.call(lambda: fake.hci0.go_silent("never"))  # nothing new from here on
+        broker.start()
+        wait_until(
+            lambda: (
+                kitchen("gateway_readings_published_total")
+                >= kitchen("gateway_readings_received_total")
+            ),
+            30.0,
+            "the kitchen's readings delivered",
+        )
+        samples = scrape(base)
+    finally:
+        bluez.close()
+    dropped = {
+        dict(labels).get("device"): value
+        for (name, labels), value in samples.items()
+        if name == "gateway_readings_dropped_total"
+    }
+    assert "kitchen" not in dropped, dropped
+    assert sample(samples, "gateway_input_refused_total", edge="ble", reason="unknown_rate") > 0
+    devices = {dict(labels).get("device") for (_, labels), _ in samples.items()}
+    assert {d for d in devices if d and d.startswith("ble_")} == {"ble_unknown"}
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(15) == 0
+    with sqlite3.connect(daemon.workdir / "state" / "outbox.sqlite3") as db:
+        rows = [r[0] for r in db.execute("SELECT device FROM seqs")]
+    assert set(rows) <= {"kitchen", "ble_unknown"}

@@ -165,7 +165,10 @@ class Running:
         self.intake = Intake(self.metrics, Availability(), Seen())
         self.intake.encoder = self  # the next stage: collect instead of encoding
         self.families = FamilyContext(
-            self.intake.submit, self.metrics, request_exit=lambda why, code: self.fatal.append(why)
+            self.intake.submit,
+            self.metrics,
+            submit_unknown=self.intake.submit_unknown,
+            request_exit=lambda why, code: self.fatal.append(why),
         )
 
     @property
@@ -182,6 +185,10 @@ class Running:
 
     def publish(self, readings: Sequence[Reading]) -> None:
         self.readings(readings)
+
+    def publish_unknown(self, readings: Sequence[Reading]) -> int:
+        self.readings(readings)
+        return 0
 
     def forget(self, device: str) -> None:
         pass

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -30,12 +32,12 @@ from gateway.limits import UNKNOWN_TRACKED
 from gateway.linknames import link_name
 from gateway.links.decode_errors import DecodeErrors
 from gateway.metrics import Metrics
-from gateway.models import SensorClass, Submit
+from gateway.models import UNKNOWN_DEVICES, SensorClass, Submit
 from gateway.streams.device import RSSI_SENSOR
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_LABEL = "ble_unknown"  # the `device` label of their metrics
+UNKNOWN_LABEL = UNKNOWN_DEVICES  # the `device` label of their metrics
 
 
 class AdvertLink:
@@ -178,13 +180,41 @@ class AdvertLink:
             )
 
 
+class RateLimit:
+    """A token bucket: `rate` items a second on average, bursts of one second's worth. A batch
+    passes while a token is left and may overdraw (an advert's readings go together); the debt
+    is paid before the next one passes."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._tokens = rate
+        self._at = clock()
+
+    def take(self, items: int) -> bool:
+        now = self._clock()
+        self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= items
+        return True
+
+
 class UnknownDevices:
     """`ble.unknown_devices: publish`: what a built-in decoder reads from an unconfigured
     device is published as device `ble_<address>` (limited by `ble.allow`), with repeats
-    dropped and values throttled like a configured device's (default settings)."""
+    dropped and values throttled like a configured device's (default settings).
+
+    Addresses are free to spoof, so passers-by are bounded as a whole, not per address: the
+    per-address state is a bounded LRU (a spoofer cycling through more addresses resets it,
+    which only brings the rate limit into play), `ble.unknown_devices_rate` bounds their
+    readings together, and `submit` (Intake.submit_unknown) takes them as one account."""
 
     def __init__(self, section: BleSection, submit: Submit, metrics: Metrics) -> None:
         self._allow = [pattern.upper() for pattern in section.allow]
+        self._rate = RateLimit(section.unknown_devices_rate)
+        self._refused = metrics.refused.labels("ble", "unknown_rate")
         fields = BleAdvertDevice.model_fields
         self._interval: float = fields["republish_after"].default
         self._window: float = fields["repeat_window"].default
@@ -208,8 +238,12 @@ class UnknownDevices:
         due = {**throttle.due(decoded.values, now), **decoded.events}
         readings = ble_readings(unknown_device_id(address), due, {}, now)
         self._metrics.readings_received.labels(UNKNOWN_LABEL).inc(len(readings))
-        if readings:
-            self._submit(readings)
+        if not readings:
+            return
+        if not self._rate.take(len(readings)):
+            self._refused.inc()  # an advert's readings, refused together
+            return
+        self._submit(readings)
 
     def _track(self, address: str) -> tuple[Throttle, PacketGuard]:
         """This device's state, most recently heard last; the least recent is forgotten."""

@@ -24,12 +24,13 @@ def device_link(
 
 
 def scanner_links(
-    hub: BleHub, cfg: Config, submit: Submit, on_fatal: Callable[[str], None]
+    hub: BleHub, cfg: Config, submit_unknown: Submit, on_fatal: Callable[[str], None]
 ) -> list[ScannerLink]:
+    """`submit_unknown`: where readings of unconfigured devices go (Intake.submit_unknown)."""
     hub.configure(cfg.ble)
     unknown = None
     if cfg.ble.unknown_devices == "publish":
-        unknown = UnknownDevices(cfg.ble, submit, hub.metrics)
+        unknown = UnknownDevices(cfg.ble, submit_unknown, hub.metrics)
     return [
         ScannerLink(
             hub.adapter(plan.adapter), cfg.ble, hub.metrics, plan, on_fatal, on_unknown=unknown

@@ -64,7 +64,7 @@ class BleFamily(Family):
                 # The silent-scanner ladder's last step: exit non-zero, systemd restarts us.
                 ctx.request_exit(reason, EXIT_ADAPTER_DEAD)
 
-            made = scanner_links(hub, cfg, ctx.submit, gave_up)
+            made = scanner_links(hub, cfg, ctx.submit_unknown or ctx.submit, gave_up)
             links += [link for link in made if link.name in scanners]
         return links
 
