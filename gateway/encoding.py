@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.config import Config
-from gateway.limits import MAX_REMEMBERED
-from gateway.models import Reading, Value
+from gateway.limits import MAX_REMEMBERED, UNKNOWN_OUTBOX_SHARE
+from gateway.models import UNKNOWN_DEVICES, Reading, Value
 from gateway.mqtt.outbox import Outbox, Record
-from gateway.mqtt.topics import device_payload, device_topic, reading_topic
+from gateway.mqtt.topics import device_payload, device_topic, reading_payload, reading_topic
 
 
 class Encoder:
@@ -69,6 +69,22 @@ class Encoder:
             record = outbox.put(reading, topic, self._qos)
             if self.keep_last:  # (checked here too: no call per reading without discovery)
                 self._remember(topic, record)
+
+    def publish_unknown(self, readings: Sequence[Reading]) -> int:
+        """Readings of unconfigured devices, each to its own topic, all numbered as one device
+        (`UNKNOWN_DEVICES`: one seqs row, one metric label). They may fill only a share of the
+        outbox, so `drop_oldest` never drops a configured device's reading to make room for
+        one of theirs. Returns how many were refused for want of that room."""
+        outbox, prefix, qos = self._outbox, self._prefix, self._qos
+        room = int(outbox.cfg.max_bytes * UNKNOWN_OUTBOX_SHARE)
+        refused = 0
+        for reading in readings:
+            if outbox.total >= room:
+                refused += 1
+                continue
+            topic = reading_topic(prefix, reading)
+            outbox.put_encoded(UNKNOWN_DEVICES, topic, qos, reading.ts, reading_payload, reading)
+        return refused
 
     def last_payloads(self) -> list[tuple[str, bytes]]:
         """The last payload of every state topic whose seq is safe to publish again (one whose

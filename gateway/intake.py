@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.config import Device
-from gateway.models import Reading
+from gateway.models import UNKNOWN_DEVICES, Reading
 from gateway.streams.device import DeviceStream, device_is_timed, stream_for
 from gateway.streams.link import StreamLink
 
@@ -27,6 +27,7 @@ class Encode(Protocol):
     """The next stage: readings -> messages into the outbox (`encoding.Encoder`)."""
 
     def publish(self, readings: Sequence[Reading]) -> None: ...
+    def publish_unknown(self, readings: Sequence[Reading]) -> int: ...
     def forget(self, device: str) -> None: ...
 
 
@@ -54,6 +55,14 @@ class Intake:
             if (timer := self.stream_links.get(device)) is not None:
                 timer.decoded(now)
         self.emit(readings)
+
+    def submit_unknown(self, readings: Sequence[Reading]) -> None:
+        """Readings of an unconfigured device (BLE `unknown_devices: publish`): straight to the
+        encoder, as one account; no streams, no status page entry, no gauges per address
+        (spoofed addresses are unbounded). What the outbox has no room for is counted."""
+        assert self.encoder is not None
+        if refused := self.encoder.publish_unknown(readings):
+            self.metrics.readings_dropped.labels(UNKNOWN_DEVICES, "outbox_share").inc(refused)
 
     def emit(self, readings: Sequence[Reading]) -> None:
         """Readings that left their streams (a frame's, or what a timed filter emits)."""

@@ -80,7 +80,12 @@ class Gateway:
         # Devices with `batch`, looked up per record by the publisher (kept up to date on
         # reload: the same dict, so a running session sees the change).
         self.batches: dict[str, BatchConfig] = {}
-        self.families = FamilyContext(self.submit, self.metrics, request_exit=self._exit_for)
+        self.families = FamilyContext(
+            self.submit,
+            self.metrics,
+            submit_unknown=self.intake.submit_unknown,
+            request_exit=self._exit_for,
+        )
         self.exit_code = 0  # non-zero when a component asks for a restart (request_exit)
         self.http: HttpServer | None = None
         self.watchdog: Watchdog | None = None  # its loop-lag probe is on the status page

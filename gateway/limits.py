@@ -27,6 +27,14 @@ MODBUS_SAFETY_TIMEOUT = 60.0
 ADVERT_SUBSCRIBE_TIMEOUT = 1.0  # entering an advert link only registers a callback
 DBUS_DISCONNECT_TIMEOUT = 2.0  # seconds to close our D-Bus connection
 SCAN_START_TIMEOUT = 10.0  # seconds to start or stop a scan (BlueZ can be slow, not this slow)
+# Encrypted BTHome counters reserved on disk ahead of the accepted one (ble/counters.py): one
+# write per this many packets of a device; after a crash, at most this many of its packets
+# (about 5 minutes of a sensor sending every 10 s) are refused with the replays.
+COUNTER_BLOCK = 32
+# Unconfigured advertisers' readings (`unknown_devices: publish`) are refused once the outbox
+# holds this share of max_bytes: the rest is kept for configured devices, so drop_oldest never
+# drops one of theirs to make room for a passer-by's (spoofed addresses are free to make).
+UNKNOWN_OUTBOX_SHARE = 0.5
 
 # -- MQTT (mqtt/session.py, mqtt/publisher.py, mqtt/command_runner.py, commands.py) ----------
 ANNOUNCE_TIMEOUT = 2.0  # seconds for the `offline` announcement on a clean shutdown

@@ -246,6 +246,13 @@ class Metrics:
             ["adapter", "reason"],
             registry=r,
         )
+        self.ble_parser_errors = Counter(
+            "gateway_ble_parser_errors_total",
+            "Calls into a BLE parser library (the ble-parsers extra) that raised on an "
+            "advertisement, by parser: contained, the advertisement is not read by it.",
+            ["parser"],
+            registry=r,
+        )
         # -- end of Bluetooth LE --
         self.mqtt_connected = Gauge(
             "gateway_mqtt_connected",

@@ -38,3 +38,8 @@ SensorClasses = dict[str, dict[str, SensorClass]]
 #: Where a link hands the readings of one frame (one line, one advert, one notification): the
 #: unit of a device-mode payload. Never blocks, never raises.
 Submit = Callable[[Sequence[Reading]], None]
+
+#: The one account of every unconfigured BLE advertiser (`ble.unknown_devices: publish`): their
+#: readings keep their own topics (`ble_<address>/...`) but share this seq numbering, outbox
+#: seqs row and metric label, so that spoofed addresses cannot grow them.
+UNKNOWN_DEVICES = "ble_unknown"

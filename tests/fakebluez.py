@@ -26,7 +26,9 @@ methods' annotations, and takes a postponed `-> None` for a signature.
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
+import socket
 import subprocess
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -63,6 +65,9 @@ MONITOR_IFACE = "org.bluez.AdvertisementMonitor1"
 OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 BASE_UUID = "-0000-1000-8000-00805f9b34fb"
 AD_MAX = 31  # bytes of data in an AD structure of a legacy advertisement
+ADVERTS_PER_TURN = 20  # devices advertising per event-loop turn of the fake
+SEND_BUFFER = 8 << 20  # bytes of the fake's D-Bus socket's send buffer
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)  # root may exceed wmem_max
 
 
 def start_private_bus(tmpdir: Path) -> tuple[subprocess.Popen[str], str]:
@@ -494,6 +499,12 @@ class FakeBlueZ:
 
     async def start(self, address: str) -> "FakeBlueZ":
         self.bus = await MessageBus(bus_address=address).connect()
+        # Room for bursts (hundreds of devices advertising at once) while dbus-daemon is slow
+        # to read on a busy machine: dbus-fast's writer does not survive a full buffer.
+        sock = getattr(self.bus, "_sock", None)
+        with contextlib.suppress(OSError):
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, SEND_BUFFER)
         self.bus.add_message_handler(self._remember_caller)
         self.bus.add_message_handler(self._on_signal)
         for i, name in enumerate(self.adapter_names):
@@ -601,7 +612,9 @@ class FakeBlueZ:
         if that adapter is powered, not silent, and discovers or monitors a pattern the
         device's advertisement matches."""
         while True:
-            for dev in list(self.devices):
+            for n, dev in enumerate(list(self.devices), 1):
+                if n % ADVERTS_PER_TURN == 0:
+                    await self._drained()
                 adapter = dev.adapter
                 if not adapter.p["Powered"] or adapter.silent or dev.p["Connected"]:
                     continue
@@ -614,6 +627,16 @@ class FakeBlueZ:
                         monitor.found.add(dev.path)
                         self.spawn(self.call_monitor(monitor, "DeviceFound", dev.path))
             await asyncio.sleep(self.adv_interval)
+
+    async def _drained(self) -> None:
+        """Wait until the bus has written what is queued: hundreds of signals at once overflow
+        the socket's buffer when dbus-daemon is slow to read (a busy machine), and dbus-fast's
+        writer does not survive EAGAIN (it closes the bus). dbus-fast's internals, tests only."""
+        writer = getattr(self.bus, "_writer", None)
+        for _ in range(1000):  # at most about a second
+            if writer is None or (not writer.messages and writer.buf is None):
+                return
+            await asyncio.sleep(0.001)
 
     def _advertise(self, dev: Device) -> None:
         if not dev.exported:

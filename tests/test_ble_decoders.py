@@ -4,6 +4,7 @@ DecodeError. Also the GATT formats, the throttle and the BLE config models."""
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from gateway.ble.counters import COUNTERS_FILE, ReplayCounters, key_fingerprint
 from gateway.ble.guard import PacketGuard
 from gateway.ble.patterns import scan_plan
 from gateway.ble.throttle import Throttle
@@ -23,6 +25,7 @@ from gateway.decoders.ble.ruuvi import decode_ruuvi
 from gateway.decoders.ble.structfmt import decode_struct
 from gateway.decoders.ble.xiaomi import decode_atc, decode_pvvx
 from gateway.errors import DecodeError
+from gateway.limits import COUNTER_BLOCK
 from gateway.models import Value
 from gateway.reload import plan_reload
 
@@ -169,6 +172,47 @@ def test_guard_accepts_only_increasing_counters_of_an_encrypted_device() -> None
     plain = parse_bthome(svc(BTHOME, "4002ca0903bf13", BT_MAC))
     assert guard.check(plain, 10.3) == "unencrypted"
     assert guard.counter == 0x33221102
+
+
+def test_counters_are_kept_reserved_ahead_and_exact_after_a_clean_stop(tmp_path: Path) -> None:
+    path = tmp_path / "state" / COUNTERS_FILE
+    key = key_fingerprint(bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932"))
+    counters = ReplayCounters(path)
+    assert counters.floor("bath", key) is None  # the first run
+    counters.accepting("bath", key, 100)
+    assert ReplayCounters(path).floor("bath", key) == 100 + COUNTER_BLOCK  # reserved ahead
+    written = path.stat().st_mtime_ns
+    for counter in range(101, 101 + COUNTER_BLOCK):  # within the reservation: no write
+        counters.accepting("bath", key, counter)
+    assert path.stat().st_mtime_ns == written
+    counters.settle("bath", key, 107)  # a clean stop: the exact counter
+    assert ReplayCounters(path).floor("bath", key) == 107
+    assert ReplayCounters(path).floor("bath", key_fingerprint(bytes(16))) is None  # a new key
+    guard = PacketGuard(encrypted=True, repeat_window=4.0, counter=107)
+    assert guard.check(sealed(100), 0.0) == "replay"
+
+
+@pytest.mark.parametrize("text", ["{", '"text"', '{"bath": {"counter": "x"}}', '{"bath": 3}'])
+def test_a_damaged_counters_file_is_reported_and_started_afresh(
+    tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / COUNTERS_FILE
+    path.write_text(text)
+    counters = ReplayCounters(path)
+    assert counters.floor("bath", "k") is None
+    assert "replays are refused from now on only" in caplog.text
+    counters.accepting("bath", "k", 5)  # and it is written anew
+    assert ReplayCounters(path).floor("bath", "k") == 5 + COUNTER_BLOCK
+
+
+def test_a_counter_that_cannot_be_written_is_accepted_and_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "file").write_text("")
+    counters = ReplayCounters(tmp_path / "file" / COUNTERS_FILE)  # its directory is a file
+    for counter in range(5):
+        counters.accepting("bath", "k", counter)
+    assert caplog.text.count("cannot keep bath's encryption counter") == 1
 
 
 # -- Xiaomi custom firmware (pvvx, atc), Ruuvi, iBeacon ------------------------------------------

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,11 +101,21 @@ async def make_bluez(dbus_address: str) -> AsyncIterator[MakeBlueZ]:
         await close_bleak_manager()
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`state_dir: state` (encrypted devices' counters) in the test's own directory."""
+    monkeypatch.chdir(tmp_path)
+
+
 def config(devices: list[dict[str, Any]], **ble: Any) -> Config:
     for d in devices:
         d.setdefault("backoff", FAST)
     return Config.model_validate(
-        {"gateway": {"id": "gw"}, "devices": devices, "ble": {"backoff": FAST, **ble}}
+        {
+            "gateway": {"id": "gw", "state_dir": "state"},
+            "devices": devices,
+            "ble": {"backoff": FAST, **ble},
+        }
     )
 
 
@@ -154,7 +165,10 @@ class Running:
         self.intake = Intake(self.metrics, Availability(), Seen())
         self.intake.encoder = self  # the next stage: collect instead of encoding
         self.families = FamilyContext(
-            self.intake.submit, self.metrics, request_exit=lambda why, code: self.fatal.append(why)
+            self.intake.submit,
+            self.metrics,
+            submit_unknown=self.intake.submit_unknown,
+            request_exit=lambda why, code: self.fatal.append(why),
         )
 
     @property
@@ -171,6 +185,10 @@ class Running:
 
     def publish(self, readings: Sequence[Reading]) -> None:
         self.readings(readings)
+
+    def publish_unknown(self, readings: Sequence[Reading]) -> int:
+        self.readings(readings)
+        return 0
 
     def forget(self, device: str) -> None:
         pass

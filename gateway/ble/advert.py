@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
+from gateway.ble.counters import ReplayCounters, key_fingerprint
 from gateway.ble.describe import unknown_device_id
 from gateway.ble.errors import NOT_FOUND_ADVICE
 from gateway.ble.guard import PacketGuard
-from gateway.ble.hub import AdapterState, AdvertSink
+from gateway.ble.hub import AdapterState, AdvertSink, parser_faults
 from gateway.ble.readings import ble_readings
 from gateway.ble.throttle import Throttle
 from gateway.config import BleAdvertDevice, BleSection
@@ -29,12 +32,12 @@ from gateway.limits import UNKNOWN_TRACKED
 from gateway.linknames import link_name
 from gateway.links.decode_errors import DecodeErrors
 from gateway.metrics import Metrics
-from gateway.models import SensorClass, Submit
+from gateway.models import UNKNOWN_DEVICES, SensorClass, Submit
 from gateway.streams.device import RSSI_SENSOR
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_LABEL = "ble_unknown"  # the `device` label of their metrics
+UNKNOWN_LABEL = UNKNOWN_DEVICES  # the `device` label of their metrics
 
 
 class AdvertLink:
@@ -45,6 +48,8 @@ class AdvertLink:
         submit: Submit,
         metrics: Metrics,
         classes: dict[str, SensorClass] | None = None,
+        *,
+        counters: ReplayCounters | None = None,
     ) -> None:
         self.device = device
         self.name = link_name(device)
@@ -54,12 +59,24 @@ class AdvertLink:
         self._adapter = adapter
         self._submit = submit
         self._metrics = metrics
-        self._parse = make_advert_parser(device)
+        self._parse = make_advert_parser(device, parser_faults(metrics))
         # What the decoder says each sensor is (the parser libraries): Home Assistant
         # discovery reads it for the sensors it learns (BleHub.sensor_classes).
         self._classes = {} if classes is None else classes
+        # Encryption counters are kept across restarts, per device and key (counters.py).
+        self._counters = counters
+        self._fingerprint = (
+            None
+            if device.bindkey is None
+            else key_fingerprint(bytes.fromhex(device.bindkey.get_secret_value()))
+        )
+        floor = None
+        if counters is not None and self._fingerprint is not None:
+            floor = counters.floor(device.id, self._fingerprint)
         self._guard = PacketGuard(
-            encrypted=device.bindkey is not None, repeat_window=device.repeat_window
+            encrypted=device.bindkey is not None,
+            repeat_window=device.repeat_window,
+            counter=floor,
         )
         self._warned: str | None = None  # the drop reason last logged, until a packet passes
         self._received = metrics.readings_received.labels(device.id)
@@ -90,6 +107,9 @@ class AdvertLink:
     ) -> None:
         self._adapter.unsubscribe(self.name)
         self._subscribed = False
+        counter, fingerprint = self._guard.counter, self._fingerprint
+        if self._counters is not None and fingerprint is not None and counter is not None:
+            self._counters.settle(self.device.id, fingerprint, counter)  # the exact one
 
     async def run(self) -> None:
         stale = self.device.stale_after
@@ -117,6 +137,9 @@ class AdvertLink:
         if (reason := self._guard.check(decoded, now)) is not None:
             self._drop(reason, decoded)
             return
+        if decoded.counter is not None and self._counters is not None and self._fingerprint:
+            # Kept (reserved ahead) before its readings go out: a restart refuses it.
+            self._counters.accepting(d.id, self._fingerprint, decoded.counter)
         self._warned = None
         self._classes.update(decoded.classes)
         values = dict(decoded.values)
@@ -143,8 +166,8 @@ class AdvertLink:
         if reason == "replay":
             log.warning(
                 "%s: dropped an advertisement with encryption counter %s, below the last "
-                "accepted %s: a replay, or the device restarted its counter (then restart "
-                "the gateway to accept it again)",
+                "accepted %s: a replay, or the device restarted its counter (kept across "
+                "restarts: see docs/ble.md to accept it again)",
                 self.name,
                 decoded.counter,
                 self._guard.counter,
@@ -157,13 +180,41 @@ class AdvertLink:
             )
 
 
+class RateLimit:
+    """A token bucket: `rate` items a second on average, bursts of one second's worth. A batch
+    passes while a token is left and may overdraw (an advert's readings go together); the debt
+    is paid before the next one passes."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._tokens = rate
+        self._at = clock()
+
+    def take(self, items: int) -> bool:
+        now = self._clock()
+        self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= items
+        return True
+
+
 class UnknownDevices:
     """`ble.unknown_devices: publish`: what a built-in decoder reads from an unconfigured
     device is published as device `ble_<address>` (limited by `ble.allow`), with repeats
-    dropped and values throttled like a configured device's (default settings)."""
+    dropped and values throttled like a configured device's (default settings).
+
+    Addresses are free to spoof, so passers-by are bounded as a whole, not per address: the
+    per-address state is a bounded LRU (a spoofer cycling through more addresses resets it,
+    which only brings the rate limit into play), `ble.unknown_devices_rate` bounds their
+    readings together, and `submit` (Intake.submit_unknown) takes them as one account."""
 
     def __init__(self, section: BleSection, submit: Submit, metrics: Metrics) -> None:
         self._allow = [pattern.upper() for pattern in section.allow]
+        self._rate = RateLimit(section.unknown_devices_rate)
+        self._refused = metrics.refused.labels("ble", "unknown_rate")
         fields = BleAdvertDevice.model_fields
         self._interval: float = fields["republish_after"].default
         self._window: float = fields["repeat_window"].default
@@ -187,8 +238,12 @@ class UnknownDevices:
         due = {**throttle.due(decoded.values, now), **decoded.events}
         readings = ble_readings(unknown_device_id(address), due, {}, now)
         self._metrics.readings_received.labels(UNKNOWN_LABEL).inc(len(readings))
-        if readings:
-            self._submit(readings)
+        if not readings:
+            return
+        if not self._rate.take(len(readings)):
+            self._refused.inc()  # an advert's readings, refused together
+            return
+        self._submit(readings)
 
     def _track(self, address: str) -> tuple[Throttle, PacketGuard]:
         """This device's state, most recently heard last; the least recent is forgotten."""

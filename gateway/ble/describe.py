@@ -3,8 +3,10 @@ of `gateway scan` and of the status page's table of unknown advertisers. Pure: n
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gateway.decoders.ble import Advert, auto_parser, unit_of
-from gateway.decoders.ble.advert import BASE_UUID_SUFFIX
+from gateway.decoders.ble.advert import BASE_UUID_SUFFIX, printable
 from gateway.errors import DecodeError
 
 
@@ -13,9 +15,10 @@ def unknown_device_id(address: str) -> str:
     return "ble_" + address.replace(":", "").lower()
 
 
-def describe(advert: Advert) -> tuple[str, str]:
-    """(decoder, values) columns for one advertisement."""
-    parser = auto_parser()
+def describe(advert: Advert, on_fault: Callable[[str], None] | None = None) -> tuple[str, str]:
+    """(decoder, values) columns for one advertisement. `on_fault(parser)`: a parser library
+    raised on it (contained: that parser does not read it)."""
+    parser = auto_parser(on_fault=on_fault)
     try:
         decoded = parser(advert)
     except DecodeError:
@@ -51,6 +54,6 @@ def device_entry(address: str, decoder: str) -> list[str]:
     return [
         f"  - id: {unknown_device_id(address)}",
         "    type: ble_advert",
-        f"    address: {address}",
+        f"    address: {printable(address)}",
         f"    decoder: {decoder}",
     ]

@@ -27,10 +27,13 @@ OLDER_PACKETS = 64  # ids this far behind the last accepted one are late copies,
 
 
 class PacketGuard:
-    def __init__(self, *, encrypted: bool, repeat_window: float) -> None:
+    def __init__(
+        self, *, encrypted: bool, repeat_window: float, counter: int | None = None
+    ) -> None:
         self.encrypted = encrypted
         self.repeat_window = repeat_window
-        self.counter: int | None = None  # the last accepted encryption counter
+        # The last accepted encryption counter; at start, the one kept across restarts.
+        self.counter: int | None = counter
         self._packet_id: int | None = None  # the last accepted packet id ...
         self._packet_seen = 0.0  # ... and when a copy of it was last seen
 

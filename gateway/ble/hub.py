@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from bleak.backends.device import BLEDevice
 
+from gateway.ble.counters import ReplayCounters
 from gateway.ble.slots import ConnectionSlots
 from gateway.ble.strangers import Strangers
 from gateway.config import BleAdvertDevice, BleGattDevice, BleSection
@@ -48,13 +49,23 @@ class AdvertSink:
         )
 
 
+def parser_faults(metrics: Metrics) -> Callable[[str], None]:
+    """Where a parser library's error on an advertisement is counted, per parser."""
+
+    def count(parser: str) -> None:
+        metrics.ble_parser_errors.labels(parser).inc()
+
+    return count
+
+
 class AdapterState:
     def __init__(self, name: str, max_connections: int, metrics: Metrics) -> None:
         self.name = name
         self.slots = ConnectionSlots(name, max_connections, metrics)
         self.heard = asyncio.Event()  # set by every advert; the scanner's watchdog clears it
         self.on_unknown: AdvertHandler | None = None  # set while the scanner runs
-        self.strangers = Strangers()  # unconfigured advertisers heard (the status page's)
+        # Unconfigured advertisers heard (the status page's), described by the parsers.
+        self.strangers = Strangers(on_fault=parser_faults(metrics))
         self.adverts_heard = 0
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=RATE_SAMPLES)
         self._adverts = metrics.ble_adverts.labels(name)
@@ -149,10 +160,16 @@ class BleHub:
     """Per-adapter state for one gateway; `configure` follows config reloads."""
 
     def __init__(
-        self, section: BleSection, metrics: Metrics, sensor_classes: SensorClasses | None = None
+        self,
+        section: BleSection,
+        metrics: Metrics,
+        sensor_classes: SensorClasses | None = None,
+        counters: ReplayCounters | None = None,
     ) -> None:
         self.section = section
         self.metrics = metrics
+        #: Encrypted devices' counters, kept across restarts (None: in memory only).
+        self.counters = counters
         #: What advert decoders said each sensor is; the gateway's, shared with discovery.
         self.sensor_classes: SensorClasses = {} if sensor_classes is None else sensor_classes
         self._adapters: dict[str, AdapterState] = {}

@@ -19,17 +19,18 @@ def device_link(
     adapter = hub.adapter_of(device)
     if isinstance(device, BleAdvertDevice):
         classes = hub.sensor_classes.setdefault(device.id, {})
-        return AdvertLink(device, adapter, submit, hub.metrics, classes)
+        return AdvertLink(device, adapter, submit, hub.metrics, classes, counters=hub.counters)
     return GattLink(device, adapter, submit, hub.metrics)
 
 
 def scanner_links(
-    hub: BleHub, cfg: Config, submit: Submit, on_fatal: Callable[[str], None]
+    hub: BleHub, cfg: Config, submit_unknown: Submit, on_fatal: Callable[[str], None]
 ) -> list[ScannerLink]:
+    """`submit_unknown`: where readings of unconfigured devices go (Intake.submit_unknown)."""
     hub.configure(cfg.ble)
     unknown = None
     if cfg.ble.unknown_devices == "publish":
-        unknown = UnknownDevices(cfg.ble, submit, hub.metrics)
+        unknown = UnknownDevices(cfg.ble, submit_unknown, hub.metrics)
     return [
         ScannerLink(
             hub.adapter(plan.adapter), cfg.ble, hub.metrics, plan, on_fatal, on_unknown=unknown

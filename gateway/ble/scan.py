@@ -1,7 +1,11 @@
 """`gateway scan`: listen on an adapter for a while and show every device heard, with the
 decoder that reads its advertisements (built in, or an installed parser library of the
 `ble-parsers` extra) and what it reads, then a config snippet for the devices it recognised.
-A user finds their sensors' addresses and decoders with it."""
+A user finds their sensors' addresses and decoders with it.
+
+Everything printed that came from the air (names, addresses, what a decoder read: a BTHome
+text object is any text) goes through `printable`: an advertised name with ANSI escapes, a
+carriage return or a bidi override shows as its escapes instead of acting on the terminal."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from gateway.ble.describe import config_snippet, describe
 from gateway.ble.errors import FOREIGN_ERRORS, translate
 from gateway.ble.scanner import to_advert
 from gateway.decoders.ble import Advert
+from gateway.decoders.ble.advert import printable
 from gateway.limits import SCAN_START_TIMEOUT as START_TIMEOUT
 
 __all__ = ["config_snippet", "describe", "render", "run_scan", "scan"]
@@ -28,7 +33,8 @@ def render(adverts: list[Advert]) -> str:
     for a in sorted(adverts, key=lambda a: -(a.rssi if a.rssi is not None else -999)):
         decoder, values = describe(a)
         rssi = "" if a.rssi is None else str(a.rssi)
-        rows.append((a.address, (a.name or "")[:24], rssi, decoder, values))
+        name = printable(a.name or "")[:24]
+        rows.append((printable(a.address), name, rssi, decoder, printable(values)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join(
         "  ".join(col.ljust(w) for col, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
@@ -45,11 +51,8 @@ async def scan(adapter: str, seconds: float, out: TextIO = sys.stdout) -> int:
         if advert.address not in seen:
             decoder, values = describe(advert)
             elapsed = time.monotonic() - started
-            print(
-                f"[{elapsed:5.1f}s] {advert.address} {advert.name or ''} {decoder} {values}",
-                file=out,
-                flush=True,
-            )
+            line = f"{advert.address} {advert.name or ''} {decoder} {values}"
+            print(f"[{elapsed:5.1f}s] {printable(line)}", file=out, flush=True)
         seen[advert.address] = advert
 
     scanner = BleakScanner(detection_callback=on_advert, bluez={"adapter": adapter})

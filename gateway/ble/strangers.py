@@ -9,7 +9,8 @@ advertisement of an address.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from gateway.ble.describe import describe, device_entry
 from gateway.decoders.ble import Advert
@@ -22,6 +23,8 @@ class Stranger:
     first_seen: float
     last_seen: float
     adverts: int = 1
+    #: Told the parser's name when a parser library raises on its advertisement.
+    on_fault: Callable[[str], None] | None = field(default=None, repr=False)
     _described: Advert | None = None
     _decoder: str = "-"
     _values: str = ""
@@ -30,7 +33,7 @@ class Stranger:
         """(decoder, what it reads) of the latest advertisement: `("-", hints)` when no
         installed decoder reads it."""
         if self._described is not self.advert:
-            self._decoder, self._values = describe(self.advert)
+            self._decoder, self._values = describe(self.advert, self.on_fault)
             self._described = self.advert
         return self._decoder, self._values
 
@@ -43,14 +46,17 @@ class Stranger:
 
 
 class Strangers:
-    def __init__(self, limit: int = MAX_STRANGERS) -> None:
+    def __init__(
+        self, limit: int = MAX_STRANGERS, on_fault: Callable[[str], None] | None = None
+    ) -> None:
         self.limit = limit
+        self._on_fault = on_fault
         self._by_address: OrderedDict[str, Stranger] = OrderedDict()
 
     def heard(self, advert: Advert, now: float) -> None:
         known = self._by_address.pop(advert.address, None)
         if known is None:
-            known = Stranger(advert, now, now, adverts=0)
+            known = Stranger(advert, now, now, adverts=0, on_fault=self._on_fault)
         known.advert, known.last_seen = advert, now
         known.adverts += 1
         self._by_address[advert.address] = known

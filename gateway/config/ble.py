@@ -353,6 +353,15 @@ class BleSection(Model):
         description="With unknown_devices: publish: address patterns (fnmatch) to publish; "
         "empty: any.",
     )
+    unknown_devices_rate: float = Field(
+        10.0,
+        gt=0,
+        le=10_000,
+        description="With unknown_devices: publish: readings per second of all unknown devices "
+        "together, at most (bursts of one second's worth); more are refused and counted "
+        "(gateway_input_refused_total{edge=ble, reason=unknown_rate}). Addresses are free to "
+        "spoof: this bounds what passers-by cost, however many they claim to be.",
+    )
     max_connections: int = Field(
         3, ge=1, le=32, description="GATT connections at once per adapter; more links wait."
     )

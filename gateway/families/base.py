@@ -26,6 +26,9 @@ class FamilyContext:
 
     submit: Submit
     metrics: Metrics
+    #: Where readings of unconfigured devices go (BLE `unknown_devices: publish`): bounded as
+    #: one account, past streams and status (`Intake.submit_unknown`); default: `submit`.
+    submit_unknown: Submit | None = None
     #: What decoders said each sensor is (BLE parser libraries), for Home Assistant.
     sensor_classes: SensorClasses = field(default_factory=dict)
     #: A part asks for the process to exit with this status (systemd restarts it).

@@ -41,9 +41,14 @@ class BleFamily(Family):
         return specs
 
     def hub(self, cfg: Config, ctx: FamilyContext) -> BleHub:
+        from gateway.ble.counters import COUNTERS_FILE, ReplayCounters  # noqa: PLC0415
         from gateway.ble.hub import BleHub  # noqa: PLC0415
 
-        return ctx.shared(self.name, lambda: BleHub(cfg.ble, ctx.metrics, ctx.sensor_classes))
+        def make() -> BleHub:
+            counters = ReplayCounters(cfg.gateway.state_dir / COUNTERS_FILE)
+            return BleHub(cfg.ble, ctx.metrics, ctx.sensor_classes, counters)
+
+        return ctx.shared(self.name, make)
 
     def links(self, cfg: Config, names: Collection[str], ctx: FamilyContext) -> list[Link]:
         from gateway.ble.links import device_link, scanner_links  # noqa: PLC0415
@@ -59,7 +64,7 @@ class BleFamily(Family):
                 # The silent-scanner ladder's last step: exit non-zero, systemd restarts us.
                 ctx.request_exit(reason, EXIT_ADAPTER_DEAD)
 
-            made = scanner_links(hub, cfg, ctx.submit, gave_up)
+            made = scanner_links(hub, cfg, ctx.submit_unknown or ctx.submit, gave_up)
             links += [link for link in made if link.name in scanners]
         return links
 

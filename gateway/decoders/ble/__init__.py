@@ -10,6 +10,7 @@ and what identifies the packet (its id, the encryption counter).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.config import BleAdvertDevice
@@ -88,31 +89,36 @@ AUTO_FIRST = ("bthome", "pvvx", "atc", "ruuvi")
 AUTO_LAST = ("ibeacon",)
 
 
-def make_advert_parser(device: BleAdvertDevice) -> AdvertParser:
+def make_advert_parser(
+    device: BleAdvertDevice, on_fault: Callable[[str], None] | None = None
+) -> AdvertParser:
     """The device's parser. A library's (decoder `govee`, `xiaomi`, ..., and `auto`) keeps
-    state for its device, so each link gets its own; they import their library here."""
+    state for its device, so each link gets its own; they import their library here.
+    `on_fault(parser)`: a library raised on an advertisement (contained, to be counted)."""
     key = None if device.bindkey is None else bytes.fromhex(device.bindkey.get_secret_value())
     if device.decoder == "struct":
         assert device.struct is not None  # the config model guarantees it
         return plain(functools.partial(decode_struct, spec=device.struct))
     if device.decoder == "auto":
-        return auto_parser(key)
+        return auto_parser(key, on_fault)
     if device.decoder not in BUILTIN:
         from gateway.decoders.ble.parsers import LibraryParser  # noqa: PLC0415 - the extra's
 
-        return LibraryParser(device.decoder, key)
+        return LibraryParser(device.decoder, key, on_fault)
     if device.decoder == "bthome" and key is not None:
         return functools.partial(parse_bthome, bindkey=key)
     return BUILTIN[device.decoder]
 
 
-def auto_parser(bindkey: bytes | None = None) -> AutoParser:
+def auto_parser(
+    bindkey: bytes | None = None, on_fault: Callable[[str], None] | None = None
+) -> AutoParser:
     from gateway.decoders.ble.parsers import AutoParser  # noqa: PLC0415 - the extra's
 
     first = [(n, BUILTIN[n]) for n in AUTO_FIRST]
     if bindkey is not None:
         first[0] = ("bthome", functools.partial(parse_bthome, bindkey=bindkey))
-    return AutoParser(first, [(n, BUILTIN[n]) for n in AUTO_LAST], bindkey)
+    return AutoParser(first, [(n, BUILTIN[n]) for n in AUTO_LAST], bindkey, on_fault)
 
 
 def detect(advert: Advert) -> tuple[str, Decoded] | None:

@@ -9,6 +9,12 @@ with descriptions (Home Assistant's device class and native unit). Here an `Adve
 `BluetoothServiceInfo` lacks it), and a `SensorUpdate` becomes a `Decoded`: values named as the
 libraries name them (`temperature`, `humidity`, `battery`, ...), with a `SensorClass` each.
 
+Every call into a library is contained here: a library that raises on an advertisement (16
+distinct exceptions found by fuzzing, such as ruuvitag-ble's IndexError on Ruuvi's company id
+with an empty payload) does not read that advertisement, and the caller's `on_fault(parser)`
+counts it (gateway_ble_parser_errors_total); a warning per parser is logged at most once a
+minute. No foreign exception leaves this module.
+
 The parser objects keep state per device (BTHome's packet ids, Xiaomi's bindkey check), so a
 `LibraryParser` belongs to one device. The libraries are imported only when a device uses one:
 a gateway without such a device does not pay their start-up and memory (see docs/ble.md).
@@ -22,13 +28,17 @@ import enum
 import functools
 import importlib
 import importlib.util
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from gateway.decoders.ble.advert import Advert, AdvertParser, Decoded
+from gateway.decoders.ble.advert import Advert, AdvertParser, Decoded, printable
 from gateway.errors import DecodeError
 from gateway.models import SensorClass, Value
+from gateway.throttle import LogThrottle
+
+log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'iot-gateway[ble-parsers]'"
 
@@ -48,6 +58,24 @@ WITH_BINDKEY = frozenset({"bthome", "xiaomi"})
 #: The libraries add the RSSI as a sensor; the device's `rssi` option does that here.
 RSSI_KEY = "signal_strength"
 SOURCE = "local"  # BluetoothServiceInfo.source: the adapter it came from (one, here)
+
+#: Told the parser's name each time a library raised on an advertisement (a metric's count).
+OnFault = Callable[[str], None]
+# One per process: the libraries are too (a warning per parser and minute, whoever called).
+_warn = LogThrottle(log)
+
+
+def _fault(name: str, exc: Exception, on_fault: OnFault | None) -> None:
+    # The exception's type only: its text may quote the advertisement's bytes or name.
+    _warn.warning(
+        name,
+        "ble parser %s raised %s on an advertisement: not decoded by it (a bug of the "
+        "library; counted in gateway_ble_parser_errors_total)",
+        name,
+        type(exc).__name__,
+    )
+    if on_fault is not None:
+        on_fault(name)
 
 
 class _DeviceData(Protocol):
@@ -72,12 +100,46 @@ def missing_extra(name: str) -> str:
     return f"decoder {name!r} needs the BLE parser libraries: {INSTALL_HINT}"
 
 
+#: The libraries' shared packages, which log about advertisements too.
+SHARED_PACKAGES = ("sensor_state_data", "bluetooth_sensor_state_data")
+
+
+class _Quieted(logging.Filter):
+    """A library's own warnings and errors about an advertisement (bthome-ble logs an ERROR
+    for every odd payload, with the advertised name and bytes) go out through our logger: at
+    most once a minute per library logger and level, with the text made printable. DEBUG
+    lines pass as they are: whoever turns DEBUG on asked for every line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = printable(record.getMessage())
+        _warn.log((record.name, record.levelno), record.levelno, "%s: %s", record.name, text)
+        return False
+
+
+_QUIETED = _Quieted()
+
+
+@functools.cache
+def _quiet_library_loggers(module: str) -> None:
+    """Put the filter on every logger the libraries made, once a library is imported (a
+    filter on a package's logger does not see its modules' records, so on each one)."""
+    packages = {*(module for module, _ in LIBRARIES.values()), *SHARED_PACKAGES}
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if not isinstance(logger, logging.Logger) or name.partition(".")[0] not in packages:
+            continue
+        if _QUIETED not in logger.filters:
+            logger.addFilter(_QUIETED)
+
+
 def _new_device_data(name: str, bindkey: bytes | None) -> _DeviceData:
     module_name, class_name = LIBRARIES[name]
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise RuntimeError(missing_extra(name)) from exc
+    _quiet_library_loggers(module_name)
     cls = getattr(module, class_name)
     data: _DeviceData = cls(bindkey=bindkey) if name in WITH_BINDKEY else cls()
     return data
@@ -107,23 +169,30 @@ def service_info(advert: Advert, now: float | None = None) -> Any:
 class LibraryParser:
     """One device's parser object of one library, as an `AdvertParser`."""
 
-    def __init__(self, name: str, bindkey: bytes | None = None) -> None:
+    def __init__(
+        self, name: str, bindkey: bytes | None = None, on_fault: OnFault | None = None
+    ) -> None:
         self.name = name
         self._data = _new_device_data(name, bindkey)
+        self._on_fault = on_fault
 
     def supported(self, info: Any) -> bool:
-        """Whether the library reads this `service_info(advert)`."""
-        return bool(self._data.supported(info))
+        """Whether the library reads this `service_info(advert)` (not if it raises)."""
+        try:
+            return bool(self._data.supported(info))
+        except Exception as exc:  # a library's bug on odd bytes must not escape a decoder
+            _fault(self.name, exc, self._on_fault)
+            return False
 
     def __call__(self, advert: Advert) -> Decoded:
         return self.decode(service_info(advert))
 
     def decode(self, info: Any) -> Decoded:
         try:
-            update = self._data.update(info)
+            decoded = to_decoded(self._data.update(info))
         except Exception as exc:  # a library's bug on odd bytes must not escape a decoder
-            raise DecodeError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
-        decoded = to_decoded(update)
+            _fault(self.name, exc, self._on_fault)
+            raise DecodeError(f"{self.name}: {type(exc).__name__}") from exc
         if not decoded.values and not decoded.events:
             raise DecodeError(f"not a {self.name} advertisement (or nothing decoded)")
         return decoded
@@ -139,9 +208,11 @@ class AutoParser:
         first: Iterable[tuple[str, AdvertParser]] = (),
         last: Iterable[tuple[str, AdvertParser]] = (),
         bindkey: bytes | None = None,
+        on_fault: OnFault | None = None,
     ) -> None:
         self._first, self._last = list(first), list(last)
         self._bindkey = bindkey
+        self._on_fault = on_fault
         self._parsers: dict[str, LibraryParser] = {}
         self.last: str | None = None  # which parser read the last advertisement
 
@@ -153,7 +224,7 @@ class AutoParser:
         info = service_info(advert) if names else None
         for name in names:
             parser = self._parsers.get(name) or self._parsers.setdefault(
-                name, LibraryParser(name, self._bindkey)
+                name, LibraryParser(name, self._bindkey, self._on_fault)
             )
             if parser.supported(info):
                 self.last = name
