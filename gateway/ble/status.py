@@ -12,7 +12,6 @@ from gateway.ble.scanner import ScannerLink
 from gateway.ble.strangers import Stranger
 from gateway.config import BleAdvertDevice, Config
 from gateway.linknames import scanner_link_name
-from gateway.logs import redact
 from gateway.supervisor import LinkStatus
 
 
@@ -48,7 +47,7 @@ def _scanner_document(gw: LinkView, name: str, state: AdapterState) -> dict[str,
         "mode": scanner.mode if scanner else None,
         "adverts_per_second": round(state.adverts_per_second(time.monotonic()), 2),
         "ladder": scanner.ladder_step() if scanner else "-",
-        "reason": redact(status.last_error) if status and status.last_error else None,
+        "reason": status.last_error if status and status.last_error else None,
     }
 
 
