@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import SerialPair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config import SerialDevice
-from gateway.errors import LinkDownError, TransientLinkError
+from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
 from gateway.limits import SERIAL_CLOSE_TIMEOUT as CLOSE_TIMEOUT
 from gateway.links.pipeline import FramePipeline
 from gateway.links.serial import SerialLink
@@ -471,6 +472,32 @@ async def test_flow_control_settings_reach_the_port(pty: Pty) -> None:
     assert cflag & termios.CRTSCTS
     assert iflag & termios.IXON
     assert iflag & termios.IXOFF
+
+
+async def test_a_parity_the_port_refuses_is_a_config_failure_not_a_crash(
+    serial_pair: SerialPair, caplog: pytest.LogCaptureFixture
+) -> None:
+    # socat's ptys refuse parity bits as some USB adapters refuse mark/space: termios says
+    # EINVAL, which before the fix escaped as `termios.error` and the supervisor called it a bug.
+    fds_before = open_fds()
+    link = SerialLink(device(serial_pair.dev, parity="E"), Collector(), Metrics())
+    with pytest.raises(FatalLinkError) as info:
+        async with link:
+            pass
+    assert info.value.kind == "config"
+    assert "parity E" in str(info.value)
+    assert "parity: N" in str(info.value)  # the advice
+    assert not link.is_up
+    assert new_fds(fds_before) == {}
+
+    metrics, changed = Metrics(), asyncio.Event()
+    async with Supervisor(metrics, on_change=changed.set) as sup:
+        sup.start(SerialLink(device(serial_pair.dev, parity="S"), Collector(), metrics))
+        async with asyncio.timeout(WAIT):
+            while sup.status["serial:boiler"].state != "failed":
+                changed.clear()
+                await changed.wait()
+    assert "crashed" not in caplog.text
 
 
 # -- identity --------------------------------------------------------------------------------

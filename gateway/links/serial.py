@@ -25,6 +25,7 @@ from typing import Any, Self
 
 import serial
 import serial_asyncio
+from serial.serialposix import CMSPAR
 
 from gateway.config import SerialDevice, SerialPortOptions, hex_bytes
 from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
@@ -70,6 +71,14 @@ def translate_open_error(port: str, exc: BaseException) -> Exception:
     text = str(exc)
     if isinstance(exc, ValueError):
         return FatalLinkError(f"invalid serial settings for {port}: {text}", kind="config")
+    if isinstance(exc, termios.error):
+        # tcsetattr outside pyserial's own checks (it is not an OSError): the driver refused
+        # the settings as a whole; retrying the same ones cannot help.
+        return FatalLinkError(
+            f"{port} refuses these serial settings: {exc.args[-1] if exc.args else exc}",
+            kind="config",
+            advice="check baudrate, bytesize, parity and stopbits against what the port supports",
+        )
     if code == errno.ENOENT or "No such file" in text:
         return TransientLinkError(
             f"{port} not found", kind="not_found", advice="is the device plugged in?"
@@ -115,6 +124,28 @@ def find_port(options: SerialPortOptions) -> tuple[str, str]:
         + ", ".join(describe(p) for p in found),
         kind="ambiguous",
         advice="add serial_number or by_id to the match",
+    )
+
+
+def check_parity(port: Any, path: str, parity: str) -> None:
+    """Refuse a parity the port dropped. A pty, or an adapter without mark/space parity, may
+    clear the bits it cannot do instead of failing, and the device would then see garbage;
+    what the port reports back after the open is what it really does. Blocking: the opening
+    thread calls it."""
+    fd = getattr(port, "fd", None)  # an URL port (socket://, rfc2217://) has no termios
+    if parity == "N" or not isinstance(fd, int):
+        return
+    try:
+        cflag = termios.tcgetattr(fd)[2]
+    except termios.error:
+        return  # not a tty after all: pyserial's own errors say so at the next call
+    if cflag & termios.PARENB and (parity not in "MS" or cflag & CMSPAR):
+        return
+    raise FatalLinkError(
+        f"{path} does not support parity {parity}",
+        kind="config",
+        advice="set parity: N, or E/O if the device needs parity and the adapter cannot do "
+        "mark/space (a pseudo-terminal can do none)",
     )
 
 
@@ -170,8 +201,13 @@ class SerialLink:
                 xonxoff=d.xonxoff,
                 exclusive=d.exclusive or None,
             )
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
             raise translate_open_error(path, exc) from exc
+        try:
+            check_parity(port, path, d.parity)
+        except FatalLinkError:
+            port.close()
+            raise
         return port, path, how
 
     async def __aenter__(self) -> Self:
@@ -187,9 +223,14 @@ class SerialLink:
             raise
         self._pipeline.restart()
         self._protocol = _PortProtocol(self._on_data)
-        self._transport, _ = await serial_asyncio.connection_for_serial(
-            loop, lambda: self._protocol, port
-        )
+        try:
+            # It sets the port non-blocking: one more tcsetattr, which a port may refuse.
+            self._transport, _ = await serial_asyncio.connection_for_serial(
+                loop, lambda: self._protocol, port
+            )
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+            port.close()
+            raise translate_open_error(self._path, exc) from exc
         log.info("%s: opened %s%s at %d baud", self.name, self._path, how, self.device.baudrate)
         self._up.set()
         return self
