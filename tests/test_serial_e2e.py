@@ -4,11 +4,15 @@ mosquitto, socat pty pairs and `gateway simulate serial` playing the devices.
 - a device matched by its by-id name follows it to a new tty across five unplug/replug cycles
   and leaks no fd;
 - the NMEA GPS and the polled binary meter of the simulator arrive as readings with units;
-- a port another program holds is reported with that program, and opened once it lets go.
+- a port another program holds is reported with that program, and opened once it lets go;
+- MQTT commands write what they name and nothing more: `set/raw` only where a device opts in,
+  no payload that carries a second command.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -22,12 +26,14 @@ from helpers import (
     FAST_BACKOFF,
     Broker,
     Daemon,
+    SerialPair,
     SerialPairFactory,
     Subscriber,
     gateway_config,
     send_until_seen,
     serial_device,
     wait_path,
+    wait_until,
 )
 
 from gateway.simdevices import METER_DECODER, METER_FRAMING, METER_QUERY
@@ -184,3 +190,58 @@ def test_port_held_by_another_program_is_named_then_opened_when_free(
     # Now the gateway holds it: a second program that asks for the port exclusively is refused.
     with pytest.raises(serial.SerialException, match="Could not exclusively lock port"):
         serial.Serial(pair.dev, exclusive=True)
+
+
+class PeerReader:
+    """The device's side of a pty pair, read without blocking: everything the gateway wrote."""
+
+    def __init__(self, pair: SerialPair) -> None:
+        self.fd = os.open(pair.peer, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        self.got = b""
+
+    def read(self) -> bytes:
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self.fd, 65536):
+                self.got += chunk
+        return self.got
+
+    def wait_for(self, want: bytes, timeout: float = 5.0) -> bytes:
+        wait_until(lambda: want in self.read(), timeout, f"{want!r} written")
+        return self.got
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def command(sub: Subscriber, device: str, name: str, payload: bytes) -> str:
+    """Publish a command and return its reply."""
+    topic = f"{PREFIX}/{device}/set/{name}"
+    before = len(sub.on_topic(f"{topic}/result"))
+    sub._client.publish(topic, payload, qos=1)
+    return wait_until(
+        lambda: sub.on_topic(f"{topic}/result")[before:] or None, 10, f"a reply on {topic}"
+    )[0].text
+
+
+def test_commands_write_what_they_name_and_nothing_more(
+    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+) -> None:
+    commands = {"setpoint": "SP {payload}", "blob": {"template": "B{payload}", "payload": "bytes"}}
+    boiler = serial_device("boiler", serial_pair, commands=commands)
+    daemon.start(gateway_config(broker, [boiler]))
+    daemon.wait_log("mqtt: connected")
+    send_until_seen(serial_pair, subscriber, PREFIX, "boiler")
+    peer = PeerReader(serial_pair)
+    try:
+        assert command(subscriber, "boiler", "raw", b"RESET_FACTORY") == (
+            "error: `raw` is off for this device (set raw_commands: true "
+            "to write payloads as they are)"
+        )
+        reply = command(subscriber, "boiler", "setpoint", b"21\nRESET_FACTORY")
+        assert reply.startswith("error: payload refused: it contains the line terminator")
+        assert command(subscriber, "boiler", "blob", b"\x00\n") == "ok"  # bytes: as asked
+        assert command(subscriber, "boiler", "setpoint", b"21") == "ok"
+        assert peer.wait_for(b"SP 21\n") == b"B\x00\nSP 21\n"  # nothing refused got through
+    finally:
+        peer.close()
+    assert daemon.alive

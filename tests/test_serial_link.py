@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config import SerialDevice
-from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
+from gateway.errors import FatalLinkError, GatewayError, LinkDownError, TransientLinkError
 from gateway.limits import SERIAL_CLOSE_TIMEOUT as CLOSE_TIMEOUT
 from gateway.links.pipeline import FramePipeline
 from gateway.links.serial import SerialLink
@@ -459,9 +459,57 @@ async def test_random_bytes_never_stop_the_link(pty: Pty) -> None:
 
 
 async def test_binary_command_is_written_without_a_terminator(pty: Pty) -> None:
-    async with SerialLink(device(pty.path, **METER), Collector(), Metrics()) as link:
+    meter = device(pty.path, **METER, raw_commands=True)
+    async with SerialLink(meter, Collector(), Metrics()) as link:
         await link.execute("raw", METER_QUERY)
         assert await pty.receive(len(METER_QUERY)) == METER_QUERY
+
+
+# -- commands: what an MQTT payload may write ---------------------------------------------------
+
+
+async def test_raw_is_refused_unless_the_device_opts_in(pty: Pty) -> None:
+    metrics = Metrics()
+    async with SerialLink(device(pty.path), Collector(), metrics) as link:
+        with pytest.raises(GatewayError, match="raw_commands: true"):
+            await link.execute("raw", b"RESET_FACTORY")
+    assert sample(metrics, "gateway_input_refused_total", edge="serial", reason="raw_off") == 1
+    async with SerialLink(device(pty.path, raw_commands=True), Collector(), metrics) as link:
+        await link.execute("raw", b"PING")
+        assert await pty.receive(5) == b"PING\n"  # the refused one never reached the port
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"21\nRESET_FACTORY", "terminator"),  # two commands in one
+        (b"21\rX", "control"),
+        (b"21\x00", "control"),
+        (b"21\x1b[2J", "control"),
+        (b"\xff\xfe", "encoding"),
+    ],
+)
+async def test_a_payload_that_would_write_more_than_its_command_is_refused(
+    pty: Pty, payload: bytes, reason: str
+) -> None:
+    metrics = Metrics()
+    commands = {"setpoint": "SP {payload}"}
+    async with SerialLink(device(pty.path, commands=commands), Collector(), metrics) as link:
+        with pytest.raises(GatewayError) as info:
+            await link.execute("setpoint", payload)
+        assert str(info.value).startswith("payload refused: ")
+        await link.execute("setpoint", b"21")
+        assert await pty.receive(6) == b"SP 21\n"  # and nothing of the refused payload before
+    assert sample(metrics, "gateway_input_refused_total", edge="serial", reason=reason) == 1
+
+
+async def test_a_template_that_takes_bytes_writes_any_byte(pty: Pty) -> None:
+    commands = {"blob": {"template": "B{payload}", "payload": "bytes"}, "sp": "SP {payload}"}
+    async with SerialLink(device(pty.path, commands=commands), Collector(), Metrics()) as link:
+        await link.execute("blob", b"\x00\xff\x1b")
+        assert await pty.receive(5) == b"B\x00\xff\x1b\n"
+        await link.execute("sp", "21,5 °C".encode())  # text in the device's encoding
+        assert await pty.receive(12) == "SP 21,5 °C\n".encode()
 
 
 async def test_flow_control_settings_reach_the_port(pty: Pty) -> None:

@@ -28,15 +28,17 @@ import serial_asyncio
 from serial.serialposix import CMSPAR
 
 from gateway.config import SerialDevice, SerialPortOptions, hex_bytes
-from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
+from gateway.errors import CommandRefusedError, FatalLinkError, LinkDownError, TransientLinkError
 from gateway.limits import SERIAL_CLOSE_TIMEOUT as CLOSE_TIMEOUT
 from gateway.linknames import link_name
 from gateway.links.hardware import hardware_executor
 from gateway.links.pipeline import FramePipeline
 from gateway.links.polling import Poller
+from gateway.links.serial_commands import render_command
 from gateway.links.serial_ports import describe, details, list_ports, matching
 from gateway.metrics import Metrics
 from gateway.models import Submit
+from gateway.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,7 @@ class SerialLink:
         self._protocol: _PortProtocol | None = None
         self._path = device.port or ""  # the tty opened last (a match resolves to one)
         self._up = asyncio.Event()
+        self._throttle = LogThrottle(log)  # refused commands: once a minute per reason
 
     @property
     def is_up(self) -> bool:
@@ -300,26 +303,19 @@ class SerialLink:
         self._write_now(data)
 
     async def execute(self, command: str, payload: bytes) -> None:
-        """An MQTT command: `raw` writes the payload, other names fill the device's `commands`
-        templates. For a line-framed device the terminator is appended (unless already there);
-        binary devices get the bytes as they are."""
-        template = self.device.commands.get(command)
-        if template is not None:
-            try:
-                text = template.format(payload=payload.decode(self.device.encoding))
-            except (UnicodeDecodeError, KeyError, IndexError, ValueError) as exc:
-                raise ValueError(f"cannot fill the {command!r} template: {exc}") from exc
-            data = text.encode(self.device.encoding)
-        elif command == "raw":
-            data = payload
-        else:
-            known = ", ".join(sorted({"raw", *self.device.commands}))
-            raise ValueError(f"unknown command {command!r} (known: {known})")
-        if self.device.framing == "line":
-            terminator = self.device.terminator.encode(self.device.encoding)
-            if not data.endswith(terminator):
-                data += terminator
+        """An MQTT command: the device's `commands` template filled with the payload (or the
+        payload itself for `raw`, if the device takes it), checked before anything is written
+        (`serial_commands.py`)."""
+        try:
+            data = render_command(self.device, command, payload)
+        except CommandRefusedError as exc:
+            self._refused(exc.reason, str(exc))
+            raise
         await self.write(data)
+
+    def _refused(self, reason: str, message: str) -> None:
+        self._metrics.refused.labels("serial", reason).inc()
+        self._throttle.warning(reason, "%s: command refused: %s", self.name, message)
 
     def _on_data(self, data: bytes) -> None:
         # Called by the transport for every chunk read: the pipeline never raises.
