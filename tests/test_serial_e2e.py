@@ -245,3 +245,39 @@ def test_commands_write_what_they_name_and_nothing_more(
     finally:
         peer.close()
     assert daemon.alive
+
+
+def rss(pid: int) -> int:
+    """Resident memory of a process, bytes."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        line = next(x for x in status if x.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+def wait_replies(sub: Subscriber, topic: str, count: int) -> None:
+    wait_until(lambda: len(sub.on_topic(topic)) >= count or None, 20, f"{count} replies")
+
+
+@pytest.mark.timeout(90)
+def test_a_flood_of_commands_to_a_device_that_does_not_read_is_busy_not_memory(
+    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+) -> None:
+    """Nobody reads the pty's other end: the port takes a few KiB and no more. 2,000 commands
+    of 4 KiB (8 MB) used to be answered `ok` while the gateway's memory grew by their size."""
+    boiler = serial_device("boiler", serial_pair, raw_commands=True, write_timeout=0.05)
+    daemon.start(gateway_config(broker, [boiler]))
+    daemon.wait_log("mqtt: connected")
+    send_until_seen(serial_pair, subscriber, PREFIX, "boiler")
+    topic, block = f"{PREFIX}/boiler/set/raw", b"x" * 4096
+    for batch in range(1, 51):  # in batches, each answered before the next: no queue overflows
+        if batch == 6:  # the port is full by now; what the gateway holds from here is ours
+            before = rss(daemon.pid)
+        for _ in range(40):
+            subscriber._client.publish(topic, block, qos=1)
+        wait_replies(subscriber, f"{topic}/result", 40 * batch)
+    replies = [m.text for m in subscriber.on_topic(f"{topic}/result")]
+    growth = rss(daemon.pid) - before
+    assert growth < 3_000_000, f"RSS grew by {growth} bytes over 1,800 commands"
+    busy = "error: busy: the device has not taken"
+    assert all(reply.startswith(busy) for reply in replies[-40:]), replies[-40:]
+    assert daemon.alive

@@ -23,8 +23,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config import SerialDevice
-from gateway.errors import FatalLinkError, GatewayError, LinkDownError, TransientLinkError
+from gateway.errors import (
+    CommandRefusedError,
+    FatalLinkError,
+    GatewayError,
+    LinkDownError,
+    TransientLinkError,
+)
 from gateway.limits import SERIAL_CLOSE_TIMEOUT as CLOSE_TIMEOUT
+from gateway.limits import SERIAL_WRITE_HIGH_WATER as WRITE_HIGH_WATER
 from gateway.links.pipeline import FramePipeline
 from gateway.links.serial import SerialLink
 from gateway.metrics import Metrics
@@ -77,6 +84,22 @@ class Pty:
             loop.remove_reader(self.controller)
             os.set_blocking(self.controller, True)
         return data
+
+    async def drain(self) -> None:
+        """Read and discard what the link writes, until cancelled."""
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(self.controller, readable.set)
+        os.set_blocking(self.controller, False)
+        try:
+            while True:
+                await readable.wait()
+                readable.clear()
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self.controller, 65536)
+        finally:
+            loop.remove_reader(self.controller)
+            os.set_blocking(self.controller, True)
 
     async def send_all(self, data: bytes) -> None:
         """Send more than the pty buffers, without blocking the event loop the link reads in."""
@@ -510,6 +533,43 @@ async def test_a_template_that_takes_bytes_writes_any_byte(pty: Pty) -> None:
         assert await pty.receive(5) == b"B\x00\xff\x1b\n"
         await link.execute("sp", "21,5 °C".encode())  # text in the device's encoding
         assert await pty.receive(12) == "SP 21,5 °C\n".encode()
+
+
+async def test_a_device_that_does_not_read_makes_commands_busy_not_a_growing_buffer(
+    pty: Pty,
+) -> None:
+    # The device never reads: before the fix every command was `ok` and the transport's buffer
+    # grew by its size (RSS 80 -> 327 MB under a flood).
+    metrics, block = Metrics(), b"x" * 4000
+    link = SerialLink(device(pty.path, raw_commands=True), Collector(), metrics)
+    async with link:
+        refused = None
+        for _ in range(300):  # 1.2 MB, far more than the pty and the high-water mark hold
+            try:
+                await link.execute("raw", block)
+            except CommandRefusedError as exc:
+                refused = exc
+                break
+        assert refused is not None, f"300 commands taken, {link.write_backlog} bytes waiting"
+        assert str(refused).startswith("busy: ")
+        assert link.write_backlog <= WRITE_HIGH_WATER + len(block) + 1
+        assert sample(metrics, "gateway_input_refused_total", edge="serial", reason="busy") == 1
+
+        draining = asyncio.create_task(pty.drain())  # the device reads again: commands go on
+        await link.execute("raw", b"PING")
+        draining.cancel()
+
+
+async def test_polls_to_a_device_that_does_not_read_do_not_pile_up(pty: Pty) -> None:
+    query = "Q" * 1000 + "\n"
+    poll = {"query": query, "interval": 0.005, "timeout": 0.001}
+    link = SerialLink(device(pty.path, poll=poll), Collector(), Metrics())
+    async with link:
+        run = asyncio.create_task(link.run())
+        await asyncio.sleep(1.0)  # ~200 polls, 200 KB: far more than the pty holds
+        assert link.write_backlog <= WRITE_HIGH_WATER + len(query)
+        assert not run.done()
+        run.cancel()
 
 
 async def test_flow_control_settings_reach_the_port(pty: Pty) -> None:

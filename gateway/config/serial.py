@@ -438,6 +438,13 @@ class SerialDevice(SerialPortOptions, DeviceBase):
         description="Accept the built-in `raw` command: its payload is written to the port as "
         "it comes (any bytes, several commands at once). Off unless you need it.",
     )
+    write_timeout: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds a command waits while the port holds more unwritten bytes than "
+        "its high-water mark (the device reads slower than commands come); then it is "
+        "answered `error: busy`.",
+    )
 
     @field_validator("encoding")
     @classmethod

@@ -30,6 +30,8 @@ from serial.serialposix import CMSPAR
 from gateway.config import SerialDevice, SerialPortOptions, hex_bytes
 from gateway.errors import CommandRefusedError, FatalLinkError, LinkDownError, TransientLinkError
 from gateway.limits import SERIAL_CLOSE_TIMEOUT as CLOSE_TIMEOUT
+from gateway.limits import SERIAL_WRITE_HIGH_WATER as WRITE_HIGH_WATER
+from gateway.limits import SERIAL_WRITE_LOW_WATER as WRITE_LOW_WATER
 from gateway.linknames import link_name
 from gateway.links.hardware import hardware_executor
 from gateway.links.pipeline import FramePipeline
@@ -157,11 +159,21 @@ class _PortProtocol(asyncio.Protocol):
     def __init__(self, on_data: Callable[[bytes], None]) -> None:
         self.on_data = on_data
         self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        # Cleared while the transport holds more than its high-water mark of unwritten bytes.
+        self.writable = asyncio.Event()
+        self.writable.set()
 
     def data_received(self, data: bytes) -> None:
         self.on_data(data)
 
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
     def connection_lost(self, exc: BaseException | None) -> None:
+        self.writable.set()  # writers waiting for room find the link down instead
         if not self.lost.done():
             self.lost.set_result(exc)
 
@@ -183,6 +195,11 @@ class SerialLink:
     @property
     def is_up(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
+
+    @property
+    def write_backlog(self) -> int:
+        """Bytes written to the port that the device has not taken yet (0 while down)."""
+        return 0 if self._transport is None else self._transport.get_write_buffer_size()
 
     async def wait_up(self) -> None:
         await self._up.wait()
@@ -234,6 +251,7 @@ class SerialLink:
         except (serial.SerialException, OSError, ValueError, termios.error) as exc:
             port.close()
             raise translate_open_error(self._path, exc) from exc
+        self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         log.info("%s: opened %s%s at %d baud", self.name, self._path, how, self.device.baudrate)
         self._up.set()
         return self
@@ -291,15 +309,38 @@ class SerialLink:
             if spec.query_hex is not None
             else (spec.query or "").encode(self.device.encoding)
         )
-        return Poller(spec, query, self._write_now, self._pipeline, self._metrics)
+        return Poller(spec, query, self._write_query, self._pipeline, self._metrics)
 
     def _write_now(self, data: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
             raise LinkDownError(f"{self.name} is not connected")
         self._transport.write(data)
 
+    def _write_query(self, data: bytes) -> None:
+        # A device that has not taken the last queries will not answer this one either: it is
+        # not written (the poll counts as missed) rather than piled up behind them.
+        if self._protocol is not None and not self._protocol.writable.is_set():
+            log.debug("%s: %d bytes not taken yet; poll skipped", self.name, self.write_backlog)
+            return
+        self._write_now(data)
+
     async def write(self, data: bytes) -> None:
-        """Write to the device (MQTT commands). Fails clearly while the port is down."""
+        """Write to the device (MQTT commands). Fails clearly while the port is down; while the
+        port holds more than its high-water mark the write waits `write_timeout` for room, then
+        is refused as busy (the transport's own flow control: pause/resume_writing)."""
+        protocol = self._protocol
+        if protocol is not None and not protocol.writable.is_set():
+            try:
+                async with asyncio.timeout(self.device.write_timeout):
+                    while not protocol.writable.is_set():  # another waiter may fill it again
+                        await protocol.writable.wait()
+            except TimeoutError:
+                message = (
+                    f"busy: the device has not taken the {self.write_backlog} bytes written "
+                    f"before within {self.device.write_timeout:g}s; try again later"
+                )
+                self._refused("busy", message)
+                raise CommandRefusedError(message, reason="busy") from None
         self._write_now(data)
 
     async def execute(self, command: str, payload: bytes) -> None:
