@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -280,4 +281,25 @@ def test_a_flood_of_commands_to_a_device_that_does_not_read_is_busy_not_memory(
     assert growth < 3_000_000, f"RSS grew by {growth} bytes over 1,800 commands"
     busy = "error: busy: the device has not taken"
     assert all(reply.startswith(busy) for reply in replies[-40:]), replies[-40:]
+    assert daemon.alive
+
+
+@pytest.mark.timeout(90)
+def test_a_replugged_port_is_read_within_2s_of_every_replug(
+    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+) -> None:
+    """Unplugged for a while, the retries' delays grow (up to 30 s with the default backoff,
+    and a device replugged often never stays up for `reset_after`): a replug must not wait
+    them out. The gateway watches for the port to come back instead."""
+    backoff = {"initial": 1.0, "max": 30.0, "multiplier": 2.0, "reset_after": 30.0}
+    daemon.start(gateway_config(broker, [serial_device("boiler", serial_pair, backoff=backoff)]))
+    daemon.wait_log("mqtt: connected")
+    send_until_seen(serial_pair, subscriber, PREFIX, "boiler")
+    for cycle in range(1, 6):
+        serial_pair.unplug()
+        daemon.wait_log("went away", count=cycle)
+        time.sleep(2.5)  # unplugged a while: retried meanwhile, each delay longer
+        serial_pair.plug()
+        send_until_seen(serial_pair, subscriber, PREFIX, "boiler", timeout=2.0)
+    assert daemon.log_count("went away") == 5  # and no flapping in between
     assert daemon.alive

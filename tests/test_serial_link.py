@@ -742,3 +742,26 @@ async def test_hanging_opens_never_hold_up_name_resolution(pty: Pty) -> None:
             assert await loop.getaddrinfo("localhost", 1883)
     finally:
         HangingOpen.release.set()
+
+
+async def test_waiting_for_a_replug_wakes_on_a_changed_node_only(
+    pty: Pty, second_pty: Pty, tmp_path: Path
+) -> None:
+    path = tmp_path / "ttyReplug"
+    link = SerialLink(device(str(path)), Collector(), Metrics())
+    with pytest.raises(TransientLinkError):
+        async with link:  # not there yet
+            pass
+    waiting = asyncio.create_task(link.wait_replugged())
+    path.symlink_to(pty.path)  # plugged in
+    async with asyncio.timeout(WAIT):
+        await waiting
+
+    async with link:
+        pass
+    waiting = asyncio.create_task(link.wait_replugged())
+    await asyncio.sleep(0.3)  # there and unchanged (a lock, a permission): no retry storm
+    assert not waiting.done()
+    repoint(path, second_pty.path)  # replugged as another tty
+    async with asyncio.timeout(WAIT):
+        await waiting

@@ -30,6 +30,7 @@ from serial.serialposix import CMSPAR
 from gateway.config import SerialDevice, SerialPortOptions, hex_bytes
 from gateway.errors import CommandRefusedError, FatalLinkError, LinkDownError, TransientLinkError
 from gateway.limits import SERIAL_CLOSE_TIMEOUT as CLOSE_TIMEOUT
+from gateway.limits import SERIAL_REPLUG_POLL as REPLUG_POLL
 from gateway.limits import SERIAL_WRITE_HIGH_WATER as WRITE_HIGH_WATER
 from gateway.limits import SERIAL_WRITE_LOW_WATER as WRITE_LOW_WATER
 from gateway.linknames import link_name
@@ -153,6 +154,25 @@ def check_parity(port: Any, path: str, parity: str) -> None:
     )
 
 
+def _stat_key(path: str | os.PathLike[str], *, follow: bool) -> tuple[int, ...] | None:
+    try:
+        st = os.stat(path, follow_symlinks=follow)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_rdev, st.st_ctime_ns, st.st_mtime_ns)
+
+
+def node_signature(options: SerialPortOptions) -> tuple[object, ...] | None:
+    """What changes when the port's device comes back: the node (and the symlink to it: a new
+    pty may reuse the number of the old one) for a `port`; for a `match`, the by-id directory
+    and /dev, whose entries change when a device appears. None: not there."""
+    if options.match is None:
+        assert options.port is not None
+        target = _stat_key(options.port, follow=True)
+        return None if target is None else (target, _stat_key(options.port, follow=False))
+    return (_stat_key(options.match.by_id_dir, follow=True), _stat_key("/dev", follow=True))
+
+
 class _PortProtocol(asyncio.Protocol):
     """Bridges the serial transport's callbacks to the link."""
 
@@ -191,6 +211,7 @@ class SerialLink:
         self._path = device.port or ""  # the tty opened last (a match resolves to one)
         self._up = asyncio.Event()
         self._throttle = LogThrottle(log)  # refused commands: once a minute per reason
+        self._tried_node: tuple[object, ...] | None = None  # the port's node at the last open
 
     @property
     def is_up(self) -> bool:
@@ -203,6 +224,21 @@ class SerialLink:
 
     async def wait_up(self) -> None:
         await self._up.wait()
+
+    async def wait_replugged(self) -> None:
+        """Return once the port's device node changed since the call began: it appeared, was
+        recreated, or its symlink was repointed. The supervisor waits on it while backing off,
+        so a replug is retried at once, not after a delay grown by earlier failures (or by a
+        device replugged too often to stay up for `reset_after`). A cheap stat poll; a node
+        that is there and unchanged since the last open began (a permission or lock problem)
+        never wakes it."""
+        before = self._tried_node
+        while True:
+            await asyncio.sleep(REPLUG_POLL)
+            now = node_signature(self.device)
+            if now is not None and now != before:
+                return
+            before = now
 
     def _find_port(self) -> tuple[str, str]:
         return find_port(self.device)
@@ -234,6 +270,8 @@ class SerialLink:
         if self._transport is not None:
             raise RuntimeError(f"{self.name} is already open (links are not reentrant)")
         loop = asyncio.get_running_loop()
+        # Before the open: a node that changes while it fails is a change to wake up for.
+        self._tried_node = node_signature(self.device)
         opening = loop.run_in_executor(hardware_executor(), self._open_port)
         try:
             port, self._path, how = await asyncio.shield(opening)
