@@ -58,3 +58,12 @@ class DecodeError(GatewayError):
 
 class HttpServerError(GatewayError):
     """The HTTP endpoint cannot listen (address in use, not available, no permission)."""
+
+
+class CommandRefusedError(GatewayError):
+    """A command's payload is refused before anything is written (it would write more than
+    its command, or the device does not take it). `reason` is a fixed word for metrics."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -20,6 +20,14 @@ WATCHDOG_MAX_TICK = 1.0  # seconds between progress checks at most (the lag prob
 STREAM_OPEN_TIMEOUT = 1.0  # a stream timer's entering does nothing that can hang
 SERIAL_CLOSE_TIMEOUT = 2.0  # seconds to flush pending writes on close before aborting
 HARDWARE_WORKERS = 4  # blocking hardware calls in progress at once (threads)
+# Bytes a serial transport holds for a device that reads slower than commands come: above it
+# commands wait (the device's write_timeout), then are answered `error: busy`; at 9600 baud
+# 8 KiB is about 8 s of writing, and the kernel's tty buffer holds a few KiB more.
+SERIAL_WRITE_HIGH_WATER = 8 * 1024
+SERIAL_WRITE_LOW_WATER = 2 * 1024  # waiting commands go on once the backlog is down to this
+# Seconds between looks (stat) at a down port's device node while backing off: a replug is
+# retried within this instead of after the backoff's delay (up to its max); no inotify needed.
+SERIAL_REPLUG_POLL = 0.1
 # pymodbus's own per-request timer, only a safety net: ours (the device's timeout) is shorter.
 MODBUS_SAFETY_TIMEOUT = 60.0
 

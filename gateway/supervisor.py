@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, runtime_checkable
 
 from gateway.backoff import Backoff, BackoffPolicy
 from gateway.errors import FatalLinkError, LinkError
@@ -52,6 +52,15 @@ class Link(Protocol):
 
     async def run(self) -> None:
         """Work until the handle fails (raise a LinkError) or the task is cancelled."""
+
+
+@runtime_checkable
+class Replugged(Protocol):
+    """A link that can tell when its handle may be back (a device node reappeared): the
+    supervisor then retries at once instead of waiting out its backoff."""
+
+    async def wait_replugged(self) -> None:
+        """Return when what the link opens changed since the call began."""
 
 
 @dataclass(slots=True)
@@ -224,10 +233,19 @@ class Supervisor:
                 self._metrics.link_retries.labels(link.name).inc()
                 self._set(status, "backing_off", within=delay)
                 log.info("link %s: retry %d in %.2fs", link.name, backoff.attempt, delay)
-                await asyncio.sleep(delay)
+                await self._back_off(link, delay)
         finally:
             if status.state != "failed":
                 self._set(status, "stopped")
+
+    async def _back_off(self, link: Link, delay: float) -> None:
+        if not isinstance(link, Replugged):
+            await asyncio.sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await link.wait_replugged()
+                log.info("link %s: its port changed (replugged?); retrying now", link.name)
 
     async def _run_once(self, link: Link, status: LinkStatus) -> None:
         status.up_since = None

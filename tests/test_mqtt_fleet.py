@@ -260,7 +260,7 @@ def test_gateway_placeholder_in_every_topic(
             workdir.mkdir()
             pair = make_serial_pair(gateway_id.upper())
             temp = {"device_class": "temperature", "unit": "°C"}
-            device = serial_device("boiler", pair, sensors={"temp": temp})
+            device = serial_device("boiler", pair, sensors={"temp": temp}, raw_commands=True)
             config = gateway_config(
                 broker, [device], gateway_id=gateway_id, mqtt={"topic_prefix": "site/{gateway}"}
             )

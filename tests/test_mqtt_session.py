@@ -60,7 +60,7 @@ def read_pty(pair: SerialPair, want: bytes, timeout: float = 5.0) -> bytes:
 
 
 def start(daemon: Daemon, broker: MqttBroker, pair: SerialPair, **mqtt: Any) -> None:
-    device = serial_device("boiler", pair, commands={"setpoint": "SP {payload}"})
+    device = serial_device("boiler", pair, commands={"setpoint": "SP {payload}"}, raw_commands=True)
     daemon.start(gateway_config(broker, [device], mqtt=mqtt))
     daemon.wait_log("mqtt: connected")
     daemon.wait_log("opened ")
@@ -181,7 +181,10 @@ def test_a_response_topic_that_is_a_command_topic_is_refused(
     that device's port: the reply goes to the default result topic, and the refusal is
     counted and logged."""
     boiler, victim = make_serial_pair("GW0"), make_serial_pair("GW1")
-    devices = [serial_device("boiler", boiler), serial_device("victim", victim)]
+    devices = [
+        serial_device("boiler", boiler, raw_commands=True),
+        serial_device("victim", victim, raw_commands=True),
+    ]
     daemon.start(gateway_config(broker, devices, mqtt={"protocol": "5"}))
     daemon.wait_log("mqtt: connected")
     daemon.wait_log("opened ", count=2)

@@ -11,6 +11,7 @@ import pytest
 from gateway.config import (
     BinaryFraming,
     CsvDecoder,
+    SerialCommand,
     SerialDevice,
     StructDecoder,
     load_config,
@@ -154,8 +155,43 @@ def test_csv_decoder_object(tmp_path: Path) -> None:
             "7:5: devices[0].poll: Value error, timeout must not be longer than interval",
         ),
         ("port: x\nencoding: utf-9\n", "7:5: devices[0].encoding: Value error, unknown encoding"),
+        ("port: x\nencoding: base64\n", "7:5: devices[0].encoding: Value error, unknown encoding"),
+        (
+            "port: x\ncommands: {sp: 'SP {value}'}\n",
+            "7:16: devices[0].commands.sp.template: Value error, unknown field {value}",
+        ),
+        (
+            "port: x\ncommands: {sp: 'SP {payload'}\n",
+            "7:16: devices[0].commands.sp.template: Value error, not a template",
+        ),
+        (
+            "port: x\ncommands: {sp: {template: 'SP {payload!r}', payload: bytes}}\n",
+            "7:16: devices[0].commands.sp.object: Value error, with payload: bytes, write",
+        ),
+        (
+            "port: x\ncommands: {sp: {template: 'SP {payload}', payload: binary}}\n",
+            "7:16: devices[0].commands.sp.object.payload: Input should be 'text' or 'bytes'",
+        ),
     ],
 )
 def test_mistakes_are_located_and_explained(tmp_path: Path, body: str, expected: str) -> None:
     [problem] = problems(tmp_path, body)
     assert problem.startswith(expected), problem
+
+
+def test_commands_keep_their_string_form_and_raw_is_opt_in(tmp_path: Path) -> None:
+    device = load_device(
+        tmp_path,
+        """\
+        port: /dev/ttyUSB0
+        commands:
+          power: "PWR {payload}"
+          blob: {template: "B{payload}", payload: bytes}
+          label: {template: "L {payload}"}
+        """,
+    )
+    assert device.commands["power"] == "PWR {payload}"  # the string form, unchanged
+    assert device.commands["blob"] == SerialCommand(template="B{payload}", payload="bytes")
+    assert device.commands["label"] == SerialCommand(template="L {payload}", payload="text")
+    assert device.raw_commands is False
+    assert load_device(tmp_path, "port: x\nraw_commands: true\n").raw_commands is True

@@ -4,14 +4,19 @@ mosquitto, socat pty pairs and `gateway simulate serial` playing the devices.
 - a device matched by its by-id name follows it to a new tty across five unplug/replug cycles
   and leaks no fd;
 - the NMEA GPS and the polled binary meter of the simulator arrive as readings with units;
-- a port another program holds is reported with that program, and opened once it lets go.
+- a port another program holds is reported with that program, and opened once it lets go;
+- MQTT commands write what they name and nothing more: `set/raw` only where a device opts in,
+  no payload that carries a second command.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +27,14 @@ from helpers import (
     FAST_BACKOFF,
     Broker,
     Daemon,
+    SerialPair,
     SerialPairFactory,
     Subscriber,
     gateway_config,
     send_until_seen,
     serial_device,
     wait_path,
+    wait_until,
 )
 
 from gateway.simdevices import METER_DECODER, METER_FRAMING, METER_QUERY
@@ -184,3 +191,115 @@ def test_port_held_by_another_program_is_named_then_opened_when_free(
     # Now the gateway holds it: a second program that asks for the port exclusively is refused.
     with pytest.raises(serial.SerialException, match="Could not exclusively lock port"):
         serial.Serial(pair.dev, exclusive=True)
+
+
+class PeerReader:
+    """The device's side of a pty pair, read without blocking: everything the gateway wrote."""
+
+    def __init__(self, pair: SerialPair) -> None:
+        self.fd = os.open(pair.peer, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        self.got = b""
+
+    def read(self) -> bytes:
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self.fd, 65536):
+                self.got += chunk
+        return self.got
+
+    def wait_for(self, want: bytes, timeout: float = 5.0) -> bytes:
+        wait_until(lambda: want in self.read(), timeout, f"{want!r} written")
+        return self.got
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def command(sub: Subscriber, device: str, name: str, payload: bytes) -> str:
+    """Publish a command and return its reply."""
+    topic = f"{PREFIX}/{device}/set/{name}"
+    before = len(sub.on_topic(f"{topic}/result"))
+    sub._client.publish(topic, payload, qos=1)
+    return wait_until(
+        lambda: sub.on_topic(f"{topic}/result")[before:] or None, 10, f"a reply on {topic}"
+    )[0].text
+
+
+def test_commands_write_what_they_name_and_nothing_more(
+    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+) -> None:
+    commands = {"setpoint": "SP {payload}", "blob": {"template": "B{payload}", "payload": "bytes"}}
+    boiler = serial_device("boiler", serial_pair, commands=commands)
+    daemon.start(gateway_config(broker, [boiler]))
+    daemon.wait_log("mqtt: connected")
+    send_until_seen(serial_pair, subscriber, PREFIX, "boiler")
+    peer = PeerReader(serial_pair)
+    try:
+        assert command(subscriber, "boiler", "raw", b"RESET_FACTORY") == (
+            "error: `raw` is off for this device (set raw_commands: true "
+            "to write payloads as they are)"
+        )
+        reply = command(subscriber, "boiler", "setpoint", b"21\nRESET_FACTORY")
+        assert reply.startswith("error: payload refused: it contains the line terminator")
+        assert command(subscriber, "boiler", "blob", b"\x00\n") == "ok"  # bytes: as asked
+        assert command(subscriber, "boiler", "setpoint", b"21") == "ok"
+        assert peer.wait_for(b"SP 21\n") == b"B\x00\nSP 21\n"  # nothing refused got through
+    finally:
+        peer.close()
+    assert daemon.alive
+
+
+def rss(pid: int) -> int:
+    """Resident memory of a process, bytes."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        line = next(x for x in status if x.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+def wait_replies(sub: Subscriber, topic: str, count: int) -> None:
+    wait_until(lambda: len(sub.on_topic(topic)) >= count or None, 20, f"{count} replies")
+
+
+@pytest.mark.timeout(90)
+def test_a_flood_of_commands_to_a_device_that_does_not_read_is_busy_not_memory(
+    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+) -> None:
+    """Nobody reads the pty's other end: the port takes a few KiB and no more. 2,000 commands
+    of 4 KiB (8 MB) used to be answered `ok` while the gateway's memory grew by their size."""
+    boiler = serial_device("boiler", serial_pair, raw_commands=True, write_timeout=0.05)
+    daemon.start(gateway_config(broker, [boiler]))
+    daemon.wait_log("mqtt: connected")
+    send_until_seen(serial_pair, subscriber, PREFIX, "boiler")
+    topic, block = f"{PREFIX}/boiler/set/raw", b"x" * 4096
+    for batch in range(1, 51):  # in batches, each answered before the next: no queue overflows
+        if batch == 6:  # the port is full by now; what the gateway holds from here is ours
+            before = rss(daemon.pid)
+        for _ in range(40):
+            subscriber._client.publish(topic, block, qos=1)
+        wait_replies(subscriber, f"{topic}/result", 40 * batch)
+    replies = [m.text for m in subscriber.on_topic(f"{topic}/result")]
+    growth = rss(daemon.pid) - before
+    assert growth < 3_000_000, f"RSS grew by {growth} bytes over 1,800 commands"
+    busy = "error: busy: the device has not taken"
+    assert all(reply.startswith(busy) for reply in replies[-40:]), replies[-40:]
+    assert daemon.alive
+
+
+@pytest.mark.timeout(90)
+def test_a_replugged_port_is_read_within_2s_of_every_replug(
+    broker: Broker, serial_pair: SerialPair, subscriber: Subscriber, daemon: Daemon
+) -> None:
+    """Unplugged for a while, the retries' delays grow (up to 30 s with the default backoff,
+    and a device replugged often never stays up for `reset_after`): a replug must not wait
+    them out. The gateway watches for the port to come back instead."""
+    backoff = {"initial": 1.0, "max": 30.0, "multiplier": 2.0, "reset_after": 30.0}
+    daemon.start(gateway_config(broker, [serial_device("boiler", serial_pair, backoff=backoff)]))
+    daemon.wait_log("mqtt: connected")
+    send_until_seen(serial_pair, subscriber, PREFIX, "boiler")
+    for cycle in range(1, 6):
+        serial_pair.unplug()
+        daemon.wait_log("went away", count=cycle)
+        time.sleep(2.5)  # unplugged a while: retried meanwhile, each delay longer
+        serial_pair.plug()
+        send_until_seen(serial_pair, subscriber, PREFIX, "boiler", timeout=2.0)
+    assert daemon.log_count("went away") == 5  # and no flapping in between
+    assert daemon.alive

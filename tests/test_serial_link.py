@@ -18,12 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import SerialPair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config import SerialDevice
-from gateway.errors import LinkDownError, TransientLinkError
+from gateway.errors import (
+    CommandRefusedError,
+    FatalLinkError,
+    GatewayError,
+    LinkDownError,
+    TransientLinkError,
+)
 from gateway.limits import SERIAL_CLOSE_TIMEOUT as CLOSE_TIMEOUT
+from gateway.limits import SERIAL_WRITE_HIGH_WATER as WRITE_HIGH_WATER
 from gateway.links.pipeline import FramePipeline
 from gateway.links.serial import SerialLink
 from gateway.metrics import Metrics
@@ -76,6 +84,22 @@ class Pty:
             loop.remove_reader(self.controller)
             os.set_blocking(self.controller, True)
         return data
+
+    async def drain(self) -> None:
+        """Read and discard what the link writes, until cancelled."""
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(self.controller, readable.set)
+        os.set_blocking(self.controller, False)
+        try:
+            while True:
+                await readable.wait()
+                readable.clear()
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self.controller, 65536)
+        finally:
+            loop.remove_reader(self.controller)
+            os.set_blocking(self.controller, True)
 
     async def send_all(self, data: bytes) -> None:
         """Send more than the pty buffers, without blocking the event loop the link reads in."""
@@ -458,9 +482,94 @@ async def test_random_bytes_never_stop_the_link(pty: Pty) -> None:
 
 
 async def test_binary_command_is_written_without_a_terminator(pty: Pty) -> None:
-    async with SerialLink(device(pty.path, **METER), Collector(), Metrics()) as link:
+    meter = device(pty.path, **METER, raw_commands=True)
+    async with SerialLink(meter, Collector(), Metrics()) as link:
         await link.execute("raw", METER_QUERY)
         assert await pty.receive(len(METER_QUERY)) == METER_QUERY
+
+
+# -- commands: what an MQTT payload may write ---------------------------------------------------
+
+
+async def test_raw_is_refused_unless_the_device_opts_in(pty: Pty) -> None:
+    metrics = Metrics()
+    async with SerialLink(device(pty.path), Collector(), metrics) as link:
+        with pytest.raises(GatewayError, match="raw_commands: true"):
+            await link.execute("raw", b"RESET_FACTORY")
+    assert sample(metrics, "gateway_input_refused_total", edge="serial", reason="raw_off") == 1
+    async with SerialLink(device(pty.path, raw_commands=True), Collector(), metrics) as link:
+        await link.execute("raw", b"PING")
+        assert await pty.receive(5) == b"PING\n"  # the refused one never reached the port
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"21\nRESET_FACTORY", "terminator"),  # two commands in one
+        (b"21\rX", "control"),
+        (b"21\x00", "control"),
+        (b"21\x1b[2J", "control"),
+        (b"\xff\xfe", "encoding"),
+    ],
+)
+async def test_a_payload_that_would_write_more_than_its_command_is_refused(
+    pty: Pty, payload: bytes, reason: str
+) -> None:
+    metrics = Metrics()
+    commands = {"setpoint": "SP {payload}"}
+    async with SerialLink(device(pty.path, commands=commands), Collector(), metrics) as link:
+        with pytest.raises(GatewayError) as info:
+            await link.execute("setpoint", payload)
+        assert str(info.value).startswith("payload refused: ")
+        await link.execute("setpoint", b"21")
+        assert await pty.receive(6) == b"SP 21\n"  # and nothing of the refused payload before
+    assert sample(metrics, "gateway_input_refused_total", edge="serial", reason=reason) == 1
+
+
+async def test_a_template_that_takes_bytes_writes_any_byte(pty: Pty) -> None:
+    commands = {"blob": {"template": "B{payload}", "payload": "bytes"}, "sp": "SP {payload}"}
+    async with SerialLink(device(pty.path, commands=commands), Collector(), Metrics()) as link:
+        await link.execute("blob", b"\x00\xff\x1b")
+        assert await pty.receive(5) == b"B\x00\xff\x1b\n"
+        await link.execute("sp", "21,5 °C".encode())  # text in the device's encoding
+        assert await pty.receive(12) == "SP 21,5 °C\n".encode()
+
+
+async def test_a_device_that_does_not_read_makes_commands_busy_not_a_growing_buffer(
+    pty: Pty,
+) -> None:
+    # The device never reads: before the fix every command was `ok` and the transport's buffer
+    # grew by its size (RSS 80 -> 327 MB under a flood).
+    metrics, block = Metrics(), b"x" * 4000
+    link = SerialLink(device(pty.path, raw_commands=True), Collector(), metrics)
+    async with link:
+        refused = None
+        for _ in range(300):  # 1.2 MB, far more than the pty and the high-water mark hold
+            try:
+                await link.execute("raw", block)
+            except CommandRefusedError as exc:
+                refused = exc
+                break
+        assert refused is not None, f"300 commands taken, {link.write_backlog} bytes waiting"
+        assert str(refused).startswith("busy: ")
+        assert link.write_backlog <= WRITE_HIGH_WATER + len(block) + 1
+        assert sample(metrics, "gateway_input_refused_total", edge="serial", reason="busy") == 1
+
+        draining = asyncio.create_task(pty.drain())  # the device reads again: commands go on
+        await link.execute("raw", b"PING")
+        draining.cancel()
+
+
+async def test_polls_to_a_device_that_does_not_read_do_not_pile_up(pty: Pty) -> None:
+    query = "Q" * 1000 + "\n"
+    poll = {"query": query, "interval": 0.005, "timeout": 0.001}
+    link = SerialLink(device(pty.path, poll=poll), Collector(), Metrics())
+    async with link:
+        run = asyncio.create_task(link.run())
+        await asyncio.sleep(1.0)  # ~200 polls, 200 KB: far more than the pty holds
+        assert link.write_backlog <= WRITE_HIGH_WATER + len(query)
+        assert not run.done()
+        run.cancel()
 
 
 async def test_flow_control_settings_reach_the_port(pty: Pty) -> None:
@@ -471,6 +580,32 @@ async def test_flow_control_settings_reach_the_port(pty: Pty) -> None:
     assert cflag & termios.CRTSCTS
     assert iflag & termios.IXON
     assert iflag & termios.IXOFF
+
+
+async def test_a_parity_the_port_refuses_is_a_config_failure_not_a_crash(
+    serial_pair: SerialPair, caplog: pytest.LogCaptureFixture
+) -> None:
+    # socat's ptys refuse parity bits as some USB adapters refuse mark/space: termios says
+    # EINVAL, which before the fix escaped as `termios.error` and the supervisor called it a bug.
+    fds_before = open_fds()
+    link = SerialLink(device(serial_pair.dev, parity="E"), Collector(), Metrics())
+    with pytest.raises(FatalLinkError) as info:
+        async with link:
+            pass
+    assert info.value.kind == "config"
+    assert "parity E" in str(info.value)
+    assert "parity: N" in str(info.value)  # the advice
+    assert not link.is_up
+    assert new_fds(fds_before) == {}
+
+    metrics, changed = Metrics(), asyncio.Event()
+    async with Supervisor(metrics, on_change=changed.set) as sup:
+        sup.start(SerialLink(device(serial_pair.dev, parity="S"), Collector(), metrics))
+        async with asyncio.timeout(WAIT):
+            while sup.status["serial:boiler"].state != "failed":
+                changed.clear()
+                await changed.wait()
+    assert "crashed" not in caplog.text
 
 
 # -- identity --------------------------------------------------------------------------------
@@ -607,3 +742,26 @@ async def test_hanging_opens_never_hold_up_name_resolution(pty: Pty) -> None:
             assert await loop.getaddrinfo("localhost", 1883)
     finally:
         HangingOpen.release.set()
+
+
+async def test_waiting_for_a_replug_wakes_on_a_changed_node_only(
+    pty: Pty, second_pty: Pty, tmp_path: Path
+) -> None:
+    path = tmp_path / "ttyReplug"
+    link = SerialLink(device(str(path)), Collector(), Metrics())
+    with pytest.raises(TransientLinkError):
+        async with link:  # not there yet
+            pass
+    waiting = asyncio.create_task(link.wait_replugged())
+    path.symlink_to(pty.path)  # plugged in
+    async with asyncio.timeout(WAIT):
+        await waiting
+
+    async with link:
+        pass
+    waiting = asyncio.create_task(link.wait_replugged())
+    await asyncio.sleep(0.3)  # there and unchanged (a lock, a permission): no retry storm
+    assert not waiting.done()
+    repoint(path, second_pty.path)  # replugged as another tty
+    async with asyncio.timeout(WAIT):
+        await waiting

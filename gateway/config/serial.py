@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import codecs
 import re
+import string
 import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Discriminator,
     Field,
@@ -298,6 +300,64 @@ class PollConfig(Model):
         return self
 
 
+def _template_fields(template: str) -> list[tuple[str, str | None, str | None]]:
+    """The replacement fields of a `str.format` template: (name, conversion, format spec)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:  # a single { or }
+        raise ValueError(f"not a template: {exc} (write {{{{ and }}}} for braces)") from None
+    return [(name, conv, spec) for _, name, spec, conv in parsed if name is not None]
+
+
+def _check_template(template: str) -> str:
+    for name, _, _ in _template_fields(template):
+        if name != "payload":
+            raise ValueError(f"unknown field {{{name}}}: only {{payload}} is filled in")
+    try:
+        template.format(payload="0")
+    except ValueError as exc:  # a format spec that does not fit a text
+        raise ValueError(f"{{payload}} cannot be filled in: {exc}") from None
+    return template
+
+
+CommandTemplate = Annotated[str, AfterValidator(_check_template)]
+
+
+class SerialCommand(Model):
+    """A command whose template says how its payload is taken: as text (checked) or as bytes."""
+
+    template: CommandTemplate = Field(
+        description="Written to the port; `{payload}` is replaced by the command's payload."
+    )
+    payload: Literal["text", "bytes"] = Field(
+        "text",
+        description="`text`: the payload must be text in `encoding` without control "
+        "characters (a terminator in it would write a second command), else it is refused; "
+        "`bytes`: the payload's bytes as they come, any byte allowed (`{payload}` as is, "
+        "without a conversion or format spec).",
+    )
+
+    @model_validator(mode="after")
+    def _bytes_go_in_as_they_are(self) -> SerialCommand:
+        if self.payload == "bytes" and any(
+            conv or spec for _, conv, spec in _template_fields(self.template)
+        ):
+            raise ValueError("with payload: bytes, write {payload} without ! or :")
+        return self
+
+
+def _command_form(value: Any) -> str:
+    return "template" if isinstance(value, str) else "object"
+
+
+# A string is the template of a text command (the form of 0.1); an object says more. Tagged, so
+# a mistake gets one error of the form written rather than one per form.
+CommandSpec = Annotated[
+    Annotated[CommandTemplate, Tag("template")] | Annotated[SerialCommand, Tag("object")],
+    Discriminator(_command_form),
+]
+
+
 class SerialPortOptions(Model):
     """Where a serial port is and how it is set up: what a serial device and a Modbus RTU device
     share (`match` and `port` first: `port`'s check reads `match`)."""
@@ -367,10 +427,23 @@ class SerialDevice(SerialPortOptions, DeviceBase):
     max_line: int = Field(4096, ge=16, description="Longer lines are counted and skipped.")
     poll: PollConfig | None = Field(None, description="Ask the device for each reading.")
     exclusive: bool = Field(True, description="Lock the port so a second opener fails.")
-    commands: dict[TopicLevel, str] = Field(
+    commands: dict[TopicLevel, CommandSpec] = Field(
         default_factory=dict,
         description="MQTT command name -> text written to the port; `{payload}` is replaced by "
-        "the command's payload and the terminator is appended. `raw` (payload as is) is built in.",
+        "the command's payload (text without control characters, else refused) and the "
+        "terminator is appended. Or {template, payload: bytes} for a payload of any bytes.",
+    )
+    raw_commands: bool = Field(
+        False,
+        description="Accept the built-in `raw` command: its payload is written to the port as "
+        "it comes (any bytes, several commands at once). Off unless you need it.",
+    )
+    write_timeout: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds a command waits while the port holds more unwritten bytes than "
+        "its high-water mark (the device reads slower than commands come); then it is "
+        "answered `error: busy`.",
     )
 
     @field_validator("encoding")
@@ -378,6 +451,7 @@ class SerialDevice(SerialPortOptions, DeviceBase):
     def _known_encoding(cls, value: str) -> str:
         try:
             codecs.lookup(value)
+            "\n".encode(value)  # base64, rot13 and friends are codecs, not text encodings
         except LookupError:
-            raise ValueError(f"unknown encoding {value!r}") from None
+            raise ValueError(f"unknown encoding {value!r} (a text encoding: utf-8, ...)") from None
         return value

@@ -25,17 +25,23 @@ from typing import Any, Self
 
 import serial
 import serial_asyncio
+from serial.serialposix import CMSPAR
 
 from gateway.config import SerialDevice, SerialPortOptions, hex_bytes
-from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
+from gateway.errors import CommandRefusedError, FatalLinkError, LinkDownError, TransientLinkError
 from gateway.limits import SERIAL_CLOSE_TIMEOUT as CLOSE_TIMEOUT
+from gateway.limits import SERIAL_REPLUG_POLL as REPLUG_POLL
+from gateway.limits import SERIAL_WRITE_HIGH_WATER as WRITE_HIGH_WATER
+from gateway.limits import SERIAL_WRITE_LOW_WATER as WRITE_LOW_WATER
 from gateway.linknames import link_name
 from gateway.links.hardware import hardware_executor
 from gateway.links.pipeline import FramePipeline
 from gateway.links.polling import Poller
+from gateway.links.serial_commands import render_command
 from gateway.links.serial_ports import describe, details, list_ports, matching
 from gateway.metrics import Metrics
 from gateway.models import Submit
+from gateway.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +76,14 @@ def translate_open_error(port: str, exc: BaseException) -> Exception:
     text = str(exc)
     if isinstance(exc, ValueError):
         return FatalLinkError(f"invalid serial settings for {port}: {text}", kind="config")
+    if isinstance(exc, termios.error):
+        # tcsetattr outside pyserial's own checks (it is not an OSError): the driver refused
+        # the settings as a whole; retrying the same ones cannot help.
+        return FatalLinkError(
+            f"{port} refuses these serial settings: {exc.args[-1] if exc.args else exc}",
+            kind="config",
+            advice="check baudrate, bytesize, parity and stopbits against what the port supports",
+        )
     if code == errno.ENOENT or "No such file" in text:
         return TransientLinkError(
             f"{port} not found", kind="not_found", advice="is the device plugged in?"
@@ -118,17 +132,68 @@ def find_port(options: SerialPortOptions) -> tuple[str, str]:
     )
 
 
+def check_parity(port: Any, path: str, parity: str) -> None:
+    """Refuse a parity the port dropped. A pty, or an adapter without mark/space parity, may
+    clear the bits it cannot do instead of failing, and the device would then see garbage;
+    what the port reports back after the open is what it really does. Blocking: the opening
+    thread calls it."""
+    fd = getattr(port, "fd", None)  # an URL port (socket://, rfc2217://) has no termios
+    if parity == "N" or not isinstance(fd, int):
+        return
+    try:
+        cflag = termios.tcgetattr(fd)[2]
+    except termios.error:
+        return  # not a tty after all: pyserial's own errors say so at the next call
+    if cflag & termios.PARENB and (parity not in "MS" or cflag & CMSPAR):
+        return
+    raise FatalLinkError(
+        f"{path} does not support parity {parity}",
+        kind="config",
+        advice="set parity: N, or E/O if the device needs parity and the adapter cannot do "
+        "mark/space (a pseudo-terminal can do none)",
+    )
+
+
+def _stat_key(path: str | os.PathLike[str], *, follow: bool) -> tuple[int, ...] | None:
+    try:
+        st = os.stat(path, follow_symlinks=follow)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_rdev, st.st_ctime_ns, st.st_mtime_ns)
+
+
+def node_signature(options: SerialPortOptions) -> tuple[object, ...] | None:
+    """What changes when the port's device comes back: the node (and the symlink to it: a new
+    pty may reuse the number of the old one) for a `port`; for a `match`, the by-id directory
+    and /dev, whose entries change when a device appears. None: not there."""
+    if options.match is None:
+        assert options.port is not None
+        target = _stat_key(options.port, follow=True)
+        return None if target is None else (target, _stat_key(options.port, follow=False))
+    return (_stat_key(options.match.by_id_dir, follow=True), _stat_key("/dev", follow=True))
+
+
 class _PortProtocol(asyncio.Protocol):
     """Bridges the serial transport's callbacks to the link."""
 
     def __init__(self, on_data: Callable[[bytes], None]) -> None:
         self.on_data = on_data
         self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        # Cleared while the transport holds more than its high-water mark of unwritten bytes.
+        self.writable = asyncio.Event()
+        self.writable.set()
 
     def data_received(self, data: bytes) -> None:
         self.on_data(data)
 
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
     def connection_lost(self, exc: BaseException | None) -> None:
+        self.writable.set()  # writers waiting for room find the link down instead
         if not self.lost.done():
             self.lost.set_result(exc)
 
@@ -145,13 +210,35 @@ class SerialLink:
         self._protocol: _PortProtocol | None = None
         self._path = device.port or ""  # the tty opened last (a match resolves to one)
         self._up = asyncio.Event()
+        self._throttle = LogThrottle(log)  # refused commands: once a minute per reason
+        self._tried_node: tuple[object, ...] | None = None  # the port's node at the last open
 
     @property
     def is_up(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
 
+    @property
+    def write_backlog(self) -> int:
+        """Bytes written to the port that the device has not taken yet (0 while down)."""
+        return 0 if self._transport is None else self._transport.get_write_buffer_size()
+
     async def wait_up(self) -> None:
         await self._up.wait()
+
+    async def wait_replugged(self) -> None:
+        """Return once the port's device node changed since the call began: it appeared, was
+        recreated, or its symlink was repointed. The supervisor waits on it while backing off,
+        so a replug is retried at once, not after a delay grown by earlier failures (or by a
+        device replugged too often to stay up for `reset_after`). A cheap stat poll; a node
+        that is there and unchanged since the last open began (a permission or lock problem)
+        never wakes it."""
+        before = self._tried_node
+        while True:
+            await asyncio.sleep(REPLUG_POLL)
+            now = node_signature(self.device)
+            if now is not None and now != before:
+                return
+            before = now
 
     def _find_port(self) -> tuple[str, str]:
         return find_port(self.device)
@@ -170,14 +257,21 @@ class SerialLink:
                 xonxoff=d.xonxoff,
                 exclusive=d.exclusive or None,
             )
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
             raise translate_open_error(path, exc) from exc
+        try:
+            check_parity(port, path, d.parity)
+        except FatalLinkError:
+            port.close()
+            raise
         return port, path, how
 
     async def __aenter__(self) -> Self:
         if self._transport is not None:
             raise RuntimeError(f"{self.name} is already open (links are not reentrant)")
         loop = asyncio.get_running_loop()
+        # Before the open: a node that changes while it fails is a change to wake up for.
+        self._tried_node = node_signature(self.device)
         opening = loop.run_in_executor(hardware_executor(), self._open_port)
         try:
             port, self._path, how = await asyncio.shield(opening)
@@ -187,9 +281,15 @@ class SerialLink:
             raise
         self._pipeline.restart()
         self._protocol = _PortProtocol(self._on_data)
-        self._transport, _ = await serial_asyncio.connection_for_serial(
-            loop, lambda: self._protocol, port
-        )
+        try:
+            # It sets the port non-blocking: one more tcsetattr, which a port may refuse.
+            self._transport, _ = await serial_asyncio.connection_for_serial(
+                loop, lambda: self._protocol, port
+            )
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+            port.close()
+            raise translate_open_error(self._path, exc) from exc
+        self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         log.info("%s: opened %s%s at %d baud", self.name, self._path, how, self.device.baudrate)
         self._up.set()
         return self
@@ -247,38 +347,54 @@ class SerialLink:
             if spec.query_hex is not None
             else (spec.query or "").encode(self.device.encoding)
         )
-        return Poller(spec, query, self._write_now, self._pipeline, self._metrics)
+        return Poller(spec, query, self._write_query, self._pipeline, self._metrics)
 
     def _write_now(self, data: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
             raise LinkDownError(f"{self.name} is not connected")
         self._transport.write(data)
 
+    def _write_query(self, data: bytes) -> None:
+        # A device that has not taken the last queries will not answer this one either: it is
+        # not written (the poll counts as missed) rather than piled up behind them.
+        if self._protocol is not None and not self._protocol.writable.is_set():
+            log.debug("%s: %d bytes not taken yet; poll skipped", self.name, self.write_backlog)
+            return
+        self._write_now(data)
+
     async def write(self, data: bytes) -> None:
-        """Write to the device (MQTT commands). Fails clearly while the port is down."""
+        """Write to the device (MQTT commands). Fails clearly while the port is down; while the
+        port holds more than its high-water mark the write waits `write_timeout` for room, then
+        is refused as busy (the transport's own flow control: pause/resume_writing)."""
+        protocol = self._protocol
+        if protocol is not None and not protocol.writable.is_set():
+            try:
+                async with asyncio.timeout(self.device.write_timeout):
+                    while not protocol.writable.is_set():  # another waiter may fill it again
+                        await protocol.writable.wait()
+            except TimeoutError:
+                message = (
+                    f"busy: the device has not taken the {self.write_backlog} bytes written "
+                    f"before within {self.device.write_timeout:g}s; try again later"
+                )
+                self._refused("busy", message)
+                raise CommandRefusedError(message, reason="busy") from None
         self._write_now(data)
 
     async def execute(self, command: str, payload: bytes) -> None:
-        """An MQTT command: `raw` writes the payload, other names fill the device's `commands`
-        templates. For a line-framed device the terminator is appended (unless already there);
-        binary devices get the bytes as they are."""
-        template = self.device.commands.get(command)
-        if template is not None:
-            try:
-                text = template.format(payload=payload.decode(self.device.encoding))
-            except (UnicodeDecodeError, KeyError, IndexError, ValueError) as exc:
-                raise ValueError(f"cannot fill the {command!r} template: {exc}") from exc
-            data = text.encode(self.device.encoding)
-        elif command == "raw":
-            data = payload
-        else:
-            known = ", ".join(sorted({"raw", *self.device.commands}))
-            raise ValueError(f"unknown command {command!r} (known: {known})")
-        if self.device.framing == "line":
-            terminator = self.device.terminator.encode(self.device.encoding)
-            if not data.endswith(terminator):
-                data += terminator
+        """An MQTT command: the device's `commands` template filled with the payload (or the
+        payload itself for `raw`, if the device takes it), checked before anything is written
+        (`serial_commands.py`)."""
+        try:
+            data = render_command(self.device, command, payload)
+        except CommandRefusedError as exc:
+            self._refused(exc.reason, str(exc))
+            raise
         await self.write(data)
+
+    def _refused(self, reason: str, message: str) -> None:
+        self._metrics.refused.labels("serial", reason).inc()
+        self._throttle.warning(reason, "%s: command refused: %s", self.name, message)
 
     def _on_data(self, data: bytes) -> None:
         # Called by the transport for every chunk read: the pipeline never raises.
