@@ -35,6 +35,8 @@ declare -A APT_PACKAGES=(
     # chromium and its WebDriver, driven by selenium (a test extra) by path, headless.
     [chromium]=chromium
     [chromium-driver]=chromedriver
+    # An independent Modbus client: tests/test_modbus_net_e2e.py compares its reads with ours.
+    [mbpoll]=mbpoll
 )
 
 have_program() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
