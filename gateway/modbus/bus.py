@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -49,6 +50,7 @@ class Opener(Protocol):
 
     label: str  # the port or `tcp://host:port`: /status, the metrics' `connection`
     network: bool
+    quiet_after_timeout: bool
 
     async def open(self, lost: Lost) -> ModbusClient:
         """A connected client; `lost(client)` when it goes away. Raises a LinkError."""
@@ -58,6 +60,7 @@ class SerialLine:
     """A serial port (found by path or `match`), opened with the line's settings."""
 
     network = False
+    quiet_after_timeout = False  # as before: a serial line's timing is the devices' own
 
     def __init__(self, options: ModbusDevice) -> None:
         self._options = options  # the first device's port and line settings (all are equal)
@@ -121,6 +124,7 @@ class NetworkPeer:
         assert options.host is not None  # the model requires it for networks
         assert isinstance(options.port, int)
         self.transport = options.transport
+        self.quiet_after_timeout = options.transport == "rtu_over_tcp"
         self.host, self.port = options.host, options.port
         self.label = options.connection_label
 
@@ -171,8 +175,13 @@ class NetworkPeer:
             _, writer = await asyncio.open_connection(address, self.port)
         except OSError as exc:
             refused = isinstance(exc, ConnectionRefusedError)
+            why = (
+                "connection refused"
+                if refused
+                else (os.strerror(exc.errno) if exc.errno else str(exc))
+            )
             return TransientLinkError(
-                f"cannot connect to {self.label} ({address}): {exc.strerror or exc}",
+                f"cannot connect to {self.label} ({address}): {why}",
                 kind="refused" if refused else "connect",
                 advice="is the device on, and is this its Modbus port?",
             )
@@ -211,6 +220,12 @@ class ModbusBus:
     @property
     def connected(self) -> bool:
         return self._client is not None and self._client.connected
+
+    @property
+    def quiet_after_timeout(self) -> bool:
+        """RTU frames over a network: after a timeout the line stays quiet for another timeout,
+        so that a late answer (it has no transaction id) meets no request."""
+        return self._opener.quiet_after_timeout
 
     @property
     def users(self) -> list[str]:

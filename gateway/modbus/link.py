@@ -230,6 +230,10 @@ class ModbusLink:
                     async with asyncio.timeout(self.device.timeout):
                         answer = await call(client)
                 except TimeoutError:
+                    if self._bus.quiet_after_timeout:
+                        # RTU frames carry no transaction id: a late answer must arrive while
+                        # no request waits (pymodbus drops it), not be taken for the next one.
+                        await asyncio.sleep(self.device.timeout)
                     continue
                 except ExceptionResponseError:
                     self._bus.answered(unit)

@@ -87,7 +87,7 @@ class ModbusSimulator:
         }
         self.silent: set[int] = set()
         self.requests = 0
-        self.connections = 0  # TCP connections accepted (a serial port or UDP has none)
+        self.connections = 0  # TCP connections open now (a serial port or UDP has none)
         self.before_answer: Callable[[ModbusSimulator], None] | None = None
         self.transport = transport
         self._unit_at = _UNIT_AT[transport]
@@ -109,7 +109,7 @@ class ModbusSimulator:
         return b"" if unit in self.silent or unit not in self.values else packet
 
     def _connected(self, connected: bool) -> None:
-        self.connections += int(connected)
+        self.connections += 1 if connected else -1
 
     async def _serve(  # noqa: PLR0917 - pymodbus's signature for an action
         self,
