@@ -127,6 +127,7 @@ async def test_every_type_an_exception_and_writes_over_each_transport(
         for name, text in VALUES.items():
             assert str(values[name]) == text or values[name] == float(text), name
         assert "missing" not in values  # address 20: an exception answer, that register only
+        assert metrics.readings_received.labels("unit1")._value.get() >= len(values)
         assert metrics.modbus_errors.labels("unit1", "missing", "illegal_address")._value.get()
         assert await link.execute("relay", b"0") == "relay = 0 (device answered off)"
         assert (await got.next())["relay"] is False

@@ -56,6 +56,7 @@ class ModbusLink:
         self._bus = bus
         self._submit = submit
         self._metrics = metrics
+        self._received = metrics.readings_received.labels(device.id)
         self._alone: frozenset[str] = frozenset()
         self._plan = plan_reads(device.registers)
         self._stack: contextlib.AsyncExitStack | None = None
@@ -164,7 +165,9 @@ class ModbusLink:
             self._check_port()
             raise self._went_away() from exc
         if values:
-            self._submit(to_readings(self.device.id, values, self.device.sensors, ts))
+            readings = to_readings(self.device.id, values, self.device.sensors, ts)
+            self._received.inc(len(readings))
+            self._submit(readings)
         if not answered:
             self._check_port()
             raise self._no_answer()
