@@ -64,13 +64,21 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     modbus = sim_sub.add_parser(
-        "modbus", help="Modbus RTU slaves: unit 1 an energy meter, unit 2 a thermometer"
+        "modbus", help="Modbus slaves: unit 1 an energy meter, unit 2 a thermometer"
     )
     where_mb = modbus.add_mutually_exclusive_group()
     where_mb.add_argument(
         "--link", type=Path, help="symlink for the gateway's side of a new socat pty pair"
     )
     where_mb.add_argument("--port", type=Path, help="serve on this existing tty instead")
+    where_mb.add_argument("--tcp", type=int, metavar="PORT", help="serve Modbus TCP on PORT")
+    where_mb.add_argument(
+        "--rtu-over-tcp", type=int, metavar="PORT", help="serve RTU frames over TCP on PORT"
+    )
+    where_mb.add_argument("--udp", type=int, metavar="PORT", help="serve Modbus over UDP on PORT")
+    modbus.add_argument(
+        "--host", default="127.0.0.1", help="network: the address to listen on (loopback)"
+    )
     modbus.add_argument("--baudrate", type=int, default=9600)
     modbus.add_argument(
         "--parity", default="N", choices=["N", "E", "O"], help="N (a pty refuses parity bits)"
@@ -97,6 +105,18 @@ def _parser() -> argparse.ArgumentParser:
         "--by-id-dir", type=Path, help="directory of stable names (default /dev/serial/by-id)"
     )
     return parser
+
+
+def _simulate_modbus(args: argparse.Namespace) -> int:
+    from gateway.modbus.simulator import (  # noqa: PLC0415 - the extra
+        simulate_modbus,
+        simulate_modbus_network,
+    )
+
+    for transport in ("tcp", "rtu_over_tcp", "udp"):
+        if (port := getattr(args, transport)) is not None:
+            return simulate_modbus_network(transport, args.host, port)
+    return simulate_modbus(args.port, args.link, args.baudrate, args.parity)
 
 
 def _decode(args: argparse.Namespace) -> int:
@@ -157,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
 
         return run_scan(args.adapter, args.seconds)
     if args.command == "simulate" and args.kind == "modbus":
-        from gateway.modbus.simulator import simulate_modbus  # noqa: PLC0415 - the extra
-
-        return simulate_modbus(args.port, args.link, args.baudrate, args.parity)
+        return _simulate_modbus(args)
     if args.command == "simulate":
         from gateway.simulate import simulate_serial  # noqa: PLC0415
 

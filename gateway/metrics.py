@@ -100,6 +100,7 @@ class Metrics:
             ["device", "register", "reason"],
             registry=r,
         )
+        self._modbus_connections(r)
         self.inflight = Gauge(
             "gateway_mqtt_inflight", "Publishes awaiting a broker acknowledgement.", registry=r
         )
@@ -304,6 +305,36 @@ class Metrics:
         for s in LINK_STATES:
             self.link_state.labels(link, s).set(1 if s == state else 0)
         self.link_up.labels(link).set(1 if state == "up" else 0)
+
+    def _modbus_connections(self, r: CollectorRegistry) -> None:
+        """Modbus ports and network connections (issue 24), by connection: the port, or
+        transport://host:port."""
+        self.modbus_connection_up = Gauge(
+            "gateway_modbus_connection_up",
+            "1 while a Modbus port or network connection is open, by connection (the port, or "
+            "transport://host:port).",
+            ["connection"],
+            registry=r,
+        )
+        self.modbus_connection_devices = Gauge(
+            "gateway_modbus_connection_devices",
+            "Modbus devices attached to a port or network connection.",
+            ["connection"],
+            registry=r,
+        )
+        self.modbus_connects = Counter(
+            "gateway_modbus_connects_total",
+            "Opens of a Modbus port or network connection.",
+            ["connection"],
+            registry=r,
+        )
+        self.modbus_connection_drops = Counter(
+            "gateway_modbus_connection_drops_total",
+            "Network connections dropped by the gateway because nothing answered on them any "
+            "more (a half-open socket).",
+            ["connection"],
+            registry=r,
+        )
 
     def forget_device(self, device: str) -> None:
         """Remove a device's latest-value series (it left the config): no stale values."""

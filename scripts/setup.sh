@@ -51,6 +51,8 @@ declare -A APT_PACKAGES=(
     [systemd-container]=systemd-nspawn
     [python3]=python3
     [procps]=ps
+    # An independent Modbus client: tests/test_modbus_net_e2e.py compares its reads with ours.
+    [mbpoll]=mbpoll
 )
 
 have_program() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }

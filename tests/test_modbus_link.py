@@ -232,3 +232,23 @@ async def test_unplug_fails_the_link_and_replug_reads_again(line: SerialPair) ->
                     pass
             line.plug()
     assert line.realpath not in fds()  # three unplugs left no stale fd behind
+
+
+async def test_a_silent_slave_stays_offline_instead_of_flapping(line: SerialPair) -> None:
+    """A slave that never answers: its link is never `up` (its device never `online`), however
+    often it is asked again (it used to come up at every reopen and fail 0.5 s later)."""
+    from gateway.supervisor import Supervisor  # noqa: PLC0415
+
+    dev = device(line.dev, 2, backoff={"initial": 0.05, "max": 0.2, "reset_after": 1.0})
+    sim = ModbusSimulator(line.peer, {1: server_map(dev)}, parity="N")  # unit 2: not there
+    states: list[str] = []
+    sup = Supervisor(Metrics(), on_change=lambda: states.append(sup.status["modbus:unit2"].state))
+    link = ModbusLink(dev, ModbusBuses().bus_for(dev), Collector(), Metrics())
+    async with serving(sim), sup:
+        sup.start(link)
+        async with asyncio.timeout(10):
+            while sup.status["modbus:unit2"].failures < 4:  # noqa: ASYNC110 - a counter
+                await asyncio.sleep(0.05)
+        assert "up" not in states
+        assert "backing_off" in states
+        await sup.stop(link.name)

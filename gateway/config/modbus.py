@@ -1,4 +1,5 @@
-"""Modbus RTU devices: the serial port (shared with serial devices), the unit id, the registers.
+"""Modbus devices: the transport (a serial port, as serial devices have, or a network
+connection), the unit id, the registers.
 
 A register entry is also the sensor's spec: its unit and Home Assistant classes become the
 sensor's (a `sensors:` entry of the same name adds filters and discovery keys, and wins where
@@ -141,20 +142,104 @@ def modicon_hint(address: int, function: str) -> str | None:
     return None
 
 
+Transport = Literal["serial", "tcp", "rtu_over_tcp", "udp"]
+NETWORK_TRANSPORTS = ("tcp", "rtu_over_tcp", "udp")
+#: Keys that only a serial line has: refused with a network transport (they would do nothing).
+_SERIAL_ONLY = ("match", "baudrate", "bytesize", "parity", "stopbits")
+DEFAULT_TCP_PORT = 502  # Modbus TCP's registered port (IANA)
+
+
 class ModbusDevice(SerialPortOptions, DeviceBase):
-    """A Modbus RTU slave on a serial line (RS485 usually). Devices with the same port share
-    one client and one port, and their requests go one at a time."""
+    """A Modbus slave: on a serial line (RS485 usually: `port` is the device path) or over the
+    network (`transport: tcp | rtu_over_tcp | udp`: `host` and `port`, a number). Devices with
+    the same port (serial) or the same transport, host and port share one connection, and their
+    requests go one at a time."""
 
     type: Literal["modbus"]
+    transport: Transport = Field(
+        "serial",
+        description="serial (RTU on `port`, a device path), tcp (Modbus TCP), rtu_over_tcp (RTU "
+        "frames over a TCP socket: serial-to-Ethernet converters) or udp (Modbus TCP's framing "
+        "in UDP datagrams).",
+    )
+    host: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        description="Network transports: the device's or converter's host name or address "
+        "(names are resolved at every connect).",
+    )
+    port: str | int | None = Field(  # type: ignore[assignment]  # a number for networks
+        None,
+        validate_default=True,
+        description="serial: the device path, e.g. /dev/ttyUSB0 or /dev/serial/by-id/... "
+        "(symlinks followed at every open; or `match`). Network transports: the TCP or UDP port "
+        "number (default 502).",
+    )
     baudrate: int = Field(9600, gt=0, description="Bits per second.")
     parity: Literal["N", "E", "O", "M", "S"] = Field(
         "E", description="None, even (the Modbus default), odd, mark or space."
     )
-    unit_id: int = Field(1, ge=1, le=247, description="The slave's address on the bus.")
+    unit_id: int = Field(
+        1,
+        ge=0,
+        le=255,
+        description="The slave's address: 1-247 on a serial line; over the network also 0 or "
+        "255, which many devices reached directly over TCP expect.",
+    )
     poll_interval: float = Field(10.0, gt=0, description="Seconds between reads of all registers.")
     timeout: float = Field(1.0, gt=0, description="Seconds to wait for each answer.")
     retries: int = Field(2, ge=0, le=10, description="Further tries of a request not answered.")
     registers: list[RegisterSpec] = Field(min_length=1, description="What to read (and write).")
+
+    @field_validator("port")
+    @classmethod
+    def _port_or_match(  # type: ignore[override]  # a port may be a number here
+        cls, value: str | int | None, info: ValidationInfo
+    ) -> str | int | None:
+        # Replaces the serial check of the same name: what `port` must be depends on
+        # `transport`, which is validated after it (see `_transport_keys`).
+        return value
+
+    @model_validator(mode="after")
+    def _transport_keys(self) -> Self:
+        problem = self._network_problem() if self.is_network else self._serial_problem()
+        if problem is not None:
+            raise ValueError(problem)
+        if self.is_network and self.port is None:
+            object.__setattr__(self, "port", DEFAULT_TCP_PORT)  # frozen model: set once here
+        return self
+
+    def _serial_problem(self) -> str | None:
+        if self.host is not None:
+            return "host is for the network transports: set transport: tcp, rtu_over_tcp or udp"
+        if isinstance(self.port, int):
+            return (
+                "a serial Modbus device's port is its device path (/dev/ttyUSB0); for a device "
+                "on the network set transport: tcp (or rtu_over_tcp, udp) and host"
+            )
+        if self.port is None and self.match is None:
+            return "give port (the device path) or match"
+        if self.port is not None and self.match is not None:
+            return "give either port or match, not both"
+        if not 1 <= self.unit_id <= 247:
+            return f"unit_id {self.unit_id}: a serial line's slaves are 1-247"
+        return None
+
+    def _network_problem(self) -> str | None:
+        given = [k for k in _SERIAL_ONLY if k in self.model_fields_set]
+        if given:
+            return f"{', '.join(given)}: serial line settings, not for transport {self.transport}"
+        if self.host is None:
+            return f"transport {self.transport} needs host (and port, default 502)"
+        if self.port is not None and (
+            not isinstance(self.port, int) or not 1 <= self.port <= 65535
+        ):
+            return (
+                f"port of transport {self.transport} is the TCP/UDP port number (1-65535, "
+                f"default 502), not {self.port!r}"
+            )
+        return None
 
     @model_validator(mode="after")
     def _registers_are_sensors(self) -> Self:
@@ -187,13 +272,30 @@ class ModbusDevice(SerialPortOptions, DeviceBase):
         return next((r for r in self.registers if r.name == name), None)
 
     @property
+    def is_network(self) -> bool:
+        return self.transport in NETWORK_TRANSPORTS
+
+    @property
     def bus_key(self) -> tuple[object, ...]:
-        """Devices with the same key share a port (one client, requests one at a time)."""
+        """Devices with the same key share a port or a connection (one client, requests one at
+        a time)."""
+        if self.is_network:
+            assert self.host is not None  # the model requires it
+            return (self.transport, self.host.lower(), self.port)
         return (self.port, self.match)
 
     @property
     def line_settings(self) -> tuple[object, ...]:
+        if self.is_network:
+            return ()
         return (self.baudrate, self.bytesize, self.parity, self.stopbits)
 
+    @property
+    def connection_label(self) -> str:
+        """`tcp://inverter.local:502`, or the serial port: for logs, /status and metrics."""
+        if self.is_network:
+            return f"{self.transport}://{self.host}:{self.port}"
+        return str(self.port) if self.port is not None else f"match {self.match_text}"
 
-__all__ = ["ModbusDevice", "RegisterSpec"]
+
+__all__ = ["NETWORK_TRANSPORTS", "ModbusDevice", "RegisterSpec", "Transport"]

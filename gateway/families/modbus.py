@@ -1,5 +1,6 @@
-"""Modbus RTU devices (`type: modbus`): devices on one port share its bus. pymodbus (the
-`modbus` extra) is imported only when a Modbus link is made."""
+"""Modbus devices (`type: modbus`): devices on one serial port, or with the same transport,
+host and port, share its bus. pymodbus (the `modbus` extra) is imported only when a Modbus link
+is made."""
 
 from __future__ import annotations
 
@@ -20,8 +21,15 @@ class ModbusFamily(Family):
         from gateway.modbus.bus import ModbusBuses  # noqa: PLC0415 - the `modbus` extra
         from gateway.modbus.link import ModbusLink  # noqa: PLC0415
 
-        buses = ctx.shared(self.name, ModbusBuses)
+        buses = ctx.shared(self.name, lambda: ModbusBuses(ctx.metrics))
         return ModbusLink(device, buses.bus_for(device), ctx.submit, ctx.metrics)
+
+    status_key = "modbus"
+
+    def status_document(self, ctx: FamilyContext, view: Any, now: float) -> object:
+        """Each port or connection in use and the devices on it; None without Modbus."""
+        buses = ctx.peek(self.name)
+        return None if buses is None else buses.status()  # type: ignore[attr-defined]
 
 
 MODBUS = ModbusFamily()

@@ -1,5 +1,10 @@
-"""A Modbus RTU device's link (`modbus:<id>`): attached to its port's bus, it reads every
-register each `poll_interval` and writes registers and coils for MQTT commands.
+"""A Modbus device's link (`modbus:<id>`): attached to its port's or connection's bus, it reads
+every register each `poll_interval` and writes registers and coils for MQTT commands.
+
+The link is up (and the device `online`) only once the unit has answered: entering it opens or
+joins the connection and asks the first request of the cycle; a unit that does not answer fails
+the entering (`timeout`) and is asked again after its backoff, so a silent unit stays offline
+instead of flapping online at every reconnect.
 
 A request without an answer (after `retries` further tries) or with an exception answer costs
 only the registers it was for: it is counted (`gateway_modbus_errors_total{device,register,
@@ -26,7 +31,7 @@ from gateway.errors import DecodeError, LinkDownError, TransientLinkError
 from gateway.linknames import link_name
 from gateway.metrics import Metrics
 from gateway.modbus.bus import ModbusBus
-from gateway.modbus.client import ExceptionResponseError, RtuClient
+from gateway.modbus.client import ExceptionResponseError, ModbusClient
 from gateway.modbus.registers import ReadRequest, decode, encode, plan_reads
 from gateway.models import Submit, Value
 
@@ -45,11 +50,13 @@ class ModbusLink:
     ) -> None:
         self.device = device
         self.name = link_name(device)
-        self.open_timeout = device.open_timeout
+        # Opening includes the first answer: its timeout and retries come on top.
+        self.open_timeout = device.open_timeout + device.timeout * (device.retries + 1)
         self.backoff = device.backoff.policy()
         self._bus = bus
         self._submit = submit
         self._metrics = metrics
+        self._received = metrics.readings_received.labels(device.id)
         self._alone: frozenset[str] = frozenset()
         self._plan = plan_reads(device.registers)
         self._stack: contextlib.AsyncExitStack | None = None
@@ -71,9 +78,39 @@ class ModbusLink:
         self._wake.clear()
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self._bus.attached(self.name, self._on_lost))
+            await self._first_answer()
             self._stack = stack.pop_all()
         self._up.set()
         return self
+
+    async def _first_answer(self) -> None:
+        """Ask the cycle's first request: any answer (values or an exception) will do."""
+        first = self._plan[0]
+        d = self.device
+        try:
+            await self._ask(
+                first.function,
+                lambda c: c.read(first.function, first.address, first.count, d.unit_id),
+            )
+        except ExceptionResponseError:
+            pass  # it is there; the cycle will say what it refuses
+        except TimeoutError:
+            self._count(first.registers, "timeout")
+            raise self._no_answer() from None
+        except LinkDownError as exc:
+            self._check_port()
+            raise self._went_away() from exc
+
+    def _no_answer(self) -> NoAnswerError:
+        checks = (
+            "unit_id, host and port"
+            if self.device.is_network
+            else "the wiring, unit_id, baudrate and parity"
+        )
+        return NoAnswerError(
+            f"unit {self.device.unit_id} on {self._bus.path} does not answer",
+            advice=f"check {checks}; asking again with backoff",
+        )
 
     async def __aexit__(
         self,
@@ -106,11 +143,15 @@ class ModbusLink:
 
     def _check_port(self) -> None:
         if self._lost or not self._bus.connected:
-            raise TransientLinkError(
-                f"{self._bus.path} went away",
-                kind="unplugged",
-                advice="reopening with backoff until it is back",
-            )
+            raise self._went_away()
+
+    def _went_away(self) -> TransientLinkError:
+        network = self._bus.network
+        return TransientLinkError(
+            f"{self._bus.path} {'disconnected' if network else 'went away'}",
+            kind="disconnected" if network else "unplugged",
+            advice=f"{'reconnecting' if network else 'reopening'} with backoff until it is back",
+        )
 
     async def poll_once(self) -> None:
         """Read every register once and submit the values of those that answered."""
@@ -122,15 +163,14 @@ class ModbusLink:
                 answered |= await self._read(request, values) != "timeout"
         except LinkDownError as exc:
             self._check_port()
-            raise TransientLinkError(str(exc), kind="unplugged") from exc
+            raise self._went_away() from exc
         if values:
-            self._submit(to_readings(self.device.id, values, self.device.sensors, ts))
+            readings = to_readings(self.device.id, values, self.device.sensors, ts)
+            self._received.inc(len(readings))
+            self._submit(readings)
         if not answered:
             self._check_port()
-            raise NoAnswerError(
-                f"unit {self.device.unit_id} on {self._bus.path} does not answer",
-                advice="check the wiring, unit_id, baudrate and parity; asking again with backoff",
-            )
+            raise self._no_answer()
 
     async def _read(self, request: ReadRequest, values: dict[str, Value]) -> str | None:
         """One block into `values`; None, or why not: `timeout` or the exception's name."""
@@ -178,17 +218,33 @@ class ModbusLink:
         self._alone |= refused
         self._plan = plan_reads(self.device.registers, alone=self._alone)
 
-    async def _ask(self, function: str, call: Callable[[RtuClient], Awaitable[T]]) -> T:
-        """One request with the device's timeout and retries; TimeoutError if none answered."""
+    async def _ask(self, function: str, call: Callable[[ModbusClient], Awaitable[T]]) -> T:
+        """One request with the device's timeout and retries; TimeoutError if none answered
+        (the bus hears of it: a unit that answered before and now does not, with nothing
+        else answering either, means a dead connection)."""
         requests = self._metrics.modbus_requests.labels(self.device.id, function)
+        unit = self.device.unit_id
+        since: float | None = None
         for _attempt in range(self.device.retries + 1):
             requests.inc()
             async with self._bus.turn() as client:
+                since = time.monotonic() if since is None else since
                 try:
                     async with asyncio.timeout(self.device.timeout):
-                        return await call(client)
+                        answer = await call(client)
                 except TimeoutError:
+                    if self._bus.quiet_after_timeout:
+                        # RTU frames carry no transaction id: a late answer must arrive while
+                        # no request waits (pymodbus drops it), not be taken for the next one.
+                        await asyncio.sleep(self.device.timeout)
                     continue
+                except ExceptionResponseError:
+                    self._bus.answered(unit)
+                    raise
+                self._bus.answered(unit)
+                return answer
+        if since is not None:
+            self._bus.unanswered(unit, since)
         raise TimeoutError
 
     def _count(self, registers: tuple[RegisterSpec, ...], reason: str) -> None:

@@ -1,10 +1,18 @@
-"""Modbus RTU slaves played by pymodbus's own server, for `gateway simulate modbus` and the
-tests: the server side, the only module besides `client.py` that knows pymodbus.
+"""Modbus slaves played by pymodbus's own servers, for `gateway simulate modbus` and the tests:
+the server side, the only module besides `client.py` that knows pymodbus.
 
-A unit's map is `{function: {address: word or bit}}`; addresses not in it draw an exception
-answer (illegal address), units not in the map never answer (as on a real bus), and a unit in
-`silent` stops answering until it is removed. `values` is live: the server reads from it at
-every request and writes to it, so a test or a profile changes what the slaves say.
+The slaves are served on a serial port (RTU), or on loopback over TCP (Modbus TCP framing, or
+RTU frames as a serial-to-Ethernet converter sends them) or UDP. A unit's map is
+`{function: {address: word or bit}}`; addresses not in it draw an exception answer (illegal
+address), units not in the map never answer (as on a real bus), and a unit in `silent` stops
+answering until it is removed. `values` is live: the server reads from it at every request and
+writes to it, so a test or a profile changes what the slaves say.
+
+pymodbus (3.16) answers a unit it was not given with exception 4 (its `SimDevice` API ignores
+`ignore_missing_devices`), so silence is made where the answer leaves: the packet hook
+(`trace_packet`) drops every answer of a unit that is silent or not configured. Its TCP server
+also answers only the first of several requests that arrive together: the gateway sends one at
+a time per connection.
 """
 
 from __future__ import annotations
@@ -22,13 +30,16 @@ from pathlib import Path
 
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusSerialServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer, ModbusUdpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gateway.config.modbus import RegisterSpec
 from gateway.modbus.registers import encode
 
 UnitMap = dict[str, dict[int, int]]  # function -> address -> register word (or bit 0/1)
+#: Where the unit id is in an answer: the first byte of an RTU frame, after the MBAP header's
+#: transaction id, protocol id and length (6 bytes) in Modbus TCP framing.
+_UNIT_AT = {"serial": 0, "rtu_over_tcp": 0, "tcp": 6, "udp": 6}
 _FUNCTION_CODES = {3: "holding", 6: "holding", 16: "holding", 4: "input"}
 
 
@@ -61,9 +72,11 @@ def _block(cells: Mapping[int, int], bits: bool) -> list[SimData]:
 class ModbusSimulator:
     def __init__(
         self,
-        port: str | Path,
+        port: str | Path | int,
         units: Mapping[int, UnitMap],
         *,
+        transport: str = "serial",
+        host: str = "127.0.0.1",
         baudrate: int = 9600,
         parity: str = "E",
         bytesize: int = 8,
@@ -74,7 +87,11 @@ class ModbusSimulator:
         }
         self.silent: set[int] = set()
         self.requests = 0
+        self.connections = 0  # TCP connections open now (a serial port or UDP has none)
         self.before_answer: Callable[[ModbusSimulator], None] | None = None
+        self.transport = transport
+        self._unit_at = _UNIT_AT[transport]
+        self._address = (host, int(str(port))) if transport != "serial" else None
         self._line = {
             "port": str(port),
             "baudrate": baudrate,
@@ -86,8 +103,13 @@ class ModbusSimulator:
     def _trace(self, sending: bool, packet: bytes) -> bytes:
         if not sending:
             self.requests += 1
-        # An RTU frame starts with the unit id: a silent unit's answers are never sent.
-        return b"" if sending and packet and packet[0] in self.silent else packet
+            return packet
+        # Silent and unknown units' answers are never sent (as on a real bus).
+        unit = packet[self._unit_at] if len(packet) > self._unit_at else None
+        return b"" if unit in self.silent or unit not in self.values else packet
+
+    def _connected(self, connected: bool) -> None:
+        self.connections += 1 if connected else -1
 
     async def _serve(  # noqa: PLR0917 - pymodbus's signature for an action
         self,
@@ -140,17 +162,33 @@ class ModbusSimulator:
             )
             for unit, table in self.values.items()
         ]
-        server = ModbusSerialServer(
-            devices,
-            framer=FramerType.RTU,
-            ignore_missing_devices=True,
-            trace_packet=self._trace,
-            **self._line,  # type: ignore[arg-type]
-        )
+        server = self._server(devices)
         try:
             await server.serve_forever()
         finally:
             await server.shutdown()  # type: ignore[no-untyped-call]
+
+    def _server(
+        self, devices: list[SimDevice]
+    ) -> ModbusSerialServer | ModbusTcpServer | ModbusUdpServer:
+        common: dict[str, object] = {"ignore_missing_devices": True, "trace_packet": self._trace}
+        if self._address is None:
+            return ModbusSerialServer(
+                devices,
+                framer=FramerType.RTU,
+                **common,  # type: ignore[arg-type]
+                **self._line,  # type: ignore[arg-type]
+            )
+        if self.transport == "udp":
+            return ModbusUdpServer(devices, address=self._address, **common)  # type: ignore[arg-type]
+        framer = FramerType.RTU if self.transport == "rtu_over_tcp" else FramerType.SOCKET
+        return ModbusTcpServer(
+            devices,
+            framer=framer,
+            address=self._address,
+            trace_connect=self._connected,
+            **common,  # type: ignore[arg-type]
+        )
 
 
 # -- the `gateway simulate modbus` profile ------------------------------------------------------
@@ -198,6 +236,18 @@ async def _serve_until_signalled(sim: ModbusSimulator) -> None:
         loop.add_signal_handler(sig, task.cancel)
     with contextlib.suppress(asyncio.CancelledError):
         await sim.serve()
+
+
+def simulate_modbus_network(transport: str, host: str, port: int) -> int:
+    """`gateway simulate modbus --tcp PORT` (`--rtu-over-tcp`, `--udp`): the profile's two
+    slaves on `host` (loopback by default), with pymodbus's own TCP or UDP server."""
+    sim = ModbusSimulator(port, profile_units(), transport=transport, host=host)
+    play_profile(sim)  # the slaves' tables: every address the profile uses
+    sim.before_answer = play_profile
+    where = f"{transport.replace('_', ' ')} {host}:{port}"
+    print(f"simulating modbus units 1 (meter) and 2 (thermometer) on {where}", file=sys.stderr)
+    asyncio.run(_serve_until_signalled(sim))
+    return 0
 
 
 def simulate_modbus(port: Path | None, link: Path | None, baudrate: int, parity: str) -> int:
