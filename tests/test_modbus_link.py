@@ -13,7 +13,7 @@ import pytest
 from helpers import SerialPair, missing_programs
 
 from gateway.config import ModbusDevice
-from gateway.errors import LinkDownError, TransientLinkError
+from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
 from gateway.metrics import Metrics
 from gateway.modbus.bus import ModbusBuses
 from gateway.modbus.link import ModbusLink
@@ -252,3 +252,19 @@ async def test_a_silent_slave_stays_offline_instead_of_flapping(line: SerialPair
         assert "up" not in states
         assert "backing_off" in states
         await sup.stop(link.name)
+
+
+@pytest.mark.parametrize("parity", ["E", "M", "S"])
+async def test_a_parity_the_port_refuses_is_a_config_failure_not_a_crash(
+    line: SerialPair, parity: str
+) -> None:
+    """socat's ptys refuse parity bits, as USB adapters without mark/space parity do: termios
+    raises from inside pymodbus's connect, which is not an OSError. It is a config failure with
+    advice (the link backs off and says why), never "crashed (a bug)"."""
+    dev = device(line.dev, 1, parity=parity)
+    link = ModbusLink(dev, ModbusBuses().bus_for(dev), Collector(), Metrics())
+    with pytest.raises(FatalLinkError) as err:
+        async with link:
+            pass
+    assert err.value.kind == "config"
+    assert "parity" in (err.value.advice or "")

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import socket
+import termios
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
@@ -86,7 +87,7 @@ class SerialLine:
         )
         try:
             opened = await client.connect()
-        except ValueError as exc:  # settings pyserial refuses
+        except (ValueError, termios.error) as exc:  # settings pyserial or the driver refuses
             client.close()
             raise translate_open_error(path, exc) from exc
         except BaseException:
