@@ -28,7 +28,9 @@ from helpers import (
     send_until_seen,
     serial_device,
     wait_path,
+    wait_until,
 )
+from httpprobe import endpoint, sample, scrape
 
 from gateway.simdevices import METER_DECODER, METER_FRAMING, METER_QUERY
 
@@ -184,3 +186,49 @@ def test_port_held_by_another_program_is_named_then_opened_when_free(
     # Now the gateway holds it: a second program that asks for the port exclusively is refused.
     with pytest.raises(serial.SerialException, match="Could not exclusively lock port"):
         serial.Serial(pair.dev, exclusive=True)
+
+
+def test_a_huge_number_is_a_counted_decode_error_and_the_rest_goes_on(
+    broker: Broker,
+    make_serial_pair: SerialPairFactory,
+    subscriber: Subscriber,
+    daemon: Daemon,
+) -> None:
+    """Issue 21, item 7: a 400-digit value (kv or json) does not fit a float. It once raised
+    OverflowError in the port's callback (the rest of the chunk lost) and made /metrics answer
+    500 while `sensor_values` was on; now the frame is a counted decode error."""
+    kv_pair, json_pair = make_serial_pair("KV"), make_serial_pair("JS")
+    devices = [
+        serial_device("boiler", kv_pair),
+        serial_device("meter", json_pair, decoder="json"),
+    ]
+    config = gateway_config(broker, devices)
+    config["metrics"]["sensor_values"] = True
+    daemon.start(config)
+    base = endpoint(daemon)
+    send_until_seen(kv_pair, subscriber, PREFIX, "boiler")
+
+    def json_seen() -> bool:  # the port may not be read yet: write until a reading arrives
+        json_pair.write(b'{"up": 1}\n')
+        return bool(subscriber.on_topic(f"{PREFIX}/meter/up"))
+
+    wait_until(json_seen, 10, "the json device's first reading")
+    huge = "9" * 400
+    # One write: the good lines around the bad one arrive in the same chunk.
+    kv_pair.write(f"temp=1\nbig={huge}\ntemp=2\n".encode())
+    json_pair.write(f'{{"temp": 1}}\n{{"big": {huge}}}\n{{"temp": 2}}\n'.encode())
+    for device in ("boiler", "meter"):
+        subscriber.wait_value(f"{PREFIX}/{device}/temp", 2)
+    kv_pair.write(b"temp=3\n")
+    json_pair.write(b'{"temp": 3}\n')
+    for device in ("boiler", "meter"):
+        subscriber.wait_value(f"{PREFIX}/{device}/temp", 3)
+        assert subscriber.on_topic(f"{PREFIX}/{device}/big") == []
+        assert [m.value for m in subscriber.on_topic(f"{PREFIX}/{device}/temp")][-3:] == [1, 2, 3]
+
+    samples = scrape(base)  # asserts 200
+    for device in ("boiler", "meter"):
+        errors = sample(samples, "gateway_frame_errors_total", device=device, reason="decode")
+        assert errors == 1, device
+        assert sample(samples, "gateway_sensor_value", device=device, sensor="temp", unit="") == 3
+    assert "Traceback" not in daemon.log()
