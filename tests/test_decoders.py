@@ -515,3 +515,21 @@ def test_struct_scale_or_offset_overflowing_a_double_is_a_decode_error(
 ) -> None:
     with pytest.raises(DecodeError, match="finite"):
         decode({"type": "struct", "format": fmt, "fields": [field]}, struct.pack(fmt, raw))
+
+
+# -- user regexes in linear time (issue 21, item 19) -----------------------------------------
+
+
+@pytest.mark.timeout(10)  # Python's backtracking engine: about 2 minutes for this line
+def test_a_backtracking_regex_gives_up_in_linear_time() -> None:
+    spec = {"type": "regex", "pattern": r"T=(?P<temp>(\d+)+)C"}
+    with pytest.raises(DecodeError, match="does not match"):
+        decode(spec, b"T=" + b"1" * 30 + b"x")
+    assert decode(spec, b"T=" + b"1" * 30 + b"C") == {"temp": int("1" * 30)}
+
+
+def test_regex_syntax_users_write_still_works() -> None:
+    pattern = r"(?i)^id:(?P<id>\w+)\s+t=(?P<temp>[-+]?\d*\.?\d+)\s*°?C?(?:\s+(?P<ok>ok|fail))?\z"
+    spec = {"type": "regex", "pattern": pattern}
+    assert decode(spec, "ID:x1  t=-3.25 °C OK".encode()) == {"id": "x1", "temp": -3.25, "ok": "OK"}
+    assert decode(spec, b"id:x1 t=.5") == {"id": "x1", "temp": 0.5}
