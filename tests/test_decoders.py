@@ -533,3 +533,12 @@ def test_regex_syntax_users_write_still_works() -> None:
     spec = {"type": "regex", "pattern": pattern}
     assert decode(spec, "ID:x1  t=-3.25 °C OK".encode()) == {"id": "x1", "temp": -3.25, "ok": "OK"}
     assert decode(spec, b"id:x1 t=.5") == {"id": "x1", "temp": 0.5}
+
+
+@pytest.mark.parametrize("kind", ["float", "int", "str", "bool"])
+@pytest.mark.parametrize("raw", [10**400, 10**5000], ids=["400_digits", "5000_digits"])
+def test_to_readings_of_an_int_beyond_a_float_is_a_decode_error(raw: int, kind: Any) -> None:
+    """Found by the fuzz suite: coercing it raised OverflowError, or ValueError (str() of an
+    int over 4300 digits), also while writing the error message."""
+    with pytest.raises(DecodeError, match="float"):
+        to_readings("d", {"x": raw}, {"x": SensorSpec(type=kind)}, 0.0)

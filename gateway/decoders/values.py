@@ -18,7 +18,8 @@ def fits_float(number: int, name: str) -> int:
     raise OverflowError at each of them."""
     if -_FLOAT_MAX <= number <= _FLOAT_MAX:  # int/float comparison: exact, never overflows
         return number
-    raise DecodeError(f"{name}: a number of {len(str(number))} digits does not fit a float")
+    # (Not str(number) in the message: over 4300 digits, that raises ValueError.)
+    raise DecodeError(f"{name}: a number of {number.bit_length()} bits does not fit a float")
 
 
 def parse_number(text: str) -> int | float | None:
