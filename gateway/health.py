@@ -22,7 +22,7 @@ from gateway.linknames import SESSION, link_name, stream_link_name
 from gateway.metrics import Metrics
 from gateway.models import Reading, Value
 from gateway.mqtt.session import MqttSession, server_label
-from gateway.recent import Recent, SensorRecent
+from gateway.recent import Recent, SensorRecent, as_number
 
 if TYPE_CHECKING:
     from gateway.mqtt.availability import Availability
@@ -59,8 +59,10 @@ class Seen:
         for device, ts in self.last_seen.items():
             metrics.last_reading.labels(device).set(ts)
         for (device, sensor, unit), value in self.values.items():
-            if isinstance(value, bool | int | float):  # strings have no gauge
-                metrics.sensor_value.labels(device, sensor, unit).set(float(value))
+            # Strings have no gauge; nor has an int no float holds (it made the scrape a 500).
+            number = float(value) if isinstance(value, bool) else as_number(value)
+            if number is not None:
+                metrics.sensor_value.labels(device, sensor, unit).set(number)
 
 
 @dataclass(frozen=True, slots=True)

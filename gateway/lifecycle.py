@@ -161,7 +161,7 @@ class Gateway:
         cfg = self.cfg
         outbox = Outbox(cfg.gateway.state_dir / cfg.outbox.file, cfg.outbox, self.metrics)
         self.outbox = outbox
-        self.encoder = self.intake.encoder = Encoder(outbox, cfg)
+        self.encoder = self.intake.encoder = Encoder(outbox, cfg, self.metrics)
         self._sync_discovery(Discovery.SWITCHED_ON if cfg.homeassistant.discovery else None)
         outbox.open()
         stack.callback(outbox.close)  # last out: commits what is still in memory

@@ -44,7 +44,10 @@ def as_number(value: Value | None) -> float | None:
     """A value a sparkline can draw: finite ints and floats (not booleans, strings, None)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond a float (decoders refuse them: a last guard)
+        return None
     return number if math.isfinite(number) else None
 
 

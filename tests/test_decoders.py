@@ -453,3 +453,92 @@ def test_every_decoder_raises_only_decode_error(decoder: Any, frame: bytes) -> N
         return
     if fields:
         check_fields(fields)
+
+
+# -- numbers that do not fit a float (issue 21, items 7 and 16) -----------------------------
+
+HUGE = "9" * 400  # an int Python holds, a float cannot (and JSON consumers cannot either)
+OVER_INT_LIMIT = "9" * 5000  # beyond int()'s 4300-digit limit: ValueError, not a number
+
+
+@pytest.mark.parametrize("digits", [HUGE, "-" + HUGE])
+def test_kv_number_beyond_a_float_is_a_decode_error(digits: str) -> None:
+    with pytest.raises(DecodeError, match="float"):
+        decode_kv(f"temp=1,big={digits}".encode())
+
+
+def test_kv_number_beyond_the_int_digit_limit_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        decode_kv(f"big={OVER_INT_LIMIT}".encode())
+
+
+@pytest.mark.parametrize("digits", [HUGE, "-" + HUGE])
+def test_json_number_beyond_a_float_is_a_decode_error(digits: str) -> None:
+    with pytest.raises(DecodeError, match="float"):
+        decode_json(f'{{"temp": 1, "big": {digits}}}'.encode())
+
+
+def test_json_number_beyond_the_int_digit_limit_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        decode_json(f'{{"big": {OVER_INT_LIMIT}}}'.encode())
+
+
+def test_csv_and_regex_numbers_beyond_a_float_are_decode_errors() -> None:
+    with pytest.raises(DecodeError, match="float"):
+        decode({"type": "csv", "columns": ["a", "b"]}, f"1,{HUGE}".encode())
+    with pytest.raises(DecodeError, match="float"):
+        decode({"type": "regex", "pattern": r"v=(?P<v>\d+)"}, f"v={HUGE}".encode())
+
+
+def test_the_largest_ints_a_float_holds_still_decode() -> None:
+    assert decode_kv(b"big=18446744073709551615") == {"big": 18446744073709551615}
+    assert decode_json(b'{"big": -18446744073709551615}') == {"big": -18446744073709551615}
+
+
+def test_to_readings_int_coercion_of_a_huge_float_fits_a_float() -> None:
+    [reading] = to_readings("d", {"x": 1e300}, {"x": SensorSpec(type="int")}, 0.0)
+    assert isinstance(reading.value, int)
+    assert float(reading.value) == 1e300
+
+
+@pytest.mark.parametrize(
+    ("fmt", "raw", "field"),
+    [
+        ("<d", 1e308, {"name": "x", "scale": 10.0}),  # the scale overflows a double
+        ("<d", -1e308, {"name": "x", "scale": 1e10}),
+        ("<d", 1e308, {"name": "x", "offset": 1e308}),  # the offset does
+        ("<f", 3e38, {"name": "x", "scale": 1e300}),
+    ],
+)
+def test_struct_scale_or_offset_overflowing_a_double_is_a_decode_error(
+    fmt: str, raw: float, field: dict[str, Any]
+) -> None:
+    with pytest.raises(DecodeError, match="finite"):
+        decode({"type": "struct", "format": fmt, "fields": [field]}, struct.pack(fmt, raw))
+
+
+# -- user regexes in linear time (issue 21, item 19) -----------------------------------------
+
+
+@pytest.mark.timeout(10)  # Python's backtracking engine: about 2 minutes for this line
+def test_a_backtracking_regex_gives_up_in_linear_time() -> None:
+    spec = {"type": "regex", "pattern": r"T=(?P<temp>(\d+)+)C"}
+    with pytest.raises(DecodeError, match="does not match"):
+        decode(spec, b"T=" + b"1" * 30 + b"x")
+    assert decode(spec, b"T=" + b"1" * 30 + b"C") == {"temp": int("1" * 30)}
+
+
+def test_regex_syntax_users_write_still_works() -> None:
+    pattern = r"(?i)^id:(?P<id>\w+)\s+t=(?P<temp>[-+]?\d*\.?\d+)\s*°?C?(?:\s+(?P<ok>ok|fail))?\z"
+    spec = {"type": "regex", "pattern": pattern}
+    assert decode(spec, "ID:x1  t=-3.25 °C OK".encode()) == {"id": "x1", "temp": -3.25, "ok": "OK"}
+    assert decode(spec, b"id:x1 t=.5") == {"id": "x1", "temp": 0.5}
+
+
+@pytest.mark.parametrize("kind", ["float", "int", "str", "bool"])
+@pytest.mark.parametrize("raw", [10**400, 10**5000], ids=["400_digits", "5000_digits"])
+def test_to_readings_of_an_int_beyond_a_float_is_a_decode_error(raw: int, kind: Any) -> None:
+    """Found by the fuzz suite: coercing it raised OverflowError, or ValueError (str() of an
+    int over 4300 digits), also while writing the error message."""
+    with pytest.raises(DecodeError, match="float"):
+        to_readings("d", {"x": raw}, {"x": SensorSpec(type=kind)}, 0.0)

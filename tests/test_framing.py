@@ -433,3 +433,51 @@ def test_modbus_rtu_frames_as_fixed_frames_with_crc() -> None:
     framer = PacketFramer(b"", frame_size=9, checksum=CRC)
     assert framer.feed(b"\x00" + answer + answer) == [answer[:-2]] * 2
     assert framer.errors == {"checksum": 1}
+
+
+# -- resync in linear time (issue 21, item 18) ----------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.binary(max_size=300),
+    ranges=st.lists(st.tuples(st.integers(0, 300), st.integers(0, 300)), max_size=10),
+    name=st.sampled_from(["xor", "sum", "sum16", "crc16_modbus"]),
+    drop=st.integers(0, 310),
+)
+def test_running_checksums_give_the_checksum_of_any_range(
+    data: bytes, ranges: list[tuple[int, int]], name: Any, drop: int
+) -> None:
+    """What the packet framer checks a candidate frame with: the checksum of a range from the
+    running states, O(1) (O(log size) for the CRC) instead of a pass over the frame."""
+    cs = checksum(name)
+    sums = cs.running()
+    half = len(data) // 2
+    sums.extend(data[:half])
+    sums.extend(data[half:])  # in pieces, as the bytes arrive
+    for a, b in ranges:
+        start, end = sorted((min(a, len(data)), min(b, len(data))))
+        assert sums.of(start, end) == cs.compute(data[start:end])
+    sums.drop(min(drop, len(data)))  # the framer dropped the front of its buffer
+    rest = data[min(drop, len(data)) :]
+    assert sums.of(0, len(rest)) == cs.compute(rest)
+
+
+@pytest.mark.timeout(30)  # the quadratic resync took minutes here; linear, well under a second
+def test_resync_through_a_flood_of_false_markers_is_linear() -> None:
+    """Every 4 bytes a marker announcing a 60,000-byte frame whose CRC fails: each candidate
+    used to cost a CRC pass over its 60 KB (64 KiB took 44 s of CPU); now the flood is
+    counted at the cost of one pass over the bytes."""
+    marker = b"\xaa\x55" + (60_000).to_bytes(2, "big")
+    flood = marker * (256 * 1024 // 4)
+    # Every candidate starts at a multiple of 4 of a 4-periodic stream: all are alike, and
+    # their checksum does not match (so the count below is exact).
+    candidate = flood[: 4 + 60_000 + 2]
+    assert CRC.encode(candidate[4:-2]) != candidate[-2:]
+    framer = PacketFramer(b"\xaa\x55", length=LengthField(2), checksum=CRC, max_frame=65_536)
+    garbage = bytes(100)  # no marker: one resync
+    chunks = [garbage] + [flood[i : i + 4096] for i in range(0, len(flood), 4096)]
+    assert feed_all(framer, chunks) == []
+    complete = sum(1 for p in range(0, len(flood), 4) if p + len(candidate) <= len(flood))
+    assert framer.errors == {"resync": 1, "checksum": complete}
+    assert len(framer._buf) < 65_536  # the pending candidates: bounded by max_frame

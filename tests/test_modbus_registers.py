@@ -246,3 +246,24 @@ def test_devices_on_one_port_share_line_settings_and_need_their_own_unit(tmp_pat
     assert "devices[1].unit_id: unit_id 1 is used by another device on this port" in problems(
         tmp_path, CONFIG + second.replace("BAUD", "9600").replace("UNIT", "1")
     )
+
+
+@pytest.mark.parametrize(
+    ("data_type", "raw", "scaling"),
+    [
+        ("float64", 1e308, {"scale": 10}),  # the scale overflows a double
+        ("float64", -1e308, {"offset": -1e308}),  # so does the offset
+        ("float32", 3e38, {"scale": 1e300}),
+        ("uint64", 2**64 - 1, {"scale": 1e300}),
+    ],
+)
+def test_a_scale_or_offset_overflowing_a_double_is_a_decode_error(
+    data_type: str, raw: float, scaling: dict[str, float]
+) -> None:
+    """Issue 21, item 16: `{"value": Infinity}` is not JSON; nan/inf never reach a payload."""
+    spec = reg("big", 0, data_type=data_type, **scaling)
+    fmt = {"float64": ">d", "float32": ">f", "uint64": ">Q"}[data_type]
+    packed = struct.pack(fmt, raw)
+    words = [int.from_bytes(packed[i : i + 2], "big") for i in range(0, len(packed), 2)]
+    with pytest.raises(DecodeError, match="finite"):
+        decode(spec, words)

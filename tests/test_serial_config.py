@@ -195,3 +195,25 @@ def test_commands_keep_their_string_form_and_raw_is_opt_in(tmp_path: Path) -> No
     assert device.commands["label"] == SerialCommand(template="L {payload}", payload="text")
     assert device.raw_commands is False
     assert load_device(tmp_path, "port: x\nraw_commands: true\n").raw_commands is True
+
+
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        (r"(?P<a>\d)\1", "backreference"),
+        (r"(?P<a>x)(?P=a)", "backreference"),
+        (r"(?P<a>\d+)(?=C)", "lookaround"),
+        (r"(?P<a>\d+)(?!C)", "lookaround"),
+        (r"(?<=T)(?P<a>\d+)", "lookaround"),
+        (r"(?<!T)(?P<a>\d+)", "lookaround"),
+    ],
+)
+def test_a_pattern_re2_cannot_run_is_an_error_at_its_line_that_says_why(
+    tmp_path: Path, pattern: str, why: str
+) -> None:
+    """Issue 21, item 19: user patterns run on RE2 (linear time, no backtracking), which has
+    no backreferences and no lookaround; the config says so where the pattern is."""
+    [problem] = problems(tmp_path, f"port: x\ndecoder: {{type: regex, pattern: '{pattern}'}}\n")
+    assert problem.startswith("7:28: devices[0].decoder.pattern: Value error, "), problem
+    assert "RE2" in problem
+    assert why in problem

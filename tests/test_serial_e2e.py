@@ -36,6 +36,7 @@ from helpers import (
     wait_path,
     wait_until,
 )
+from httpprobe import endpoint, get, sample, scrape
 
 from gateway.simdevices import METER_DECODER, METER_FRAMING, METER_QUERY
 
@@ -303,3 +304,80 @@ def test_a_replugged_port_is_read_within_2s_of_every_replug(
         send_until_seen(serial_pair, subscriber, PREFIX, "boiler", timeout=2.0)
     assert daemon.log_count("went away") == 5  # and no flapping in between
     assert daemon.alive
+
+
+def write_until_seen(pair: SerialPair, line: bytes, subscriber: Subscriber, topic: str) -> None:
+    """Write `line` until its reading arrives: the daemon may not read the port yet."""
+
+    def seen() -> bool:
+        pair.write(line)
+        return bool(subscriber.on_topic(topic))
+
+    wait_until(seen, 10, topic)
+
+
+def test_a_huge_number_is_a_counted_decode_error_and_the_rest_goes_on(
+    broker: Broker,
+    make_serial_pair: SerialPairFactory,
+    subscriber: Subscriber,
+    daemon: Daemon,
+) -> None:
+    """Issue 21, item 7: a 400-digit value (kv or json) does not fit a float. It once raised
+    OverflowError in the port's callback (the rest of the chunk lost) and made /metrics answer
+    500 while `sensor_values` was on; now the frame is a counted decode error."""
+    kv_pair, json_pair = make_serial_pair("KV"), make_serial_pair("JS")
+    devices = [
+        serial_device("boiler", kv_pair),
+        serial_device("meter", json_pair, decoder="json"),
+    ]
+    config = gateway_config(broker, devices)
+    config["metrics"]["sensor_values"] = True
+    daemon.start(config)
+    base = endpoint(daemon)
+    send_until_seen(kv_pair, subscriber, PREFIX, "boiler")
+    write_until_seen(json_pair, b'{"up": 1}\n', subscriber, f"{PREFIX}/meter/up")
+    huge = "9" * 400
+    # One write: the good lines around the bad one arrive in the same chunk.
+    kv_pair.write(f"temp=1\nbig={huge}\ntemp=2\n".encode())
+    json_pair.write(f'{{"temp": 1}}\n{{"big": {huge}}}\n{{"temp": 2}}\n'.encode())
+    for device in ("boiler", "meter"):
+        subscriber.wait_value(f"{PREFIX}/{device}/temp", 2)
+    kv_pair.write(b"temp=3\n")
+    json_pair.write(b'{"temp": 3}\n')
+    for device in ("boiler", "meter"):
+        subscriber.wait_value(f"{PREFIX}/{device}/temp", 3)
+        assert subscriber.on_topic(f"{PREFIX}/{device}/big") == []
+        assert [m.value for m in subscriber.on_topic(f"{PREFIX}/{device}/temp")][-3:] == [1, 2, 3]
+
+    samples = scrape(base)  # asserts 200
+    for device in ("boiler", "meter"):
+        errors = sample(samples, "gateway_frame_errors_total", device=device, reason="decode")
+        assert errors == 1, device
+        assert sample(samples, "gateway_sensor_value", device=device, sensor="temp", unit="") == 3
+    assert "Traceback" not in daemon.log()
+
+
+def test_a_hostile_line_for_a_backtracking_regex_does_not_block_the_gateway(
+    broker: Broker,
+    make_serial_pair: SerialPairFactory,
+    subscriber: Subscriber,
+    daemon: Daemon,
+) -> None:
+    """Issue 21, item 19: `(\\d+)+` backtracks exponentially in Python's engine (a 25-byte line
+    held the event loop for a minute). Patterns run on RE2: the hostile lines are plain
+    mismatches, and the other device, MQTT and /healthz go on."""
+    hostile, good = make_serial_pair("RX"), make_serial_pair("OK")
+    regex = {"type": "regex", "pattern": r"T=(?P<temp>(\d+)+)C"}
+    devices = [serial_device("probe", hostile, decoder=regex), serial_device("boiler", good)]
+    daemon.start(gateway_config(broker, devices))
+    base = endpoint(daemon)
+    send_until_seen(good, subscriber, PREFIX, "boiler")
+    write_until_seen(hostile, b"T=21C\n", subscriber, f"{PREFIX}/probe/temp")
+    hostile.write(b"T=" + b"1" * 32 + b"x\n" + b"T=" + b"2" * 40 + b"!\n")
+    good.write(b"temp=22\n")
+    subscriber.wait_value(f"{PREFIX}/boiler/temp", 22)
+    assert get(f"{base}/healthz").json() == {"status": "ok", "reasons": []}
+    hostile.write(b"T=23C\n")
+    subscriber.wait_value(f"{PREFIX}/probe/temp", 23)
+    samples = scrape(base)
+    assert sample(samples, "gateway_frame_errors_total", device="probe", reason="decode") == 2

@@ -9,6 +9,7 @@ from pydantic import Field, JsonValue
 
 from gateway.config.base import BackoffConfig, BatchConfig, Model, TopicLevel
 from gateway.config.filters import FilterSpec
+from gateway.limits import MAX_LEARNED
 
 
 class SensorSpec(Model):
@@ -63,6 +64,21 @@ class DeviceBase(Model):
         "sensor",
         description="sensor: one message per sensor to <prefix>/<device>/<sensor>. device: one "
         "JSON object per frame to <prefix>/<device>: every sensor's latest value, ts, seq.",
+    )
+    max_sensors: int = Field(
+        64,
+        ge=1,
+        le=MAX_LEARNED,
+        description="With payload: device, the most sensors the device's object holds besides "
+        "those listed under `sensors:`; a new name beyond it (a decoder that names sensors from "
+        "the data) is refused and counted in gateway_readings_dropped_total{reason="
+        '"too_many_sensors"}.',
+    )
+    sensor_expire_after: float | None = Field(
+        86400.0,
+        gt=0,
+        description="With payload: device, a sensor not seen for this many seconds leaves the "
+        "object, making room for others; null keeps every name until a restart or reload.",
     )
     availability: AvailabilityConfig = Field(
         AvailabilityConfig(),

@@ -4,7 +4,6 @@ polling."""
 from __future__ import annotations
 
 import codecs
-import re
 import string
 import struct
 from collections.abc import Callable, Mapping
@@ -32,6 +31,7 @@ from gateway.config.base import (
     hex_bytes,
 )
 from gateway.config.devices import DeviceBase
+from gateway.patterns import compile_linear
 
 
 def _usb_id(value: Any) -> Any:
@@ -202,10 +202,7 @@ class RegexDecoder(Model):
     @field_validator("pattern")
     @classmethod
     def _compiles_with_named_groups(cls, value: str) -> str:
-        try:
-            groups = re.compile(value).groupindex
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from None
+        groups = compile_linear(value).groupindex  # ValueError: why RE2 cannot run it
         if not groups:
             raise ValueError("needs at least one named group: (?P<name>...)")
         if bad := [name for name in groups if not TOPIC_LEVEL_RE.fullmatch(name)]:

@@ -27,6 +27,7 @@ from gateway.decoders.jsonobj import decode_json
 from gateway.decoders.kv import decode_kv
 from gateway.decoders.nmea import decode_nmea
 from gateway.decoders.regex import RegexGroupDecoder
+from gateway.decoders.values import fits_float
 from gateway.errors import DecodeError
 from gateway.models import Reading, Value
 
@@ -84,12 +85,14 @@ def to_readings(
         if spec is not None:
             unit = spec.unit
             if spec.type is not None:
+                if type(raw) is int:  # (str() of one over 4300 digits would raise ValueError)
+                    fits_float(raw, name)
                 try:
                     value = _COERCE[spec.type](raw)
                 except (TypeError, ValueError, OverflowError) as exc:  # int("1e400") overflows
-                    raise DecodeError(f"{name}={raw!r} is not a {spec.type}") from exc
+                    raise DecodeError(f"{name}={raw!r:.40} is not a {spec.type}") from exc
                 if isinstance(value, float) and not math.isfinite(value):  # float("nan")
-                    raise DecodeError(f"{name}={raw!r} is not a finite number")
+                    raise DecodeError(f"{name}={raw!r:.40} is not a finite number")
         readings.append(Reading(device, name, value, unit, ts))
     return readings
 

@@ -16,8 +16,10 @@ def _scaled(raw: int | float, spec: StructField) -> Value:
         return raw
     # Decimal arithmetic on the decimal text of scale and offset: 234 * 0.1 is 23.4, not
     # 23.400000000000002 (what a user wrote as 0.1 is what they mean).
-    value = Decimal(raw) * Decimal(repr(spec.scale)) + Decimal(repr(spec.offset))
-    return float(value)
+    value = float(Decimal(raw) * Decimal(repr(spec.scale)) + Decimal(repr(spec.offset)))
+    if not math.isfinite(value):  # 1e308 * 10: the double overflows; JSON has no inf
+        raise DecodeError(f"{spec.name}: {raw!r} scaled is not a finite number")
+    return value
 
 
 def _convert(raw: object, spec: StructField) -> Value:

@@ -8,6 +8,7 @@ import math
 import re
 from typing import Any
 
+from gateway.decoders.values import fits_float
 from gateway.errors import DecodeError
 from gateway.limits import JSON_MAX_DEPTH as _MAX_DEPTH
 from gateway.models import Value
@@ -22,8 +23,10 @@ def _flatten(obj: dict[str, Any], prefix: str, out: dict[str, Value], depth: int
             raise DecodeError(f"key {name[:40]!r} cannot be a topic level")
         if isinstance(value, dict) and depth < _MAX_DEPTH:
             _flatten(value, f"{name}_", out, depth + 1)
-        elif isinstance(value, bool | int | str):
+        elif isinstance(value, bool | str):
             out[name] = value
+        elif isinstance(value, int):
+            out[name] = fits_float(value, name)
         elif isinstance(value, float):
             if not math.isfinite(value):
                 raise DecodeError(f"{name} is not a finite number")
@@ -32,6 +35,7 @@ def _flatten(obj: dict[str, Any], prefix: str, out: dict[str, Value], depth: int
 
 def decode_json(frame: bytes) -> dict[str, Value]:
     try:
+        # ValueError includes an int of over 4300 digits (Python's bound on int parsing)
         obj = json.loads(frame)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise DecodeError(f"not JSON: {exc}") from exc

@@ -1,18 +1,20 @@
-"""`regex`: the named groups of a regular expression searched in the frame are the sensors."""
+"""`regex`: the named groups of a regular expression searched in the frame are the sensors.
+
+The pattern runs on RE2 (`gateway/patterns.py`): linear in the frame, so no line a device sends
+can hold the event loop, whatever the pattern."""
 
 from __future__ import annotations
-
-import re
 
 from gateway.config import RegexDecoder
 from gateway.decoders.values import decode_text, parse_value
 from gateway.errors import DecodeError
 from gateway.models import Value
+from gateway.patterns import compile_linear
 
 
 class RegexGroupDecoder:
     def __init__(self, spec: RegexDecoder, encoding: str = "utf-8") -> None:
-        self._pattern = re.compile(spec.pattern)
+        self._pattern = compile_linear(spec.pattern)  # checked when the config was loaded
         self._encoding = encoding
 
     def __call__(self, frame: bytes) -> dict[str, Value]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from gateway.config import (
 from gateway.errors import DecodeError
 from gateway.families.base import Family, FamilyContext, Out
 from gateway.models import Reading
+from gateway.patterns import compile_linear
 
 if TYPE_CHECKING:
     from gateway.supervisor import Link
@@ -41,7 +41,7 @@ class SerialFamily(Family):
         if isinstance(decoder, CsvDecoder):
             known.update({c: None for c in decoder.columns if c is not None})
         elif isinstance(decoder, RegexDecoder):
-            known.update({g: None for g in re.compile(decoder.pattern).groupindex})
+            known.update({g: None for g in compile_linear(decoder.pattern).groupindex})
         elif isinstance(decoder, StructDecoder):
             known.update({f.name: f.unit for f in decoder.field_specs() if f is not None})
         specs = sensor_specs(device)

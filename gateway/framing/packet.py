@@ -11,6 +11,10 @@ counted once per run as `resync`; a frame whose length field is out of range (`o
 `length`) or whose checksum does not match (`checksum`) is counted, and the search for a start
 marker resumes one byte after the rejected one, so a marker inside garbage costs one frame at
 most. Decisions depend only on the bytes, never on how they were chunked.
+
+Linear time: candidates overlap (a marker every few bytes, each announcing a long frame), so a
+candidate's checksum comes from the running checksum of the buffer (`Checksum.running`, each
+byte processed once), and a frame is copied only once it is accepted.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.framing.base import ErrorCounts
-from gateway.framing.checksums import Checksum, Endian
+from gateway.framing.checksums import Checksum, Endian, RunningChecksum
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,7 @@ class PacketFramer(ErrorCounts):
         self._length = length
         self._header = len(start) + (length.size if length else 0)
         self._cs = checksum
+        self._sums: RunningChecksum | None = checksum.running() if checksum else None
         self._cs_size = checksum.size if checksum else 0
         self._cs_from = 0 if checksum_includes_start else len(start)
         if length is None and frame_size <= self._header + self._cs_size:
@@ -58,6 +63,8 @@ class PacketFramer(ErrorCounts):
     def reset(self) -> int:
         dropped = len(self._buf)
         self._buf.clear()
+        if self._sums is not None:
+            self._sums.drop(dropped)
         return dropped
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -83,15 +90,16 @@ class PacketFramer(ErrorCounts):
                 continue
             if len(buf) - pos < size:
                 break
-            frame = bytes(buf[pos : pos + size])
-            if not self._checksum_ok(frame):
+            if not self._checksum_ok(buf, pos, size):
                 self._reject("checksum")
                 pos += 1
                 continue
-            frames.append(frame[self._header : size - self._cs_size])
+            frames.append(bytes(buf[pos + self._header : pos + size - self._cs_size]))
             pos += size
             self._hunting = False
         del buf[:pos]
+        if self._sums is not None:
+            self._sums.drop(pos)
         return frames
 
     def _size_at(self, buf: bytearray, pos: int) -> int | None:
@@ -110,12 +118,14 @@ class PacketFramer(ErrorCounts):
             return None
         return size
 
-    def _checksum_ok(self, frame: bytes) -> bool:
-        cs = self._cs
-        if cs is None:
+    def _checksum_ok(self, buf: bytearray, pos: int, size: int) -> bool:
+        cs, sums = self._cs, self._sums
+        if cs is None or sums is None:
             return True
-        end = len(frame) - self._cs_size
-        return cs.encode(frame[self._cs_from : end]) == frame[end:]
+        end = pos + size - self._cs_size
+        if sums.covered < end:  # each byte enters the running checksum once
+            sums.extend(buf[sums.covered : end])
+        return cs.wire(sums.of(pos + self._cs_from, end)) == buf[end : pos + size]
 
     def _reject(self, reason: str) -> None:
         self._count(reason)

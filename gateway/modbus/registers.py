@@ -95,7 +95,10 @@ def _scaled(raw: int | float, reg: RegisterSpec) -> Value:
     if reg.scale == 1 and reg.offset == 0:
         return raw
     # Decimal on the decimal text of scale and offset: 2301 × 0.1 is 230.1, not 230.10000000000002.
-    return float(Decimal(raw) * Decimal(repr(reg.scale)) + Decimal(repr(reg.offset)))
+    value = float(Decimal(raw) * Decimal(repr(reg.scale)) + Decimal(repr(reg.offset)))
+    if not math.isfinite(value):  # 1e308 × 10 overflows the double: JSON has no inf
+        raise DecodeError(f"{reg.name}: {raw!r} scaled is not a finite number")
+    return value
 
 
 def decode(reg: RegisterSpec, data: Sequence[int] | Sequence[bool]) -> dict[str, Value]:

@@ -83,7 +83,8 @@ def device_payload(state: DeviceState, seq: int | None = None) -> bytes:
     body["ts"] = round(ts, 3)
     if seq is not None:
         body["seq"] = seq
-    return json.dumps(body, ensure_ascii=False).encode()
+    # allow_nan=False: a ValueError (counted by the encoder) rather than invalid JSON (NaN).
+    return json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
 
 
 def reading_payload(reading: Reading, seq: int | None = None) -> bytes:
@@ -131,4 +132,4 @@ def _json_payload(reading: Reading, seq: int | None) -> bytes:
     }
     if seq is not None:
         body["seq"] = seq
-    return json.dumps(body, ensure_ascii=False).encode()
+    return json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
