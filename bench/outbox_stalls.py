@@ -22,7 +22,10 @@ from pathlib import Path
 from gateway.config import OutboxConfig
 from gateway.metrics import Metrics
 from gateway.models import Reading
+from gateway.mqtt.topics import reading_fields
 from gateway.outbox import Outbox
+
+FIELDS = reading_fields(Reading("dev0", "temp", 21.5, "°C", 1_800_000_000.0))
 
 
 class Clock:
@@ -39,7 +42,7 @@ async def measure(rows: int, directory: Path) -> dict[str, list[float]]:
     box = Outbox(directory / "o.sqlite3", cfg, Metrics(), clock=clock)
     box.open()
     for i in range(rows):
-        box.put(Reading(f"dev{i % 10}", "temp", 21.5, "°C", clock.now), "gw/dev/temp", 1)
+        box.put(f"dev{i % 10}", "gw/dev/temp", "temp", FIELDS, 1, clock.now)
         if i % 5000 == 0:
             await asyncio.sleep(0)
     await asyncio.sleep(0.01)
@@ -54,7 +57,7 @@ async def measure(rows: int, directory: Path) -> dict[str, list[float]]:
         times["age gauge"].append(time.perf_counter() - t)
         box.bounds._first_ts = (0, None)  # (measure the lookup, not its cache)
         t = time.perf_counter()
-        box.put(Reading("dev0", "temp", 21.5, "°C", clock.now), "gw/dev/temp", 1)
+        box.put("dev0", "gw/dev/temp", "temp", FIELDS, 1, clock.now)
         box.flush()
         times["put + commit"].append(time.perf_counter() - t)
     print(f"{len(box)} readings in the outbox ({box.bytes / 1e6:.0f} MB)")

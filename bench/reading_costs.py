@@ -6,10 +6,10 @@ The same stages the gateway runs for a device with `batch: {max_items: N}`, each
 the real code with the bench's lines (`t=<stamp>`: one reading per line), median of --runs:
 
 pipeline   framer + kv decoder + Readings (FramePipeline.feed, 4 KB chunks)
-encode     the topic of each reading (what Gateway.submit does before the outbox)
+encode     the topic and fields of each reading (what the encoder does before the outbox)
 outbox     Outbox.put + the commit of each loop turn's readings (a real SQLite file, WAL)
 take       Outbox.take_nowait of the committed readings, as the publisher does
-batch      the JSON array of each message (topics.batch_payload), N readings at a time
+batch      each message's payload at take time (topics.render / render_batch), N readings each
 ack        Outbox.ack_many of each message's records + the deletes' commit
 aiomqtt    GatewayClient.publish_nowait of one message per N readings + its PUBACK (real
            mosquitto on loopback; per reading = per message / N)
@@ -36,8 +36,8 @@ from gateway.links.pipeline import FramePipeline
 from gateway.metrics import Metrics
 from gateway.models import Reading
 from gateway.mqtt.aioclient import GatewayClient
-from gateway.mqtt.outbox import Outbox, Record
-from gateway.mqtt.topics import batch_payload, reading_topic
+from gateway.mqtt.topics import reading_fields, reading_topic, render, render_batch
+from gateway.outbox import Outbox, Record
 
 TURN = 500  # readings committed per loop turn (a burst from the port)
 
@@ -72,22 +72,29 @@ async def stage_outbox(readings: list[Reading], n: int) -> dict[str, float]:
         )
         box.open()
         try:
-            topics: list[str] = []
-            encode = timed(lambda: topics.extend(reading_topic("bench", r) for r in readings))
+            topics: list[tuple[str, bytes]] = []
+            encode = timed(
+                lambda: topics.extend(
+                    (reading_topic("bench", r), reading_fields(r)) for r in readings
+                )
+            )
 
             def put() -> None:
                 for i in range(0, len(readings), TURN):
-                    for reading, topic in zip(
+                    for r, (topic, fields) in zip(
                         readings[i : i + TURN], topics[i : i + TURN], strict=True
                     ):
-                        box.put(reading, topic, 1)
+                        box.put(r.device, topic, r.sensor, fields, 1, r.ts)
                     box.flush()
 
             outbox = timed(put)
             taken: list[Record] = []
             take = timed(lambda: taken.extend(box.take_nowait(len(readings))))
             messages = [taken[i : i + n] for i in range(0, len(taken), n)]
-            batch = timed(lambda: [batch_payload("bench", m) for m in messages])
+            if n == 1:  # the payloads rendered at take time
+                batch = timed(lambda: [render(m[0]) for m in messages])
+            else:
+                batch = timed(lambda: [render_batch(m) for m in messages])
 
             def ack() -> None:
                 for message in messages:

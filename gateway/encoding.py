@@ -12,8 +12,8 @@ name not seen for `sensor_expire_after` seconds leaves it. A value JSON cannot c
 infinity, an int no float holds: decoders refuse them, this is the last guard) is counted and
 left out, never published as invalid JSON.
 
-With Home Assistant discovery, the last payload of every state topic is kept (bounded by the
-configured devices and their sensors), to be published again when Home Assistant restarts.
+The encoder makes a message's topic and fields (gateway.mqtt.topics); the outbox gives the seq
+and keeps the record until the broker acknowledges it; the payload is rendered at take time.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gateway.config import Config, Device
-from gateway.limits import MAX_REMEMBERED, UNKNOWN_OUTBOX_SHARE
+from gateway.limits import UNKNOWN_OUTBOX_SHARE
 from gateway.metrics import Metrics
 from gateway.models import UNKNOWN_DEVICES, Reading, Value
-from gateway.mqtt.outbox import Outbox, Record
-from gateway.mqtt.topics import device_payload, device_topic, reading_payload, reading_topic
+from gateway.mqtt.topics import device_fields, device_topic, reading_fields, reading_topic
+from gateway.outbox import Outbox
 from gateway.recent import as_number
 from gateway.throttle import LogThrottle
 
@@ -86,7 +86,6 @@ class Encoder:
         self._outbox = outbox
         self._dropped = metrics.readings_dropped
         self._throttle = LogThrottle(log)
-        self.last: dict[str, Record] = {}  # state topic -> its last record (keep_last only)
         self._state: dict[str, DeviceState] = {}
         self.configure(cfg)
 
@@ -95,19 +94,13 @@ class Encoder:
         self._prefix = cfg.topic_prefix
         self._qos = cfg.mqtt.qos
         self._device_mode = {d.id: d for d in cfg.devices if d.payload == "device"}
-        self.keep_last = cfg.homeassistant.discovery
         for device in list(self._state):
             if device not in self._device_mode:
                 del self._state[device]
-        if not self.keep_last:
-            self.last.clear()
 
     def forget(self, device: str) -> None:
         """A removed or changed device: its state starts afresh."""
         self._state.pop(device, None)
-        head = f"{self._prefix}/{device}"
-        for topic in [t for t in self.last if t == head or t.startswith(head + "/")]:
-            del self.last[topic]
 
     def publish(self, readings: Sequence[Reading]) -> None:
         """One frame's readings (all of one device) into the outbox."""
@@ -122,14 +115,14 @@ class Encoder:
             if not json_safe(reading.value):
                 self._refuse(reading, "not_a_number")
                 continue
-            topic = reading_topic(prefix, reading)
             try:
-                record = outbox.put(reading, topic, self._qos)
+                fields = reading_fields(reading)
             except ValueError:  # the payload's json.dumps(allow_nan=False): the last guard
                 self._refuse(reading, "not_a_number")
                 continue
-            if self.keep_last:  # (checked here too: no call per reading without discovery)
-                self._remember(topic, record)
+            sensor = reading.sensor
+            topic = f"{prefix}/{device}/{sensor}"  # reading_topic, inlined: the hot path
+            outbox.put(device, topic, sensor, fields, self._qos, reading.ts)
 
     def publish_unknown(self, readings: Sequence[Reading]) -> int:
         """Readings of unconfigured devices, each to its own topic, all numbered as one device
@@ -147,7 +140,8 @@ class Encoder:
                 self._dropped.labels(UNKNOWN_DEVICES, "not_a_number").inc()
                 continue
             topic = reading_topic(prefix, reading)
-            outbox.put_encoded(UNKNOWN_DEVICES, topic, qos, reading.ts, reading_payload, reading)
+            fields = reading_fields(reading)
+            outbox.put(UNKNOWN_DEVICES, topic, reading.sensor, fields, qos, reading.ts)
         return refused
 
     def _publish_object(self, device: str, readings: Sequence[Reading]) -> None:
@@ -167,10 +161,12 @@ class Encoder:
             return
         topic = device_topic(self._prefix, device)
         ts = max(r.ts for r in readings)
-        record = self._outbox.put_encoded(
-            device, topic, self._qos, ts, device_payload, (dict(state.values), ts)
-        )
-        self._remember(topic, record)
+        try:
+            fields = device_fields((state.values, ts))
+        except ValueError:  # (json_safe let every value in: a last guard)
+            self._dropped.labels(device, "not_a_number").inc(taken)
+            return
+        self._outbox.put(device, topic, None, fields, self._qos, ts)
 
     def _refuse(self, reading: Reading, reason: str) -> None:
         """Count a reading left out and say so, at most once a minute per device and reason."""
@@ -189,15 +185,3 @@ class Encoder:
             self._throttle.warning(
                 (device, reason), "%s: %s has no JSON form: left out", device, reading.sensor
             )
-
-    def last_payloads(self) -> list[tuple[str, bytes]]:
-        """The last payload of every state topic whose seq is safe to publish again (one whose
-        record still waits for its seq to be secured is left out: it goes out soon anyway)."""
-        spent = self._outbox.seq_is_spent
-        return [(topic, r.payload) for topic, r in self.last.items() if spent(r)]
-
-    def _remember(self, topic: str, record: Record | None) -> None:
-        if not self.keep_last or record is None:
-            return
-        if topic in self.last or len(self.last) < MAX_REMEMBERED:
-            self.last[topic] = record

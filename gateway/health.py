@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,6 +41,11 @@ class Seen:
     values: dict[tuple[str, str, str], Value | None] = field(default_factory=dict)
     keep_values: bool = False
     recent: Recent = field(default_factory=Recent)
+
+    def observe(self, readings: Sequence[Reading]) -> None:
+        """An intake observer (intake.py): a frame's readings."""
+        for reading in readings:
+            self.record(reading)
 
     def record(self, reading: Reading) -> None:
         self.last_seen[reading.device] = reading.ts

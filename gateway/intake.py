@@ -1,14 +1,18 @@
 """Where every link hands the readings of a frame: the device's sensor streams, then the encoder.
 
 link -> `Intake.submit` -> stream (filters, if the device has any) -> `emit` -> encoder (topic,
-payload) -> outbox. What timed filters emit enters at `emit` too, from the device's stream timer
+fields) -> outbox. What timed filters emit enters at `emit` too, from the device's stream timer
 (`stream:<device>`). Nothing here waits: a link calls it from its transport's callback.
+
+What leaves the streams is also shown to the registered observers (`observers`: the recent
+values the status page shows, Home Assistant's announcer learning sensors), each of which owns
+what it keeps; the data path neither knows nor waits for them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.config import Device
@@ -17,8 +21,6 @@ from gateway.streams.device import DeviceStream, device_is_timed, stream_for
 from gateway.streams.link import StreamLink
 
 if TYPE_CHECKING:
-    from gateway.health import Seen
-    from gateway.homeassistant.announcer import Announcer
     from gateway.metrics import Metrics
     from gateway.mqtt.availability import Availability
 
@@ -31,13 +33,16 @@ class Encode(Protocol):
     def forget(self, device: str) -> None: ...
 
 
+#: Sees every reading that left the streams (a frame's, or a timed filter's); never raises.
+Observer = Callable[[Sequence[Reading]], None]
+
+
 class Intake:
-    def __init__(self, metrics: Metrics, availability: Availability, seen: Seen) -> None:
+    def __init__(self, metrics: Metrics, availability: Availability) -> None:
         self.metrics = metrics
         self.availability = availability
-        self.seen = seen
         self.encoder: Encode | None = None
-        self.announcer: Announcer | None = None  # Home Assistant discovery, once enabled
+        self.observers: list[Observer] = []
         # Devices whose values go through filters (sensor streams), and the timers of those
         # that need time; both replaced with the device on reload.
         self.streams: dict[str, DeviceStream] = {}
@@ -68,10 +73,8 @@ class Intake:
         """Readings that left their streams (a frame's, or what a timed filter emits)."""
         assert self.encoder is not None
         self.encoder.publish(readings)
-        for reading in readings:
-            self.seen.record(reading)
-        if self.announcer is not None:
-            self.announcer.seen(readings)
+        for observe in self.observers:
+            observe(readings)
 
     def add_device(self, device: Device) -> None:
         """The device's sensor streams (none if every value passes straight through) and,

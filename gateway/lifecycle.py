@@ -50,8 +50,8 @@ from gateway.linknames import SESSION, link_name, stream_link_name
 from gateway.logs import config_secrets, set_secrets, setup_logging
 from gateway.metrics import Metrics
 from gateway.models import Reading
-from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.session import Availability, MqttSession
+from gateway.outbox import Outbox
 from gateway.reload import Discovery, ReloadPlan, plan_reload, plan_start
 from gateway.supervisor import LinkStatus, Stall, Supervisor
 from gateway.systemd import notify, watchdog_timeout
@@ -76,9 +76,10 @@ class Gateway:
         self.supervisor: Supervisor | None = None
         self.availability = Availability()
         self.seen = Seen(keep_values=cfg.metrics.sensor_values)
-        self.intake = Intake(self.metrics, self.availability, self.seen)
-        # Devices with `batch`, looked up per record by the publisher (kept up to date on
-        # reload: the same dict, so a running session sees the change).
+        self.intake = Intake(self.metrics, self.availability)
+        self.intake.observers.append(self.seen.observe)
+        self._announcer: Announcer | None = None  # Home Assistant discovery, once enabled
+        # Devices with `batch`: handed to the session's publisher (again on reload).
         self.batches: dict[str, BatchConfig] = {}
         self.families = FamilyContext(
             self.submit,
@@ -102,7 +103,7 @@ class Gateway:
 
     @property
     def announcer(self) -> Announcer | None:
-        return self.intake.announcer
+        return self._announcer
 
     # -- signals: only set state -------------------------------------------------------------
     def request_stop(self, signame: str = "stop") -> None:
@@ -274,7 +275,7 @@ class Gateway:
             self.metrics,
             router=router,
             availability=self.availability,
-            batching=self.batches.get,
+            batches=self.batches,
         )
         if self.announcer is not None:
             session.parts.append(self.announcer)
@@ -288,8 +289,10 @@ class Gateway:
         return link if isinstance(link, CommandTarget) else None
 
     def _update_batches(self, cfg: Config) -> None:
-        self.batches.clear()
-        self.batches.update({d.id: d.batch for d in cfg.devices if d.batch is not None})
+        self.batches = {d.id: d.batch for d in cfg.devices if d.batch is not None}
+        session = self.supervisor.link(SESSION) if self.supervisor is not None else None
+        if isinstance(session, MqttSession):  # (a restarted one is made with them)
+            session.configure_batches(self.batches)
 
     def _sync_discovery(self, discovery: Discovery | None) -> None:
         """Home Assistant discovery after a start or reload."""
@@ -297,9 +300,9 @@ class Gateway:
         if discovery is Discovery.SWITCHED_ON and self.announcer is None:
             from gateway.homeassistant.announcer import Announcer  # noqa: PLC0415
 
-            assert self.encoder is not None
             sensor_classes = self.families.sensor_classes
-            self.intake.announcer = Announcer(cfg, self.encoder, self.metrics, sensor_classes)
+            self._announcer = Announcer(cfg, self.metrics, sensor_classes)
+            self.intake.observers.append(self._announcer.seen)
         elif discovery in (Discovery.SWITCHED_ON, Discovery.CONFIGURE):
             assert self.announcer is not None
             self.announcer.configure(cfg)

@@ -25,7 +25,7 @@ from rabbitmq import RabbitBroker, make_template, server_program
 
 from gateway.config import OutboxConfig
 from gateway.metrics import Metrics
-from gateway.mqtt.outbox import Outbox
+from gateway.outbox import Outbox
 
 
 def _require(*programs: str) -> None:

@@ -32,6 +32,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway.models import Reading
+from gateway.mqtt.topics import reading_fields
+from gateway.outbox import Outbox, Record
+
 T = TypeVar("T")
 
 HOST = "127.0.0.1"
@@ -687,3 +691,10 @@ def send_until_seen(
                 raise
         else:
             return mark
+
+
+def put_reading(box: Outbox, reading: Reading, topic: str, qos: int = 1) -> Record | None:
+    """A reading into the outbox as the encoder puts it (its fields; the seq comes from the
+    outbox), for the outbox's own tests."""
+    fields = reading_fields(reading)
+    return box.put(reading.device, topic, reading.sensor, fields, qos, reading.ts)

@@ -26,7 +26,6 @@ from gateway.decoders.ble.bthome import encode_bthome
 from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
 from gateway.families import FamilyContext
 from gateway.families.ble import BLE
-from gateway.health import Seen
 from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.models import Reading
@@ -162,7 +161,7 @@ class Running:
         self.readings = Readings()
         self.fatal: list[str] = []
         self.sup = Supervisor(self.metrics)
-        self.intake = Intake(self.metrics, Availability(), Seen())
+        self.intake = Intake(self.metrics, Availability())
         self.intake.encoder = self  # the next stage: collect instead of encoding
         self.families = FamilyContext(
             self.intake.submit,

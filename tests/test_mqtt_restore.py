@@ -14,8 +14,8 @@ from helpers import Broker, SubscriberFactory, wait_until
 from gateway.config import MqttSection
 from gateway.errors import TransientLinkError
 from gateway.metrics import Metrics
-from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.session import Availability, MqttSession
+from gateway.outbox import Outbox
 
 pytestmark = pytest.mark.timeout(60)
 ONE_WAY = 0.05  # seconds each way: a broker 100 ms away

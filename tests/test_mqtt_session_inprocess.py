@@ -12,28 +12,27 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from helpers import Broker, Subscriber, SubscriberFactory, wait_until
+from helpers import Broker, Subscriber, SubscriberFactory, put_reading, wait_until
 
 from gateway.commands import CommandRouter
 from gateway.config import BatchConfig, MqttSection
 from gateway.errors import TransientLinkError
 from gateway.metrics import Metrics
 from gateway.models import Reading
-from gateway.mqtt.outbox import Outbox
-from gateway.mqtt.publisher import BatchLookup
 from gateway.mqtt.session import MqttSession
 from gateway.mqtt.topics import reading_topic
+from gateway.outbox import Outbox
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def make_session(
-    broker: Broker, outbox: Outbox, batching: BatchLookup | None = None, **mqtt: object
+    broker: Broker, outbox: Outbox, batches: dict[str, BatchConfig] | None = None, **mqtt: object
 ) -> MqttSession:
     cfg = MqttSection.model_validate(
         {"host": broker.host, "port": broker.port, "connect_timeout": 5, **mqtt}
     )
-    return MqttSession(cfg, "gw1", outbox, Metrics(), batching=batching or (lambda _d: None))
+    return MqttSession(cfg, "gw1", outbox, Metrics(), batches=batches)
 
 
 @asynccontextmanager
@@ -52,7 +51,7 @@ def put(outbox: Outbox, n: int, qos: int, device: str = "dev") -> None:
     """Accept n readings and commit them now (so that wait_drained waits for them)."""
     for i in range(1, n + 1):
         reading = Reading(device, "n", i, None, time.time())
-        outbox.put(reading, reading_topic("gateway", reading), qos)
+        put_reading(outbox, reading, reading_topic("gateway", reading), qos)
     outbox.flush()
 
 
@@ -117,7 +116,7 @@ async def test_batches_carry_every_reading_and_one_ack_deletes_them_all(
 ) -> None:
     sub = make_subscriber("gateway/dev/batch")
     batch = BatchConfig(max_items=100, max_delay=0.05)
-    session = make_session(broker, outbox, batching={"dev": batch}.get)
+    session = make_session(broker, outbox, batches={"dev": batch})
     async with running(session):
         put(outbox, 1050, 1)
         async with asyncio.timeout(20):
@@ -184,7 +183,7 @@ async def test_a_batch_over_the_brokers_maximum_packet_size_is_split(
     broker.reconfigure("max_packet_size 1000")
     sub = make_subscriber("gateway/dev/batch")
     batch = BatchConfig(max_items=100, max_delay=0.05)
-    session = make_session(broker, outbox, batching={"dev": batch}.get, protocol="5")
+    session = make_session(broker, outbox, batches={"dev": batch}, protocol="5")
     async with running(session):
         put(outbox, 300, 1)
         async with asyncio.timeout(20):

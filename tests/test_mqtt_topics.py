@@ -11,7 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.models import Reading
-from gateway.mqtt.topics import batch_payload, batch_topic, reading_payload, sensor_of
+from gateway.mqtt.topics import (
+    batch_topic,
+    device_fields,
+    reading_fields,
+    reading_payload,
+    render,
+    render_batch,
+)
 
 
 # -- the reading payload -------------------------------------------------------------------------
@@ -62,9 +69,9 @@ def test_payload_example() -> None:
 
 @dataclass
 class Stored:
-    device: str
-    topic: str
-    payload: bytes
+    sensor: str | None
+    fields: bytes
+    seq: int
 
 
 _names = st.text("abcXYZ019_.-", min_size=1, max_size=12)
@@ -74,31 +81,29 @@ _names = st.text("abcXYZ019_.-", min_size=1, max_size=12)
     readings=st.lists(
         st.tuples(_names, _values, st.none() | st.sampled_from(["°C", 'q"uote'])), min_size=1
     ),
-    prefix=st.sampled_from(["gateway", "site/a", "x"]),
 )
 def test_a_batch_is_the_array_of_each_readings_own_payload_with_its_sensor(
-    readings: list[tuple[str, float | int | str | bool, str | None]], prefix: str
+    readings: list[tuple[str, float | int | str | bool, str | None]],
 ) -> None:
     records = []
     expected = []
     for seq, (sensor, value, unit) in enumerate(readings, start=1):
         reading = Reading("vib1", sensor, value, unit, 1764074400.5 + seq)
         alone = reading_payload(reading, seq)
-        records.append(Stored("vib1", f"{prefix}/vib1/{sensor}", alone))
+        stored = Stored(sensor, reading_fields(reading), seq)
+        assert render(stored) == alone  # rendered at take time: the same bytes
+        records.append(stored)
         expected.append({"sensor": sensor, **json.loads(alone)})
-    assert json.loads(batch_payload(prefix, records)) == expected
+    assert json.loads(render_batch(records)) == expected
 
 
 def test_batch_example() -> None:
-    a = Stored("vib1", "gateway/vib1/x", reading_payload(Reading("vib1", "x", 1.5, "g", 10.0), 7))
-    b = Stored("vib1", "gateway/vib1/y", reading_payload(Reading("vib1", "y", 2, None, 10.0), 8))
-    assert batch_payload("gateway", [a, b]) == (
+    a = Stored("x", reading_fields(Reading("vib1", "x", 1.5, "g", 10.0)), 7)
+    b = Stored("y", reading_fields(Reading("vib1", "y", 2, None, 10.0)), 8)
+    c = Stored(None, device_fields(({"x": 1.5}, 10.0)), 9)  # a device-mode object
+    assert render_batch([a, b, c]) == (
         b'[{"sensor": "x", "value": 1.5, "unit": "g", "ts": 10.0, "seq": 7}, '
-        b'{"sensor": "y", "value": 2, "unit": null, "ts": 10.0, "seq": 8}]'
+        b'{"sensor": "y", "value": 2, "unit": null, "ts": 10.0, "seq": 8}, '
+        b'{"x": 1.5, "ts": 10.0, "seq": 9}]'
     )
     assert batch_topic("gateway", "vib1") == "gateway/vib1/batch"
-
-
-def test_sensor_of_a_record_stored_under_another_prefix_is_its_last_level() -> None:
-    assert sensor_of("new", "vib1", "new/vib1/x") == "x"
-    assert sensor_of("new", "vib1", "old/vib1/x") == "x"

@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import put_reading
 
 from gateway.config import OutboxConfig
-from gateway.limits import SEQ_BLOCK
+from gateway.limits import ACK_FLUSH_DELAY, MAX_LAZY_DELETES, SEQ_BLOCK
 from gateway.metrics import Metrics
 from gateway.models import Reading
-from gateway.mqtt.outbox import ACK_FLUSH_DELAY, MAX_LAZY_DELETES, Checkpointer, Outbox, Record
+from gateway.mqtt.topics import render
+from gateway.outbox import Checkpointer, Outbox, Record
 from gateway.outbox.store import StoreError
 
 
@@ -75,15 +77,15 @@ async def test_reading_is_on_disk_once_accepted_and_deleted_once_acked(tmp_path:
     db = tmp_path / "outbox.sqlite3"
     box = make(db)
     for i in range(3):
-        box.put(reading(i), "gateway/boiler/temp", 1)
+        put_reading(box, reading(i), "gateway/boiler/temp", 1)
     await settle()
     assert [r[2] for r in rows(db)] == [1, 2, 3]
     batch = await take_all(box, 3)
-    assert [json.loads(r.payload)["seq"] for r in batch] == [1, 2, 3]
+    assert [json.loads(render(r))["seq"] for r in batch] == [1, 2, 3]
     box.ack(batch[0])
     await settle()
     assert [r[2] for r in rows(db)] == [1, 2, 3]  # a delete waits a moment...
-    box.put(reading(4), "gateway/boiler/temp", 1)
+    put_reading(box, reading(4), "gateway/boiler/temp", 1)
     await settle()
     assert [r[2] for r in rows(db)] == [1, 2, 3, 4]  # ...even while new records are committed
     box.ack(batch[1])
@@ -97,13 +99,13 @@ async def test_many_acknowledged_records_go_with_the_next_commit(tmp_path: Path)
     db = tmp_path / "outbox.sqlite3"
     box = make(db)
     for i in range(MAX_LAZY_DELETES + 1):
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
     await settle()
     box.ack_many(box.take_nowait(MAX_LAZY_DELETES))
-    box.put(reading(0), "t", 1)
+    put_reading(box, reading(0), "t", 1)
     await settle()  # no waiting for the lazy flush: that many deletes do not wait
     assert [r[2] for r in rows(db)] == [MAX_LAZY_DELETES + 1, MAX_LAZY_DELETES + 2]
-    box.put(reading(1), "t", 1)  # and commits go on as before after such a flush
+    put_reading(box, reading(1), "t", 1)  # and commits go on as before after such a flush
     await settle()
     assert [r[2] for r in rows(db)][-1] == MAX_LAZY_DELETES + 3
     box.close()
@@ -113,7 +115,7 @@ async def test_restart_replays_unacked_records_in_order_and_continues_seq(tmp_pa
     db = tmp_path / "outbox.sqlite3"
     box = make(db)
     for i in range(5):
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
     await settle()
     taken = await take_all(box, 5)
     box.ack(taken[0])
@@ -122,12 +124,12 @@ async def test_restart_replays_unacked_records_in_order_and_continues_seq(tmp_pa
     box = make(db)
     assert len(box) == 4
     again = await take_all(box, 4)
-    assert [json.loads(r.payload)["seq"] for r in again] == [2, 3, 4, 5]
+    assert [json.loads(render(r))["seq"] for r in again] == [2, 3, 4, 5]
     assert [r.ts for r in again] == [r.ts for r in taken[1:]]  # original timestamps kept
-    box.put(reading(9), "t", 1)
+    put_reading(box, reading(9), "t", 1)
     await settle()
     (new,) = await take_all(box, 1)
-    assert json.loads(new.payload)["seq"] == 6
+    assert json.loads(render(new))["seq"] == 6
     box.close()
 
 
@@ -142,8 +144,8 @@ async def test_seq_continues_after_restarts_whatever_was_deleted(tmp_path: Path)
     db = tmp_path / "outbox.sqlite3"
     box = make(db)
     for i in range(3):
-        box.put(reading(i, "a"), "t", 1)
-        box.put(reading(i, "b"), "t", 1)
+        put_reading(box, reading(i, "a"), "t", 1)
+        put_reading(box, reading(i, "b"), "t", 1)
     await settle()
     assert seqs_table(db) == {}  # insert-only commits leave the seqs table alone
     box.store.close()  # "SIGKILL": no close(), no final flush
@@ -152,14 +154,14 @@ async def test_seq_continues_after_restarts_whatever_was_deleted(tmp_path: Path)
     box = make(db)  # the rows say where each device stands
     taken = await take_all(box, 6)
     box.ack_many(taken)  # everything delivered: the rows go, the seqs table takes over
-    box.put(reading(9, "a"), "t", 1)
+    put_reading(box, reading(9, "a"), "t", 1)
     await asyncio.sleep(ACK_FLUSH_DELAY + 0.2)
     assert rows(db) == [(7, "a", 4)]
     assert seqs_table(db) == {"a": 4, "b": 3}
     box.close()
 
     box = make(db)
-    box.put(reading(10, "b"), "t", 1)
+    put_reading(box, reading(10, "b"), "t", 1)
     await settle()
     got = await take_all(box, 2)
     assert [(r.device, r.seq) for r in got] == [("a", 4), ("b", 4)]
@@ -170,7 +172,7 @@ async def test_close_commits_pending_records(tmp_path: Path) -> None:
     db = tmp_path / "outbox.sqlite3"
     box = make(db, commit_interval=5.0)  # nothing would be flushed for 5 s
     for i in range(10):
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
     box.close()
     assert len(rows(db)) == 10
 
@@ -178,7 +180,7 @@ async def test_close_commits_pending_records(tmp_path: Path) -> None:
 async def test_backlog_beyond_memory_is_read_back_in_order(tmp_path: Path) -> None:
     box = make(tmp_path / "o.sqlite3", memory_records=100)
     for i in range(1000):
-        box.put(reading(i, device=f"d{i % 3}"), "t", 1)
+        put_reading(box, reading(i, device=f"d{i % 3}"), "t", 1)
         if i % 50 == 0:
             await settle()
     await settle()
@@ -194,7 +196,7 @@ async def test_backlog_beyond_memory_is_read_back_in_order(tmp_path: Path) -> No
 async def test_requeue_puts_records_back_in_front_in_order(tmp_path: Path) -> None:
     box = make(tmp_path / "o.sqlite3")
     for i in range(6):
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
     await settle()
     first = await box.take(4)
     box.requeue(reversed(first[1:3]))
@@ -209,7 +211,7 @@ async def test_full_outbox_drops_oldest_and_counts(tmp_path: Path) -> None:
     metrics = Metrics()
     box = make(tmp_path / "o.sqlite3", metrics, max_bytes=20_000, memory_records=100)
     for i in range(1000):
-        box.put(reading(i), "gateway/boiler/temp", 1)
+        put_reading(box, reading(i), "gateway/boiler/temp", 1)
         if i % 10 == 0:
             await settle()
     await settle()
@@ -227,7 +229,7 @@ async def test_drop_newest_policy_keeps_the_oldest(tmp_path: Path) -> None:
     metrics = Metrics()
     box = make(tmp_path / "o.sqlite3", metrics, max_bytes=20_000, overflow="drop_newest")
     for i in range(1000):
-        box.put(reading(i), "gateway/boiler/temp", 1)
+        put_reading(box, reading(i), "gateway/boiler/temp", 1)
     await settle()
     out = await take_all(box, len(box))
     assert out[0].seq == 1
@@ -240,10 +242,10 @@ async def test_readings_older_than_max_age_are_dropped(tmp_path: Path) -> None:
     metrics = Metrics()
     box = make(tmp_path / "o.sqlite3", metrics, clock, max_age=60)
     for i in range(5):
-        box.put(reading(i, ts=clock.now), "t", 1)
+        put_reading(box, reading(i, ts=clock.now), "t", 1)
     await settle()
     clock.now += 120
-    box.put(reading(0, ts=clock.now), "t", 1)
+    put_reading(box, reading(0, ts=clock.now), "t", 1)
     await settle()
     assert dropped(metrics, "boiler", "max_age") == 5
     out = await take_all(box, 1)
@@ -256,7 +258,7 @@ async def test_corrupt_database_is_set_aside(tmp_path: Path) -> None:
     db.write_bytes(b"this is not a database" * 100)
     metrics = Metrics()
     box = make(db, metrics)
-    box.put(reading(1), "t", 1)
+    put_reading(box, reading(1), "t", 1)
     await settle()
     assert len(rows(db)) == 1
     assert list(tmp_path.glob("o.sqlite3.corrupt-*"))
@@ -290,7 +292,7 @@ async def test_disk_full_degrades_to_memory_and_keeps_delivering(tiny_tmpfs: Pat
     finally:
         os.close(fd)
     for i in range(2000):
-        box.put(reading(i), "gateway/boiler/temp", 1)
+        put_reading(box, reading(i), "gateway/boiler/temp", 1)
         if i % 100 == 0:
             await settle()
     await settle()
@@ -302,7 +304,7 @@ async def test_disk_full_degrades_to_memory_and_keeps_delivering(tiny_tmpfs: Pat
     for record in out:
         box.ack(record)
     filler.unlink()  # space again: the outbox recovers
-    box.put(reading(5000), "t", 1)
+    put_reading(box, reading(5000), "t", 1)
     await asyncio.sleep(0.2)
     assert not box.degraded
     assert metrics.registry.get_sample_value("gateway_outbox_degraded") == 0
@@ -317,7 +319,7 @@ async def test_checkpoints_happen_off_the_event_loop(tmp_path: Path) -> None:
     box._checkpointer.start()
     before = db.stat().st_size
     for i in range(2000):
-        box.put(reading(i), "gateway/boiler/temp", 1)
+        put_reading(box, reading(i), "gateway/boiler/temp", 1)
     await settle()
     wal = Path(f"{db}-wal")
     assert wal.stat().st_size > 100_000, "commits only append to the WAL"
@@ -362,7 +364,7 @@ async def test_full_disk_at_startup_keeps_the_backlog_and_starts_in_memory(
     db = tiny_tmpfs / "o.sqlite3"
     box = make(db)
     for i in range(20):
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
     box.close()
     filler = fill(tiny_tmpfs)
     metrics = Metrics()
@@ -371,7 +373,7 @@ async def test_full_disk_at_startup_keeps_the_backlog_and_starts_in_memory(
     assert box.degraded
     assert metrics.registry.get_sample_value("gateway_outbox_degraded") == 1
     assert not metrics.registry.get_sample_value("gateway_outbox_errors_total", {"kind": "corrupt"})
-    box.put(reading(100), "t", 1)  # new readings are accepted (in memory) meanwhile
+    put_reading(box, reading(100), "t", 1)  # new readings are accepted (in memory) meanwhile
     await settle()
     filler.unlink()
     out = await drain(box, 21)  # the 20 from before come back without a restart
@@ -389,13 +391,13 @@ async def test_backlog_on_disk_survives_a_disk_failure_without_a_restart(
     metrics = Metrics()
     box = make(tiny_tmpfs / "o.sqlite3", metrics, memory_records=100, retry_interval=0.05)
     for i in range(500):  # the broker is away: a backlog, mostly on disk
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
         if i % 50 == 0:
             await settle()
     await settle()
     filler = fill(tiny_tmpfs)
     for i in range(500, 2500):
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
         if i % 50 == 0:
             await settle()
     await settle()
@@ -439,7 +441,7 @@ async def test_a_large_backlog_is_never_scanned_on_the_event_loop(tmp_path: Path
     clock = Clock()
     box = make(tmp_path / "o.sqlite3", clock=clock, memory_records=100)
     for i in range(50_000):
-        box.put(reading(i, ts=clock.now), "gateway/boiler/temp", 1)
+        put_reading(box, reading(i, ts=clock.now), "gateway/boiler/temp", 1)
         if i % 5000 == 0:
             await settle()
     await settle()
@@ -447,7 +449,7 @@ async def test_a_large_backlog_is_never_scanned_on_the_event_loop(tmp_path: Path
     try:
         for _ in range(5):
             clock.now += 1.5  # the expiry check runs at most once a second
-            box.put(reading(0, ts=clock.now), "t", 1)
+            put_reading(box, reading(0, ts=clock.now), "t", 1)
             await settle()
             box.oldest_age()
     finally:
@@ -469,7 +471,7 @@ async def test_sync_full_commits_never_fsync_on_the_event_loop(tmp_path: Path) -
         lambda sql: commits.append(threading.get_ident()) if sql == "COMMIT" else None
     )
     for i in range(5):
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
     out = await take_all(box, 5)
     assert [r.seq for r in out] == [1, 2, 3, 4, 5]
     assert commits
@@ -506,7 +508,7 @@ async def test_a_restart_on_a_full_disk_never_reuses_a_seq_that_went_out_from_me
     box = make(db, retry_interval=60)
     disk_full(box)
     for i in range(30):
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
     await settle()
     assert box.degraded
     out = await take_all(box, 30)  # delivered from memory...
@@ -514,7 +516,7 @@ async def test_a_restart_on_a_full_disk_never_reuses_a_seq_that_went_out_from_me
     box.close()  # their write fails on the full disk: they are lost (README)
 
     box = make(db)
-    box.put(reading(99), "t", 1)
+    put_reading(box, reading(99), "t", 1)
     await settle()
     (new,) = await take_all(box, 1)
     assert new.seq > 30, "a seq that went out was handed out again"
@@ -529,25 +531,25 @@ async def test_a_sigkill_in_memory_mode_never_reuses_a_seq(tmp_path: Path, durab
     db = tmp_path / "o.sqlite3"
     clock = Clock()
     box = make(db, clock=clock, durability=durability, spill_after=0.05, retry_interval=60)
-    box.put(reading(0), "t", 1)
+    put_reading(box, reading(0), "t", 1)
     clock.now += 1
     await asyncio.sleep(0.1)  # on disk (spill mode: after spill_after)
     box.ack_many(await take_all(box, 1))
     await asyncio.sleep(ACK_FLUSH_DELAY + 0.1)  # (deleted: it does not come back)
     disk_full(box)
     for i in range(1, 10):
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
     clock.now += 1
     await asyncio.sleep(0.1)
     assert box.degraded
     n = 10 + SEQ_BLOCK
     for i in range(10, n):
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
     box.ack_many(await take_all(box, n - 1))  # all went out from memory, never rows
     sigkill(box)
 
     box = make(db, durability=durability)
-    box.put(reading(99), "t", 1)
+    put_reading(box, reading(99), "t", 1)
     await asyncio.sleep(0.1)
     (new,) = await take_all(box, 1)
     assert new.seq > n
@@ -566,11 +568,11 @@ async def test_readings_dropped_on_a_full_disk_stay_dropped_after_a_restart(
     metrics = Metrics()
     box = make(db, metrics, max_bytes=10_000, retry_interval=60)
     for i in range(40):
-        box.put(reading(i), "gateway/boiler/temp", 1)
+        put_reading(box, reading(i), "gateway/boiler/temp", 1)
     await settle()
     disk_full(box)
     for i in range(40, 100):
-        box.put(reading(i), "gateway/boiler/temp", 1)
+        put_reading(box, reading(i), "gateway/boiler/temp", 1)
         if i % 10 == 0:
             await settle()
     await settle()
@@ -600,12 +602,12 @@ async def test_a_dead_disk_holds_readings_beyond_their_reservation(
 
     db = tmp_path / "o.sqlite3"
     box = make(db, durability="spill", retry_interval=0.05)
-    box.put(reading(0), "t", 1)  # reserves 1..SEQ_BLOCK on disk
+    put_reading(box, reading(0), "t", 1)  # reserves 1..SEQ_BLOCK on disk
     box.ack_many(box.take_nowait(1))
     write = box.store.write
     monkeypatch.setattr(box.store, "write", dead)
     for i in range(1, SEQ_BLOCK + 200):
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
     await asyncio.sleep(0.2)  # (retries that fail)
     assert box.degraded
     out = box.take_nowait(10_000)
@@ -626,7 +628,7 @@ async def test_readings_taken_while_the_file_is_unreadable_never_repeat_its_seqs
     state = tmp_path / "state"
     box = make(state / "o.sqlite3")
     for i in range(10):
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
     box.close()
     state.rename(tmp_path / "aside")
     state.write_bytes(b"")  # a file where the directory should be: the outbox cannot open
@@ -635,7 +637,7 @@ async def test_readings_taken_while_the_file_is_unreadable_never_repeat_its_seqs
     box = make(state / "o.sqlite3", metrics, retry_interval=0.05)
     assert box.degraded
     for i in range(10, 15):
-        box.put(reading(i), "t", 1)  # seqs 1..5: the file used those
+        put_reading(box, reading(i), "t", 1)  # seqs 1..5: the file used those
     await settle()
     assert box.take_nowait(100) == []
     state.unlink()
@@ -643,7 +645,7 @@ async def test_readings_taken_while_the_file_is_unreadable_never_repeat_its_seqs
     out = await drain(box, 10)
     assert [r.seq for r in out] == list(range(1, 11))  # the 10 from the file
     assert dropped(metrics, "boiler", "seq_unknown") == 5
-    box.put(reading(20), "t", 1)
+    put_reading(box, reading(20), "t", 1)
     (new,) = await drain(box, 1)
     assert new.seq == 11
     box.close()
@@ -673,14 +675,14 @@ async def test_new_readings_go_on_while_the_backlog_cannot_be_read(tmp_path: Pat
     metrics = Metrics()
     box = make(tmp_path / "o.sqlite3", metrics, memory_records=100, retry_interval=0.2)
     for i in range(500):  # the broker is away: 100 ready in memory, 400 on disk only
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
     await settle()
     disk = UnreadableRows(box, range(101, 501))
     first = await drain(box, 100)  # the broker is back
     assert [r.seq for r in first] == list(range(1, 101))
     assert box.take_nowait(100) == []  # the backlog's first read fails: set aside
     for i in range(500, 550):
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
     new = await drain(box, 50)  # before: waited for the disk, forever
     assert [r.seq for r in new] == list(range(501, 551))
     assert all(r.id not in box.unwritten for r in new), "published before it was committed"
@@ -704,12 +706,12 @@ async def test_a_backlog_set_aside_as_unreadable_survives_a_sigkill(tmp_path: Pa
     db = tmp_path / "o.sqlite3"
     box = make(db, memory_records=100, retry_interval=60)
     for i in range(300):
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
     await settle()
     UnreadableRows(box, range(101, 301))
     await drain(box, 100)
     assert box.take_nowait(100) == []
-    box.put(reading(300), "t", 1)
+    put_reading(box, reading(300), "t", 1)
     (new,) = await drain(box, 1)
     assert new.seq == 301
     await asyncio.sleep(ACK_FLUSH_DELAY + 0.1)  # the deletes are on disk
@@ -718,7 +720,7 @@ async def test_a_backlog_set_aside_as_unreadable_survives_a_sigkill(tmp_path: Pa
     box = make(db)
     out = await drain(box, 200)
     assert [r.seq for r in out] == list(range(101, 301))
-    box.put(reading(301), "t", 1)
+    put_reading(box, reading(301), "t", 1)
     (new,) = await drain(box, 1)
     assert new.seq == 302
     box.close()
@@ -735,7 +737,7 @@ async def test_readyz_and_status_say_why_a_backlog_waits_unread(tmp_path: Path) 
     box = make(tmp_path / "o.sqlite3", gw.metrics, memory_records=100, retry_interval=60)
     gw.outbox = box
     for i in range(200):
-        box.put(reading(i), "t", 1)
+        put_reading(box, reading(i), "t", 1)
     await settle()
     assert status_document(gw)["outbox"]["unreadable"] is None
     UnreadableRows(box, range(101, 201))

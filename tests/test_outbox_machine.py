@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from helpers import put_reading
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -42,6 +43,7 @@ from hypothesis.stateful import (
 from gateway.config import OutboxConfig
 from gateway.metrics import Metrics
 from gateway.models import Reading
+from gateway.mqtt.topics import render
 from gateway.outbox import Outbox, Record
 from gateway.outbox.bounds import Bounds
 from gateway.outbox.store import Store, StoreError
@@ -214,7 +216,7 @@ class OutboxMachine(RuleBasedStateMachine):
             self.dropped_before[device] = self._dropped(device)
 
     def _record(self, record: Record) -> None:
-        payload = json.loads(record.payload)
+        payload = json.loads(render(record))
         key = (record.device, record.seq)
         assert payload["seq"] == record.seq
         seen = self.seq_value.setdefault(key, payload["value"])
@@ -232,7 +234,7 @@ class OutboxMachine(RuleBasedStateMachine):
                 self.values[device] += 1
                 value = self.values[device]
                 reading = Reading(device, "v", value, None, self.clock.now)
-                self.box.put(reading, f"t/{device}", 1)
+                put_reading(self.box, reading, f"t/{device}", 1)
                 self.accepted[device] += 1
                 self.clock.now += 0.001
 

@@ -19,7 +19,7 @@ from gateway.outbox.window import Window
 
 
 def rec(i: int, device: str = "d") -> Record:
-    return Record(i, device, i, "t", b"{}", 1, 1_800_000_000.0 + i, 50)
+    return Record(i, device, i, "t", None, b'"v": 1', 1, 1_800_000_000.0 + i, 50)
 
 
 # -- window ----------------------------------------------------------------------------------

@@ -10,7 +10,10 @@
   a retained config there that the gateway no longer generates (a device removed while the
   gateway was not running) is cleared with an empty retained payload.
 - A sensor seen for the first time (decoders that name their sensors as they send them) is
-  learned and announced.
+  learned and announced: the announcer is an observer of the intake (`seen`).
+- The last value of every state topic is the last message of it the broker acknowledged
+  (`delivered`, from the publisher): its seq is spent (it went out), so publishing it again
+  after Home Assistant restarts can never give a seq to two readings.
 - On reload (`configure`), what the new config no longer generates is cleared (device mode: a
   removed component is sent as `{"platform": "sensor"}` first, as Home Assistant requires).
 """
@@ -28,17 +31,18 @@ from typing import Any
 import aiomqtt
 
 from gateway import __version__
-from gateway.config import Config
-from gateway.encoding import Encoder
+from gateway.config import Config, Device
 from gateway.homeassistant.clearing import is_own_config, owned_topic_filter, removals
 from gateway.homeassistant.devices import LEARNED_FILE, Learned, SeenSensor, device_info
 from gateway.homeassistant.discovery import discovery_messages, encode
 from gateway.homeassistant.identity import GatewayInfo
+from gateway.limits import MAX_REMEMBERED
 from gateway.metrics import Metrics
 from gateway.models import Reading, SensorClasses
 from gateway.mqtt.aioclient import GatewayClient
 from gateway.mqtt.session import await_controls
-from gateway.mqtt.topics import status_topic
+from gateway.mqtt.topics import render, status_topic
+from gateway.outbox import Record
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +68,11 @@ class Announcer:
     def __init__(
         self,
         cfg: Config,
-        encoder: Encoder,
         metrics: Metrics,
         sensor_classes: SensorClasses | None = None,
     ) -> None:
-        self._encoder = encoder
+        self._last: dict[str, Record] = {}  # state topic -> its last delivered message
+        self._devices: dict[str, Device] = {}
         self._metrics = metrics
         # What decoders said each sensor is (written by BLE advert links before they submit).
         self._classes: SensorClasses = {} if sensor_classes is None else sensor_classes
@@ -88,7 +92,11 @@ class Announcer:
             owned_topic_filter(self.gw),
         )
         self._qos = cfg.mqtt.qos
+        old = self._devices
         self._devices = {d.id: d for d in cfg.devices}
+        changed = {i for i, d in old.items() if self._devices.get(i) != d}
+        if changed:  # a removed or changed device's last values are not republished
+            self._last = {t: r for t, r in self._last.items() if r.device not in changed}
         self.learned.keep_only(set(self._devices))
         infos = self._infos()
         self._known = {(d.id, sensor.key) for d in infos for sensor in d.sensors}
@@ -130,6 +138,16 @@ class Announcer:
                 log.info("homeassistant: announcing %s/%s", reading.device, reading.sensor)
                 self.configs = discovery_messages(self.gw, self._infos())
                 self._wake.set()
+
+    def delivered(self, records: Sequence[Record]) -> None:
+        """Messages the broker acknowledged (the publisher): each is its topic's last value."""
+        last, configured = self._last, self._devices
+        for record in records:
+            topic = record.topic
+            if record.device not in configured:
+                continue  # (an unconfigured BLE device's: never announced)
+            if topic in last or len(last) < MAX_REMEMBERED:
+                last[topic] = record
 
     # -- the session's side ----------------------------------------------------------------
     async def restore(self, client: GatewayClient) -> None:
@@ -193,6 +211,6 @@ class Announcer:
         ]
 
     def _publish_states(self, client: GatewayClient) -> list[asyncio.Future[int]]:
-        last = self._encoder.last_payloads()
+        last = self._last
         self._metrics.discovery.labels("state").inc(len(last))
-        return [client.publish_control(topic, payload, self._qos) for topic, payload in last]
+        return [client.publish_control(t, render(r), self._qos) for t, r in last.items()]

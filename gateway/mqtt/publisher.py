@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from paho.mqtt.properties import Properties
@@ -29,12 +29,13 @@ from gateway.limits import ACK_WATCHDOG_TICK as WATCHDOG_TICK
 from gateway.metrics import Metrics
 from gateway.mqtt.aioclient import GatewayClient
 from gateway.mqtt.errors import AckTimeoutError, ConnectionLostError, PacketTooLargeError
-from gateway.mqtt.outbox import Outbox, Record
-from gateway.mqtt.topics import batch_payload, batch_topic
+from gateway.mqtt.topics import batch_topic, render, render_batch
+from gateway.outbox import Outbox, Record
 
 log = logging.getLogger(__name__)
 
-BatchLookup = Callable[[str], BatchConfig | None]
+#: Sees the records of every message the broker acknowledged (Home Assistant's last values).
+Delivered = Callable[[list[Record]], None]
 
 
 class _Gathering:
@@ -56,13 +57,15 @@ class Publisher:
         *,
         prefix: str,
         publish_timeout: float,
-        batching: BatchLookup = lambda _device: None,
+        batches: Mapping[str, BatchConfig] | None = None,
+        delivered: Delivered | None = None,
     ) -> None:
         self._outbox = outbox
         self._metrics = metrics
         self._prefix = prefix
         self._timeout = publish_timeout
-        self._batching = batching
+        self._batches: Mapping[str, BatchConfig] = batches or {}
+        self._delivered = delivered
         self._client: GatewayClient | None = None
         self._window = 1
         self._properties: Properties | None = None
@@ -119,8 +122,14 @@ class Publisher:
         self._acknowledged(delivered)
         self.fill_soon()
 
+    def configure(self, batches: Mapping[str, BatchConfig]) -> None:
+        """The devices that batch (a reload): the publisher's own copy, read per record."""
+        self._batches = batches
+
     def _acknowledged(self, records: list[Record]) -> None:
         self._outbox.ack_many(records)
+        if self._delivered is not None and records:
+            self._delivered(records)
         now, observe = time.time(), self._metrics.publish_latency.observe
         counts: dict[str, int] = {}
         for record in records:
@@ -183,9 +192,9 @@ class Publisher:
                     raise
 
     def _route(self, record: Record) -> None:
-        batch = self._batching(record.device)
+        batch = self._batches.get(record.device)
         if batch is None:
-            self._send([record], record.topic, record.payload)
+            self._send([record], record.topic, render(record))
             return
         gathering = self._gathering.get(record.device)
         if gathering is None:
@@ -214,7 +223,7 @@ class Publisher:
         for device, gathering in list(self._gathering.items()):
             if not gathering.records or len(self._by_id) >= self._window:
                 continue
-            batch = self._batching(device)
+            batch = self._batches.get(device)
             max_items = batch.max_items if batch else 1
             delay = batch.max_delay if batch else 0.0
             if len(gathering.records) >= max_items or now - gathering.since >= delay:
@@ -236,7 +245,7 @@ class Publisher:
     def _send_batch(self, device: str, records: list[Record]) -> None:
         topic = batch_topic(self._prefix, device)
         try:
-            self._send(records, topic, batch_payload(self._prefix, records), drop_too_large=False)
+            self._send(records, topic, render_batch(records), drop_too_large=False)
         except PacketTooLargeError:
             if len(records) == 1:
                 self._too_large(records, topic)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -41,7 +41,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.commands import CommandRouter
-from gateway.config import MqttSection, MqttServer, default_client_id
+from gateway.config import BatchConfig, MqttSection, MqttServer, default_client_id
 from gateway.errors import TransientLinkError
 from gateway.limits import ANNOUNCE_TIMEOUT, CONNECT_MARGIN
 from gateway.limits import MQTT_MAX_INCOMING_PACKET as MAX_INCOMING_PACKET
@@ -51,11 +51,11 @@ from gateway.mqtt.aioclient import GatewayClient
 from gateway.mqtt.availability import Availability, publish_changes, publish_states
 from gateway.mqtt.command_runner import CommandRunner
 from gateway.mqtt.errors import CONNECTION_ERRORS, ConnectionLostError, RefusedError, translate
-from gateway.mqtt.outbox import Outbox
-from gateway.mqtt.publisher import BatchLookup, Publisher
+from gateway.mqtt.publisher import Publisher
 from gateway.mqtt.takeover import TakeoverDetector, Verdict
 from gateway.mqtt.tls import tls_context
 from gateway.mqtt.topics import status_topic
+from gateway.outbox import Outbox, Record
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,9 @@ class SessionPart(Protocol):
     def offer(self, client: GatewayClient, message: aiomqtt.Message) -> None: ...
 
     async def run(self, client: GatewayClient) -> None: ...
+
+    def delivered(self, records: Sequence[Record]) -> None:
+        """The records of messages the broker acknowledged (Home Assistant's last values)."""
 
 
 __all__ = ["Availability", "MqttSession", "SessionPart", "server_label"]
@@ -112,7 +115,7 @@ class MqttSession:
         *,
         router: CommandRouter | None = None,
         availability: Availability | None = None,
-        batching: BatchLookup = lambda _device: None,
+        batches: Mapping[str, BatchConfig] | None = None,
     ) -> None:
         self.cfg = cfg
         self.open_timeout = cfg.connect_timeout + CONNECT_MARGIN
@@ -148,7 +151,8 @@ class MqttSession:
             metrics,
             prefix=self.prefix,
             publish_timeout=cfg.publish_timeout,
-            batching=batching,
+            batches=batches,
+            delivered=self._delivered,
         )
         self._commands = (
             CommandRunner(
@@ -166,6 +170,14 @@ class MqttSession:
         self.connected = asyncio.Event()
         # Shutdown shortens this to what is left of gateway.shutdown_timeout.
         self.announce_timeout = ANNOUNCE_TIMEOUT
+
+    def configure_batches(self, batches: Mapping[str, BatchConfig]) -> None:
+        """The devices that batch, after a reload (the publisher keeps its own reference)."""
+        self._publisher.configure(batches)
+
+    def _delivered(self, records: list[Record]) -> None:
+        for part in self.parts:
+            part.delivered(records)
 
     # -- connect / disconnect ----------------------------------------------------------------
     def _new_client(self, server: MqttServer) -> GatewayClient:

@@ -1,4 +1,9 @@
-"""Topic and payload conventions: pure functions, one place."""
+"""Topic and payload conventions, pure functions in one place: the encode stage.
+
+A reading's message is made in two steps, both here: at put time its fields (`reading_fields`,
+`device_fields`: the JSON members of its payload but `seq`), which the outbox stores with the
+sensor and the seq; at take time its payload (`render`, or `render_batch` for a batched
+device's array), so a resend is byte for byte the same message."""
 
 from __future__ import annotations
 
@@ -31,40 +36,40 @@ def batch_topic(prefix: str, device: str) -> str:
     return f"{prefix}/{device}/batch"
 
 
-class _Stored(Protocol):
-    """What a batch is made of: outbox records (topic and payload of one reading each)."""
+class Message(Protocol):
+    """What a message is rendered from: an outbox record (its sensor, None for a device-mode
+    object; its fields, the JSON members of its payload but `seq`; and its seq)."""
 
     @property
-    def device(self) -> str: ...
+    def sensor(self) -> str | None: ...
     @property
-    def topic(self) -> str: ...
+    def fields(self) -> bytes: ...
     @property
-    def payload(self) -> bytes: ...
+    def seq(self) -> int: ...
 
 
-def sensor_of(prefix: str, device: str, topic: str) -> str:
-    """The sensor of a reading topic `<prefix>/<device>/<sensor>` (records stored before a
-    change of the prefix: the last level)."""
-    head = f"{prefix}/{device}/"
-    return topic[len(head) :] if topic.startswith(head) else topic.rsplit("/", 1)[-1]
+def render(record: Message) -> bytes:
+    """A record's payload at take time: its fields and its seq (a resend renders the same
+    bytes). `{"value": 21.5, "unit": "°C", "ts": 1764074400.123, "seq": 42}`."""
+    return b'{%s, "seq": %d}' % (record.fields, record.seq)
 
 
-def batch_payload(prefix: str, records: Sequence[_Stored]) -> bytes:
+def render_batch(records: Sequence[Message]) -> bytes:
     """`[{"sensor": "t", "value": 21.5, "unit": "°C", "ts": ..., "seq": 7}, ...]`: each element
-    is exactly the payload the reading would have had alone, with its sensor first (spliced
-    into the stored JSON object, not parsed and dumped again)."""
+    is the payload the record would have had alone, with its sensor first (a device-mode
+    object has no sensor: it is its own payload)."""
     items = []
     for record in records:
-        if record.topic == f"{prefix}/{record.device}":  # a device-mode object: no sensor
-            items.append(record.payload)
-            continue
-        sensor = _SENSORS.get(record.topic)
+        sensor = record.sensor
         if sensor is None:
-            name = json.dumps(sensor_of(prefix, record.device, record.topic), ensure_ascii=False)
-            sensor = f'{{"sensor": {name}, '.encode()
-            if len(_SENSORS) < 10_000:  # topics come from config and decoders: a bounded set
-                _SENSORS[record.topic] = sensor
-        items.append(sensor + record.payload[1:])
+            items.append(b'{%s, "seq": %d}' % (record.fields, record.seq))
+        else:
+            name = _SENSORS.get(sensor)
+            if name is None:
+                name = json.dumps(sensor, ensure_ascii=False).encode()
+                if len(_SENSORS) < 10_000:  # sensors come from config and decoders: bounded
+                    _SENSORS[sensor] = name
+            items.append(b'{"sensor": %s, %s, "seq": %d}' % (name, record.fields, record.seq))
     return b"[" + b", ".join(items) + b"]"
 
 
@@ -76,23 +81,27 @@ DeviceState = tuple[Mapping[str, Value | None], float]
 RESERVED_KEYS = frozenset({"ts", "seq"})  # device-mode keys that are not sensors
 
 
-def device_payload(state: DeviceState, seq: int | None = None) -> bytes:
-    """`{"temp": 21.5, "hum": 40, "ts": 1764074400.123, "seq": 42}` (`payload: device`)."""
+def device_fields(state: DeviceState) -> bytes:
+    """`"temp": 21.5, "hum": 40, "ts": 1764074400.123` (`payload: device`, without `seq`)."""
     values, ts = state
     body: dict[str, object] = {k: v for k, v in values.items() if k not in RESERVED_KEYS}
     body["ts"] = round(ts, 3)
-    if seq is not None:
-        body["seq"] = seq
     # allow_nan=False: a ValueError (counted by the encoder) rather than invalid JSON (NaN).
-    return json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
+    return json.dumps(body, ensure_ascii=False, allow_nan=False).encode()[1:-1]
 
 
-def reading_payload(reading: Reading, seq: int | None = None) -> bytes:
-    """`{"value": 21.5, "unit": "°C", "ts": 1764074400.123, "seq": 42}`.
+def device_payload(state: DeviceState, seq: int | None = None) -> bytes:
+    """`{"temp": 21.5, "hum": 40, "ts": 1764074400.123, "seq": 42}` (`payload: device`)."""
+    return _with_seq(device_fields(state), seq)
+
+
+def reading_fields(reading: Reading) -> bytes:
+    """`"value": 21.5, "unit": "°C", "ts": 1764074400.123`: a reading's payload but `seq`.
 
     `ts` is in epoch seconds (ms precision), the moment the frame was read, so a reading
-    replayed after an outage still says when it was taken. `seq` counts per device and survives
-    restarts: at-least-once delivery can repeat a reading, and consumers drop repeats by it.
+    replayed after an outage still says when it was taken. `seq` (added at take time, see
+    `render`) counts per device and survives restarts: at-least-once delivery can repeat a
+    reading, and consumers drop repeats by it.
 
     Numbers and booleans are formatted directly (one f-string instead of json.dumps, which was
     the largest single cost per reading); the result is byte for byte what json.dumps gives."""
@@ -104,12 +113,20 @@ def reading_payload(reading: Reading, seq: int | None = None) -> bytes:
     elif type(value) is float and math.isfinite(value):
         text = repr(value)  # what json.dumps writes for a float
     else:
-        return _json_payload(reading, seq)
+        return _json_fields(reading)
     unit = _unit_json(reading.unit)
-    ts = repr(round(reading.ts, 3))
+    return f'"value": {text}, "unit": {unit}, "ts": {round(reading.ts, 3)!r}'.encode()
+
+
+def reading_payload(reading: Reading, seq: int | None = None) -> bytes:
+    """`{"value": 21.5, "unit": "°C", "ts": 1764074400.123, "seq": 42}` (see reading_fields)."""
+    return _with_seq(reading_fields(reading), seq)
+
+
+def _with_seq(fields: bytes, seq: int | None) -> bytes:
     if seq is None:
-        return f'{{"value": {text}, "unit": {unit}, "ts": {ts}}}'.encode()
-    return f'{{"value": {text}, "unit": {unit}, "ts": {ts}, "seq": {seq}}}'.encode()
+        return b"{%s}" % fields
+    return b'{%s, "seq": %d}' % (fields, seq)
 
 
 _UNITS: dict[str | None, str] = {None: "null"}
@@ -124,12 +141,6 @@ def _unit_json(unit: str | None) -> str:
     return text
 
 
-def _json_payload(reading: Reading, seq: int | None) -> bytes:
-    body: dict[str, object] = {
-        "value": reading.value,
-        "unit": reading.unit,
-        "ts": round(reading.ts, 3),
-    }
-    if seq is not None:
-        body["seq"] = seq
-    return json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
+def _json_fields(reading: Reading) -> bytes:
+    body = {"value": reading.value, "unit": reading.unit, "ts": round(reading.ts, 3)}
+    return json.dumps(body, ensure_ascii=False, allow_nan=False).encode()[1:-1]

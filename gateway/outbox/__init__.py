@@ -4,16 +4,12 @@ acknowledged it. One module per job: `store` (SQLite), `window` (in flight, read
 tail), `numbering` (seq), `mode` (disk, memory, recovering), `bounds` (max_bytes, max_age),
 `checkpoint` (WAL checkpoints off the loop), and `outbox`, which puts them together."""
 
-from gateway.limits import CHECKPOINT_INTERVAL
 from gateway.outbox.checkpoint import Checkpointer
 from gateway.outbox.mode import Mode
-from gateway.outbox.outbox import ACK_FLUSH_DELAY, MAX_LAZY_DELETES, Outbox
+from gateway.outbox.outbox import Outbox
 from gateway.outbox.records import Record
 
 __all__ = [
-    "ACK_FLUSH_DELAY",
-    "CHECKPOINT_INTERVAL",
-    "MAX_LAZY_DELETES",
     "Checkpointer",
     "Mode",
     "Outbox",

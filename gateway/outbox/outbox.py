@@ -24,14 +24,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
 
 from gateway.config import OutboxConfig
-from gateway.limits import ACK_FLUSH_DELAY, BACKLOG_BATCH, CHECKPOINT_INTERVAL, MAX_LAZY_DELETES
+from gateway.limits import BACKLOG_BATCH, CHECKPOINT_INTERVAL
 from gateway.links.hardware import HardwareExecutor
 from gateway.metrics import Metrics
-from gateway.models import Reading
-from gateway.mqtt.topics import reading_payload
 from gateway.outbox.bounds import Bounds
 from gateway.outbox.checkpoint import Checkpointer
 from gateway.outbox.grouping import CommitGroup
@@ -45,10 +42,7 @@ from gateway.outbox.writing import Writing
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-
-__all__ = ["ACK_FLUSH_DELAY", "MAX_LAZY_DELETES", "Outbox"]
+__all__ = ["Outbox"]
 
 
 class Outbox(Writing):
@@ -174,22 +168,13 @@ class Outbox(Writing):
         self.store.close(truncate_wal=True)
 
     # -- intake ------------------------------------------------------------------------------
-    def put(self, reading: Reading, topic: str, qos: int) -> Record | None:
-        """Accept a reading. Never blocks: the write happens in a later flush."""
-        return self.put_encoded(reading.device, topic, qos, reading.ts, reading_payload, reading)
-
-    def put_encoded(  # noqa: PLR0917 - the hot path: no keyword-argument cost per reading
-        self,
-        device: str,
-        topic: str,
-        qos: int,
-        ts: float,
-        encode: Callable[[T, int], bytes],
-        item: T,
+    def put(  # noqa: PLR0917 - the hot path: no keyword-argument cost per reading
+        self, device: str, topic: str, sensor: str | None, fields: bytes, qos: int, ts: float
     ) -> Record | None:
-        """Accept one message of `device` whose payload is `encode(item, seq)` (a reading, or
-        a device-mode object of several): it gets the device's next seq. Returns its record,
-        or None when it was not accepted (shutdown, or no room: counted)."""
+        """Accept one message of `device` (its payload's `fields`, rendered at take time with
+        the seq it gets here: gateway.mqtt.topics). Never blocks: the write happens in a later
+        commit. Returns its record, or None when it was not accepted (shutdown, or no room:
+        counted)."""
         if self._closed:
             self._metrics.readings_dropped.labels(device, "shutdown").inc()
             return None
@@ -200,12 +185,11 @@ class Outbox(Writing):
         numbering = self.numbering
         if self.spill and numbering.needs_reservation(device):
             self._reserve(device)
-        payload = encode(item, numbering.peek(device))
-        size = len(topic) + len(payload) + RECORD_OVERHEAD
+        size = len(topic) + len(fields) + RECORD_OVERHEAD
         if self.total + size > self.cfg.max_bytes and not self.bounds.make_room(size, device):
             return None
         seq = numbering.take(device)
-        record = Record(self._next_id, device, seq, topic, payload, qos, ts, size)
+        record = Record(self._next_id, device, seq, topic, sensor, fields, qos, ts, size)
         self._next_id += 1
         self.unwritten[record.id] = record
         self.total += size

@@ -1,5 +1,6 @@
-"""What the outbox holds: one record per accepted reading, opaque to the outbox but for its id,
-device, time and size."""
+"""What the outbox holds: one record per accepted message, opaque to the outbox but for its id,
+device, seq, time and size. A record keeps what its payload is rendered from at take time
+(`gateway.mqtt.topics.render`): the sensor and the fields, not the payload."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ class Record:
     device: str
     seq: int  # the device's sequence number, in the payload too
     topic: str
-    payload: bytes
+    sensor: str | None  # the reading's sensor; None: a `payload: device` object
+    fields: bytes  # the payload's JSON members but `seq` (gateway.mqtt.topics)
     qos: int
     ts: float  # when the reading was taken (epoch seconds)
-    size: int  # topic + payload + RECORD_OVERHEAD
+    size: int  # topic + fields + RECORD_OVERHEAD
 
 
 def ranges(ids: Iterable[int]) -> list[tuple[int, int]]:

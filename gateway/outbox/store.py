@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,13 +34,18 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL,
     qos INTEGER NOT NULL,
     ts REAL NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    sensor TEXT
 );
 CREATE TABLE IF NOT EXISTS seqs (device TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
-_COLUMNS = "id, device, seq, topic, payload, qos, ts, size"
-_INSERT = f"INSERT OR REPLACE INTO outbox ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"  # noqa: S608
+# `payload` holds a record's fields (the name is 0.2.0's, whose rows hold whole payloads: see
+# `from_0_2_0`); `sensor` came after 0.2.0 (added to such a file when it is first written).
+_COLUMNS = "id, device, seq, topic, sensor, payload, qos, ts, size"
+_INSERT = f"INSERT OR REPLACE INTO outbox ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"  # noqa: S608
 _SELECT = f"SELECT {_COLUMNS} FROM outbox WHERE id BETWEEN ? AND ? ORDER BY id LIMIT ?"  # noqa: S608
+_SELECT_0_2_0 = _SELECT.replace("sensor", "NULL")
+_ADD_SENSOR = "ALTER TABLE outbox ADD COLUMN sensor TEXT"
 _UPSERT = "INSERT INTO seqs (device, seq) VALUES (?, ?) ON CONFLICT(device) DO UPDATE SET seq = "
 _RAISE_SEQ, _SET_SEQ = _UPSERT + "max(seq, excluded.seq)", _UPSERT + "excluded.seq"
 _SQLITE_FULL, _SQLITE_CORRUPT, _SQLITE_NOTADB = 13, 11, 26
@@ -78,6 +84,36 @@ class Stored:
     behind: set[str] = field(default_factory=set)  # devices whose seqs row is behind the rows
 
 
+def from_0_2_0(row: tuple[int, str, int, str, None, bytes, int, float, int]) -> Record:
+    """A row written by 0.2.0, which stored the whole payload (`{...,"seq": N}`) and no sensor:
+    its fields are the payload's members but the last (`seq`), and a reading's sensor is its
+    topic's last level (`<prefix>/<device>/<sensor>`; a device-mode object is not shaped as
+    a reading). Rows from after 0.2.0 hold fields, which never start with `{`."""
+    i, device, seq, topic, _, payload, qos, ts, size = row
+    suffix = b', "seq": %d}' % seq
+    fields = payload[1 : -len(suffix)] if payload.endswith(suffix) else payload[1:-1]
+    sensor: str | None = None
+    if fields.startswith(b'"value": ') and _READING_KEYS.match(fields):
+        sensor = topic.rsplit("/", 1)[-1]
+    return Record(i, device, seq, topic, sensor, fields, qos, ts, size)
+
+
+# A reading's fields as 0.2.0 wrote them: value, unit, ts. (A device-mode object of exactly two
+# sensors named "value" and "unit" would pass for a reading; the sensor matters only in a
+# batch's array, and a single payload renders the same either way.)
+_READING_KEYS = re.compile(rb'"value": .*, "unit": .*, "ts": [-0-9.eE+]+\Z', re.DOTALL)
+
+
+def _record(row: tuple[int, str, int, str, str | None, bytes, int, float, int]) -> Record:
+    if row[5][:1] == b"{":
+        return from_0_2_0(row)  # type: ignore[arg-type]
+    return Record(*row)
+
+
+def _has_sensor(db: sqlite3.Connection) -> bool:
+    return any(column[1] == "sensor" for column in db.execute("PRAGMA table_info(outbox)"))
+
+
 def _check(db: sqlite3.Connection) -> None:
     (verdict,) = db.execute("PRAGMA quick_check(1)").fetchone()
     if verdict != "ok":
@@ -91,6 +127,7 @@ class Store:
         self.db: sqlite3.Connection | None = None
         self.reader: sqlite3.Connection | None = None  # its own while commits run in a thread
         self.exclusive = False
+        self._sensor_column = True  # False: a 0.2.0 file not written since (see `write`)
 
     @property
     def is_open(self) -> bool:
@@ -125,6 +162,7 @@ class Store:
             db.execute("PRAGMA secure_delete=OFF")
             db.executescript(SCHEMA)
             _check(db)
+            self._sensor_column = _has_sensor(db)
         except BaseException:
             db.close()
             raise
@@ -181,10 +219,12 @@ class Store:
             db.execute("BEGIN")
             in_txn = True
             if records:
+                if not self._sensor_column:  # a 0.2.0 file: the column comes with its first row
+                    db.execute(_ADD_SENSOR)
                 db.executemany(
                     _INSERT,
                     [
-                        (r.id, r.device, r.seq, r.topic, r.payload, r.qos, r.ts, r.size)
+                        (r.id, r.device, r.seq, r.topic, r.sensor, r.fields, r.qos, r.ts, r.size)
                         for r in records
                     ],
                 )
@@ -194,6 +234,8 @@ class Store:
                 db.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", (first, final))
             db.execute("COMMIT")
             in_txn = False
+            if records:
+                self._sensor_column = True
         except (sqlite3.Error, OSError) as exc:
             raise classify(exc) from exc
         finally:
@@ -205,10 +247,11 @@ class Store:
         """Rows with ids in [first, last], in id order: an index range, never a scan."""
         db = self._need(self.reader)
         try:
-            rows = db.execute(_SELECT, (first, last, limit)).fetchall()
+            query = _SELECT if self._sensor_column else _SELECT_0_2_0
+            rows = db.execute(query, (first, last, limit)).fetchall()
         except sqlite3.Error as exc:
             raise classify(exc) from exc
-        return [Record(*row) for row in rows]
+        return [_record(row) for row in rows]
 
     def first_ts(self, first: int, last: int) -> float | None:
         """`ts` of the first row with an id in [first, last] (one index lookup)."""
