@@ -19,7 +19,7 @@ from gateway.config import OutboxConfig
 from gateway.limits import ACK_FLUSH_DELAY, MAX_LAZY_DELETES, SEQ_BLOCK
 from gateway.metrics import Metrics
 from gateway.models import Reading
-from gateway.mqtt.topics import render
+from gateway.mqtt.topics import device_payload, reading_payload, render, render_batch
 from gateway.outbox import Checkpointer, Outbox, Record
 from gateway.outbox.store import StoreError
 
@@ -746,4 +746,50 @@ async def test_readyz_and_status_say_why_a_backlog_waits_unread(tmp_path: Path) 
     why = "outbox cannot read its backlog on disk (io: disk I/O error); retrying"
     assert why in readiness(gw).reasons
     assert status_document(gw)["outbox"]["unreadable"] == "io: disk I/O error"
+    box.close()
+
+
+# -- a file written by 0.2.0 ---------------------------------------------------------------------
+SCHEMA_0_2_0 = """
+CREATE TABLE outbox (id INTEGER PRIMARY KEY, device TEXT NOT NULL, seq INTEGER NOT NULL,
+    topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL, ts REAL NOT NULL,
+    size INTEGER NOT NULL);
+CREATE TABLE seqs (device TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+"""
+
+
+async def test_an_outbox_file_of_0_2_0_is_read_after_the_upgrade(tmp_path: Path) -> None:
+    """0.2.0 stored whole payloads (seq included) and no sensor: its rows go out byte for byte
+    as 0.2.0 would have sent them, batched with their sensor; the file takes new rows too."""
+    db = tmp_path / "outbox.sqlite3"
+    old = [reading(i) for i in range(3)]
+    payloads = [reading_payload(r, seq) for seq, r in enumerate(old, start=1)]
+    obj = device_payload(({"temp": 21.5, "hum": 40}, 1_800_000_001.0), 1)
+    with sqlite3.connect(db) as conn:
+        conn.executescript(SCHEMA_0_2_0)
+        conn.executemany(
+            "INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?)",
+            [
+                (i, "boiler", i, "gw/boiler/temp", p, 1, 1_800_000_000.0, 99)
+                for i, p in enumerate(payloads, start=1)
+            ]
+            + [(4, "room", 1, "gw/room", obj, 1, 1_800_000_001.0, 99)],
+        )
+    box = make(db)
+    taken = await take_all(box, 4)
+    assert [render(r) for r in taken] == [*payloads, obj]
+    assert [r.sensor for r in taken] == ["temp", "temp", "temp", None]
+    assert json.loads(render_batch(taken[:2])) == [
+        {"sensor": "temp", **json.loads(p)} for p in payloads[:2]
+    ]
+    box.requeue(taken)
+    put_reading(box, reading(9), "gw/boiler/temp", 1)  # a new row: the file gets its column
+    await settle()
+    assert len(rows(db)) == 5
+    box.close()
+    box = make(db)
+    again = await take_all(box, 5)
+    assert [render(r) for r in again[:4]] == [*payloads, obj]
+    assert json.loads(render(again[4]))["seq"] == 4  # numbering went on past the old rows
+    assert again[4].sensor == "temp"
     box.close()
