@@ -10,7 +10,7 @@ encode     the topic and fields of each reading (what the encoder does before th
 outbox     Outbox.put + the commit of each loop turn's readings (a real SQLite file, WAL)
 take       Outbox.take_nowait of the committed readings, as the publisher does
 batch      each message's payload at take time (topics.render / render_batch), N readings each
-ack        Outbox.ack_many of each message's records + the deletes' commit
+ack        Outbox.ack of each message's records + the deletes' commit
 aiomqtt    GatewayClient.publish_nowait of one message per N readings + its PUBACK (real
            mosquitto on loopback; per reading = per message / N)
 
@@ -98,7 +98,7 @@ async def stage_outbox(readings: list[Reading], n: int) -> dict[str, float]:
 
             def ack() -> None:
                 for message in messages:
-                    box.ack_many(message)
+                    box.ack(message)
                 box.flush(deletes=True)
 
             acked = timed(ack)

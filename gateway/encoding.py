@@ -133,7 +133,7 @@ class Encoder:
         room = int(outbox.cfg.max_bytes * UNKNOWN_OUTBOX_SHARE)
         refused = 0
         for reading in readings:
-            if outbox.total >= room:
+            if outbox.bytes >= room:
                 refused += 1
                 continue
             if not json_safe(reading.value):  # counted under their one label, never per address

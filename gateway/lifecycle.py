@@ -164,8 +164,8 @@ class Gateway:
         self.outbox = outbox
         self.encoder = self.intake.encoder = Encoder(outbox, cfg, self.metrics)
         self._sync_discovery(Discovery.SWITCHED_ON if cfg.homeassistant.discovery else None)
-        outbox.open()
-        stack.callback(outbox.close)  # last out: commits what is still in memory
+        # Last out: it commits what is still in memory; its committer task is its own.
+        await stack.enter_async_context(outbox)
         if signals:
             stack.enter_context(self._signals())
         self.http = await stack.enter_async_context(self._http_server())

@@ -34,7 +34,7 @@ def payloads(outbox: Outbox) -> list[dict[str, Any]]:
     def strict(constant: str) -> None:
         raise AssertionError(f"{constant} in a payload")
 
-    return [json.loads(render(r), parse_constant=strict) for r in outbox.unwritten.values()]
+    return [json.loads(render(r), parse_constant=strict) for r in outbox.writer.unwritten.values()]
 
 
 def dropped(outbox: Outbox, reason: str) -> float:
@@ -132,6 +132,6 @@ async def test_the_payload_of_500_lines_with_new_keys_stays_bounded(outbox: Outb
     encoder = Encoder(outbox, config(payload="device"), outbox._metrics)
     for n in range(500):
         encoder.publish(frame(ts=1000.0 + n, **{f"sensor_with_a_long_name_{n}": n}))
-    last = list(outbox.unwritten.values())[-1]
+    last = list(outbox.writer.unwritten.values())[-1]
     assert len(json.loads(render(last))) == 64 + 2  # the default max_sensors, ts and seq
     assert len(render(last)) < 4096

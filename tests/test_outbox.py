@@ -82,13 +82,13 @@ async def test_reading_is_on_disk_once_accepted_and_deleted_once_acked(tmp_path:
     assert [r[2] for r in rows(db)] == [1, 2, 3]
     batch = await take_all(box, 3)
     assert [json.loads(render(r))["seq"] for r in batch] == [1, 2, 3]
-    box.ack(batch[0])
+    box.ack([batch[0]])
     await settle()
     assert [r[2] for r in rows(db)] == [1, 2, 3]  # a delete waits a moment...
     put_reading(box, reading(4), "gateway/boiler/temp", 1)
     await settle()
     assert [r[2] for r in rows(db)] == [1, 2, 3, 4]  # ...even while new records are committed
-    box.ack(batch[1])
+    box.ack([batch[1]])
     await asyncio.sleep(ACK_FLUSH_DELAY + 0.2)
     assert [r[2] for r in rows(db)] == [3, 4]  # and both go together within ACK_FLUSH_DELAY
     assert len(box) == 2
@@ -101,7 +101,7 @@ async def test_many_acknowledged_records_go_with_the_next_commit(tmp_path: Path)
     for i in range(MAX_LAZY_DELETES + 1):
         put_reading(box, reading(i), "t", 1)
     await settle()
-    box.ack_many(box.take_nowait(MAX_LAZY_DELETES))
+    box.ack(box.take_nowait(MAX_LAZY_DELETES))
     put_reading(box, reading(0), "t", 1)
     await settle()  # no waiting for the lazy flush: that many deletes do not wait
     assert [r[2] for r in rows(db)] == [MAX_LAZY_DELETES + 1, MAX_LAZY_DELETES + 2]
@@ -118,7 +118,7 @@ async def test_restart_replays_unacked_records_in_order_and_continues_seq(tmp_pa
         put_reading(box, reading(i), "t", 1)
     await settle()
     taken = await take_all(box, 5)
-    box.ack(taken[0])
+    box.ack([taken[0]])
     box.close()  # records 2..5 were in flight: they must come back
 
     box = make(db)
@@ -148,12 +148,12 @@ async def test_seq_continues_after_restarts_whatever_was_deleted(tmp_path: Path)
         put_reading(box, reading(i, "b"), "t", 1)
     await settle()
     assert seqs_table(db) == {}  # insert-only commits leave the seqs table alone
-    box.store.close()  # "SIGKILL": no close(), no final flush
+    box.writer.store.close()  # "SIGKILL": no close(), no final flush
     box._checkpointer.stop()
 
     box = make(db)  # the rows say where each device stands
     taken = await take_all(box, 6)
-    box.ack_many(taken)  # everything delivered: the rows go, the seqs table takes over
+    box.ack(taken)  # everything delivered: the rows go, the seqs table takes over
     put_reading(box, reading(9, "a"), "t", 1)
     await asyncio.sleep(ACK_FLUSH_DELAY + 0.2)
     assert rows(db) == [(7, "a", 4)]
@@ -200,7 +200,7 @@ async def test_requeue_puts_records_back_in_front_in_order(tmp_path: Path) -> No
     await settle()
     first = await box.take(4)
     box.requeue(reversed(first[1:3]))
-    box.ack(first[0])
+    box.ack([first[0]])
     again = await take_all(box, 4)
     assert [r.seq for r in again] == [2, 3, 5, 6]
     assert box.inflight == 5  # record 4 is still in flight, plus the 4 just taken
@@ -302,7 +302,7 @@ async def test_disk_full_degrades_to_memory_and_keeps_delivering(tiny_tmpfs: Pat
     out = await take_all(box, 2000)  # still delivered, from memory
     assert [r.seq for r in out] == list(range(1, 2001))
     for record in out:
-        box.ack(record)
+        box.ack([record])
     filler.unlink()  # space again: the outbox recovers
     put_reading(box, reading(5000), "t", 1)
     await asyncio.sleep(0.2)
@@ -351,7 +351,7 @@ async def drain(box: Outbox, n: int) -> list[Record]:
     while len(out) < n:
         async with asyncio.timeout(5):
             batch = await box.take(1000)
-        box.ack_many(batch)
+        box.ack(batch)
         out += batch
     return out
 
@@ -413,7 +413,7 @@ async def test_backlog_on_disk_survives_a_disk_failure_without_a_restart(
 
 def connection_of(box: Outbox) -> sqlite3.Connection:
     """The outbox's own SQLite connection (to count the work its queries do)."""
-    db = box.store.db
+    db = box.writer.store.db
     assert isinstance(db, sqlite3.Connection)
     return db
 
@@ -466,8 +466,8 @@ async def test_sync_full_commits_never_fsync_on_the_event_loop(tmp_path: Path) -
     box = make(tmp_path / "o.sqlite3", sync="full")
     loop_thread = threading.get_ident()
     commits: list[int] = []
-    assert box.store.db is not None
-    box.store.db.set_trace_callback(
+    assert box.writer.store.db is not None
+    box.writer.store.db.set_trace_callback(
         lambda sql: commits.append(threading.get_ident()) if sql == "COMMIT" else None
     )
     for i in range(5):
@@ -476,7 +476,7 @@ async def test_sync_full_commits_never_fsync_on_the_event_loop(tmp_path: Path) -
     assert [r.seq for r in out] == [1, 2, 3, 4, 5]
     assert commits
     assert loop_thread not in commits
-    box.ack_many(out)
+    box.ack(out)
     box.close()
     assert rows(tmp_path / "o.sqlite3") == []
 
@@ -485,7 +485,7 @@ async def test_sync_full_commits_never_fsync_on_the_event_loop(tmp_path: Path) -
 def disk_full(box: Outbox, *, full: bool = True) -> None:
     """SQLite's own "disk full" (as the state machine does): no new pages. A write of records
     fails; deletes and seqs rows, which need none, still go in, as on a real full disk."""
-    db = box.store.db
+    db = box.writer.store.db
     assert db is not None
     pages = db.execute("PRAGMA page_count").fetchone()[0]
     db.execute(f"PRAGMA max_page_count={pages if full else 1 << 30}")
@@ -493,9 +493,9 @@ def disk_full(box: Outbox, *, full: bool = True) -> None:
 
 def sigkill(box: Outbox) -> None:
     """The process dies: no close(), no final flush; only what is on disk remains."""
-    box._cancel_timers()
+    box._stop()
     box._checkpointer.stop()
-    box.store.close()
+    box.writer.store.close()
 
 
 async def test_a_restart_on_a_full_disk_never_reuses_a_seq_that_went_out_from_memory(
@@ -512,7 +512,7 @@ async def test_a_restart_on_a_full_disk_never_reuses_a_seq_that_went_out_from_me
     await settle()
     assert box.degraded
     out = await take_all(box, 30)  # delivered from memory...
-    box.ack_many(out[:-15])  # ...all but the last 15, still in flight at the close
+    box.ack(out[:-15])  # ...all but the last 15, still in flight at the close
     box.close()  # their write fails on the full disk: they are lost (README)
 
     box = make(db)
@@ -534,7 +534,7 @@ async def test_a_sigkill_in_memory_mode_never_reuses_a_seq(tmp_path: Path, durab
     put_reading(box, reading(0), "t", 1)
     clock.now += 1
     await asyncio.sleep(0.1)  # on disk (spill mode: after spill_after)
-    box.ack_many(await take_all(box, 1))
+    box.ack(await take_all(box, 1))
     await asyncio.sleep(ACK_FLUSH_DELAY + 0.1)  # (deleted: it does not come back)
     disk_full(box)
     for i in range(1, 10):
@@ -545,7 +545,7 @@ async def test_a_sigkill_in_memory_mode_never_reuses_a_seq(tmp_path: Path, durab
     n = 10 + SEQ_BLOCK
     for i in range(10, n):
         put_reading(box, reading(i), "t", 1)
-    box.ack_many(await take_all(box, n - 1))  # all went out from memory, never rows
+    box.ack(await take_all(box, n - 1))  # all went out from memory, never rows
     sigkill(box)
 
     box = make(db, durability=durability)
@@ -603,9 +603,9 @@ async def test_a_dead_disk_holds_readings_beyond_their_reservation(
     db = tmp_path / "o.sqlite3"
     box = make(db, durability="spill", retry_interval=0.05)
     put_reading(box, reading(0), "t", 1)  # reserves 1..SEQ_BLOCK on disk
-    box.ack_many(box.take_nowait(1))
-    write = box.store.write
-    monkeypatch.setattr(box.store, "write", dead)
+    box.ack(box.take_nowait(1))
+    write = box.writer.store.write
+    monkeypatch.setattr(box.writer.store, "write", dead)
     for i in range(1, SEQ_BLOCK + 200):
         put_reading(box, reading(i), "t", 1)
     await asyncio.sleep(0.2)  # (retries that fail)
@@ -613,8 +613,8 @@ async def test_a_dead_disk_holds_readings_beyond_their_reservation(
     out = box.take_nowait(10_000)
     assert [r.seq for r in out] == list(range(2, SEQ_BLOCK + 1))
     assert box.take_nowait(10_000) == []  # the rest waits for a reservation
-    monkeypatch.setattr(box.store, "write", write)
-    box.ack_many(out)
+    monkeypatch.setattr(box.writer.store, "write", write)
+    box.ack(out)
     out = await drain(box, 200)
     assert [r.seq for r in out] == list(range(SEQ_BLOCK + 1, SEQ_BLOCK + 201))
     box.close()
@@ -658,8 +658,8 @@ class UnreadableRows:
 
     def __init__(self, box: Outbox, bad: range) -> None:
         self.bad, self.failing, self.attempts = bad, True, 0
-        self._read = box.store.read
-        box.store.read = self.read  # type: ignore[method-assign]
+        self._read = box.writer.store.read
+        box.writer.store.read = self.read  # type: ignore[method-assign]
 
     def read(self, first: int, last: int, limit: int) -> list[Record]:
         if self.failing and first <= self.bad[-1] and last >= self.bad[0]:
@@ -685,7 +685,7 @@ async def test_new_readings_go_on_while_the_backlog_cannot_be_read(tmp_path: Pat
         put_reading(box, reading(i), "t", 1)
     new = await drain(box, 50)  # before: waited for the disk, forever
     assert [r.seq for r in new] == list(range(501, 551))
-    assert all(r.id not in box.unwritten for r in new), "published before it was committed"
+    assert all(r.id not in box.writer.unwritten for r in new), "published before it was committed"
     assert box.unreadable_reason == "io: disk I/O error"
     assert not box.degraded  # writes work: new readings are still on disk first
     assert metrics.registry.get_sample_value("gateway_outbox_errors_total", {"kind": "io"})

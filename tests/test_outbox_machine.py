@@ -45,7 +45,6 @@ from gateway.metrics import Metrics
 from gateway.models import Reading
 from gateway.mqtt.topics import render
 from gateway.outbox import Outbox, Record
-from gateway.outbox.bounds import Bounds
 from gateway.outbox.store import Store, StoreError
 
 pytestmark = pytest.mark.timeout(300)
@@ -96,19 +95,6 @@ class DyingStore(Store):
         super().write(records, deletes, seqs, exact_seqs=exact_seqs)
 
 
-class DropLog(Bounds):
-    """The outbox's bounds, noting what they drop (id -> (device, seq)), for the model."""
-
-    def __init__(self, box: Outbox, log: dict[int, tuple[str, int]]) -> None:
-        super().__init__(box)
-        self.log = log
-
-    def forget(self, dropped: Iterable[Record], reason: str) -> None:
-        dropped = list(dropped)
-        self.log.update((r.id, (r.device, r.seq)) for r in dropped)
-        super().forget(dropped, reason)
-
-
 class OutboxMachine(RuleBasedStateMachine):
     durability = "disk"
 
@@ -151,26 +137,35 @@ class OutboxMachine(RuleBasedStateMachine):
     # -- plumbing ----------------------------------------------------------------------------
     def _open(self) -> Outbox:
         self.metrics = Metrics()
-        box = Outbox(self.dir / "o.sqlite3", self.cfg, self.metrics, clock=self.clock)
-        box.store = DyingStore(box.path, lambda: self.disk_dead, lambda: self.disk_unreadable)
+        path = self.dir / "o.sqlite3"
+        store = DyingStore(path, lambda: self.disk_dead, lambda: self.disk_unreadable)
+        box = Outbox(path, self.cfg, self.metrics, clock=self.clock, store=store)
         self.dropped_ids = {}  # (ids are per file state: a later run may use one again)
-        box.bounds = DropLog(box, self.dropped_ids)
-        strand = box.window.strand
+        drop, log = box.writer.drop, self.dropped_ids
+
+        def note_and_drop(dropped: Iterable[Record], reason: str) -> None:
+            """What the outbox drops (id -> (device, seq)), for the model."""
+            dropped = list(dropped)
+            log.update((r.id, (r.device, r.seq)) for r in dropped)
+            drop(dropped, reason)
+
+        box.writer.drop = note_and_drop  # type: ignore[method-assign]
+        strand = box.writer.window.strand
 
         def note_and_strand() -> None:
             """What the backlog set aside holds, read past the failing store (the model's
             knowledge, not the outbox's): those readings may come late."""
-            w = box.window
-            if w.backlog and box.store.db is not None:
+            w = box.writer.window
+            if w.backlog and box.writer.store.db is not None:
                 self.late.update(
-                    box.store.db.execute(
+                    box.writer.store.db.execute(
                         "SELECT device, seq FROM outbox WHERE id BETWEEN ? AND ?",
                         (w.first, w.last),
                     ).fetchall()
                 )
             strand()
 
-        box.window.strand = note_and_strand  # type: ignore[method-assign]
+        box.writer.window.strand = note_and_strand  # type: ignore[method-assign]
 
         async def go() -> None:
             box.open()
@@ -181,7 +176,7 @@ class OutboxMachine(RuleBasedStateMachine):
         return box
 
     def _apply_disk(self) -> None:
-        db = self.box.store.db
+        db = self.box.writer.store.db
         if db is not None:
             pages = db.execute("PRAGMA page_count").fetchone()[0]
             db.execute(f"PRAGMA max_page_count={pages if self.disk_full else 1 << 30}")
@@ -264,7 +259,7 @@ class OutboxMachine(RuleBasedStateMachine):
         chosen = data.draw(st.sets(st.sampled_from(range(len(self.taken))), min_size=1))
         acked = [self.taken[i] for i in sorted(chosen)]
         self.taken = [r for i, r in enumerate(self.taken) if i not in chosen]
-        self._call(lambda: self.box.ack_many(acked))
+        self._call(lambda: self.box.ack(acked))
         self.delivered |= {(r.device, r.seq) for r in acked}
         self._run()
 
@@ -311,7 +306,7 @@ class OutboxMachine(RuleBasedStateMachine):
             self._deletes_undone()
             self.may_skip |= self.reserved_ahead
         else:  # a full disk still takes them: no drop comes back, no reservation stays
-            assert not self.box.deletes, "the close left deletes unwritten"
+            assert not self.box.writer.deletes, "the close left deletes unwritten"
             self.reserved_ahead = False
         self.taken = []
         self._keep_dropped_counts()
@@ -325,13 +320,15 @@ class OutboxMachine(RuleBasedStateMachine):
         self._run()
         self.may_skip |= self.reserved_ahead
         box = self.box
-        box._cancel_timers()
+        box._stop()
         box._checkpointer.stop()
         self._forget_unwritten()
         if not self.disk_dead:  # drops are deleted at once, on a full disk too (README)
-            assert not box.deletes & self.dropped_ids.keys(), "a drop was not deleted at once"
+            assert not box.writer.deletes & self.dropped_ids.keys(), (
+                "a drop was not deleted at once"
+            )
         self._deletes_undone()
-        box.store.close()
+        box.writer.store.close()
         self.taken = []
         self._keep_dropped_counts()
         self._open()
@@ -341,7 +338,7 @@ class OutboxMachine(RuleBasedStateMachine):
         the README says both). Their seqs stay taken in `seq_value` when they went out: no
         later reading may carry one (a seq that never went out is not known here, and may be
         handed out again: no consumer can tell)."""
-        for record in self.box.unwritten.values():
+        for record in self.box.writer.unwritten.values():
             assert self.durability == "spill" or self.box.degraded
             self.lost[record.device] += 1
 
@@ -352,8 +349,8 @@ class OutboxMachine(RuleBasedStateMachine):
         drop, on a dead disk only (README, "Gateway killed"): delivered after all, though
         counted dropped, behind newer readings."""
         for device in DEVICES:
-            self.slack[device] += len(self.box.deletes)
-        for i in self.box.deletes:
+            self.slack[device] += len(self.box.writer.deletes)
+        for i in self.box.writer.deletes:
             key = self.dropped_ids.get(i)
             if key is not None:
                 self.returning.add(key)
@@ -372,6 +369,7 @@ class OutboxMachine(RuleBasedStateMachine):
             self._drain_and_check()
         finally:
             self._call(self.box.close)
+            self._run()  # (the committer's cancellation runs)
             self.loop.close()
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -390,7 +388,7 @@ class OutboxMachine(RuleBasedStateMachine):
                 break
             for record in batch:
                 self._record(record)
-            self._call(lambda: self.box.ack_many(batch))  # noqa: B023 - called at once
+            self._call(lambda: self.box.ack(batch))  # noqa: B023 - called at once
             self.delivered |= {(r.device, r.seq) for r in batch}
         assert len(self.box) == 0, "the outbox did not drain"
         for device in DEVICES:

@@ -1,16 +1,20 @@
 """The outbox's parts, each alone: the window (pure), the numbering (pure), the mode, the commit
-grouping (a real event loop) and the store (a real SQLite file)."""
+agenda (pure, then the real outbox on a real event loop) and the store (a real SQLite file)."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
+from gateway.config import OutboxConfig
 from gateway.limits import PAGE_SIZE, SEQ_BLOCK
-from gateway.outbox.grouping import CommitGroup
+from gateway.metrics import Metrics
+from gateway.outbox import Outbox
+from gateway.outbox.due import NEVER, Due
 from gateway.outbox.mode import DiskState, Mode
 from gateway.outbox.numbering import Numbering
 from gateway.outbox.records import Record, ranges
@@ -146,25 +150,58 @@ def test_mode_goes_disk_memory_recovering_disk() -> None:
     assert d.light  # ...and any write that works says light ones do too
 
 
-# -- commit grouping -------------------------------------------------------------------------
-async def test_commits_group_by_turns_and_by_time() -> None:
-    commits: list[float] = []
-    loop = asyncio.get_running_loop()
-    group = CommitGroup(turns=3, wait=30.0, commit=lambda: commits.append(loop.time()))
-    for _ in range(3):
-        group.added()
-        group.added()  # several records in one turn count once
+# -- commit grouping: the committer's agenda ------------------------------------------------------
+def test_the_agenda_groups_commits_by_turns_that_brought_records() -> None:
+    due = Due.of(turns=3, interval=30.0)
+    assert due.next() == NEVER
+    for _ in range(2):
+        due.added(100.0)
+        due.added(100.0)  # several records in one turn count once
+        assert not due.turn_ended()
+    assert not due.turn_ended()  # a wake-up after a turn that brought none: not counted
+    due.added(100.0)
+    assert due.turn_ended()  # the third turn that brought records
+    assert due.next() == 130.0  # ...or commit_interval after the first of them
+    due.committed()
+    assert (due.pending, due.next()) == (False, NEVER)
+    every_turn = Due.of(turns=5, interval=0.0)  # commit_turns needs a commit_interval
+    every_turn.added(1.0)
+    assert every_turn.turn_ended()
+    assert every_turn.next() == NEVER
+
+
+async def test_commits_group_by_turns_and_by_time(tmp_path: Path) -> None:
+    """The real outbox and event loop: one committer task, no timer handle per put."""
+
+    def commits(box: Outbox) -> float:
+        value = box._metrics.registry.get_sample_value("gateway_outbox_commits_total")
+        return value or 0.0
+
+    def outbox(name: str, **cfg: float) -> Outbox:
+        return Outbox(tmp_path / name, OutboxConfig.model_validate(cfg), Metrics())
+
+    async with outbox("o.sqlite3", commit_turns=3, commit_interval=5.0) as box:
+        for turn in range(3):
+            assert commits(box) == 0, turn
+            box.put("d", "t", "v", b'"value": 1', 1, time.time())
+            box.put("d", "t", "v", b'"value": 2', 1, time.time())  # one turn counts once
+            await asyncio.sleep(0)
         await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    assert len(commits) == 1
-    timed = CommitGroup(turns=100, wait=0.01, commit=lambda: commits.append(loop.time()))
-    timed.added()
-    await asyncio.sleep(0.05)  # (a bound, not a measurement: the timer fired by then)
-    assert len(commits) == 2
-    every_turn = CommitGroup(turns=5, wait=0.0, commit=lambda: commits.append(loop.time()))
-    every_turn.added()
-    await asyncio.sleep(0)
-    assert len(commits) == 3
+        assert commits(box) == 1
+    async with outbox("p.sqlite3", commit_turns=100, commit_interval=0.01) as box:
+        box.put("d", "t", "v", b'"value": 1', 1, time.time())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert commits(box) == 0
+        await asyncio.sleep(0.05)  # (a bound, not a measurement: the alarm rang by then)
+        assert commits(box) == 1
+    async with outbox("q.sqlite3") as box:
+        box.put("d", "t", "v", b'"value": 1', 1, time.time())
+        await asyncio.sleep(0)
+        assert commits(box) == 1  # commit_interval 0: at the end of the turn
+        assert box.take_nowait(1)
+        assert [t.get_name() for t in asyncio.all_tasks()].count("outbox-committer") == 1
+    assert "outbox-committer" not in [t.get_name() for t in asyncio.all_tasks()]
 
 
 # -- store -----------------------------------------------------------------------------------

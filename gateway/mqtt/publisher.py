@@ -127,7 +127,7 @@ class Publisher:
         self._batches = batches
 
     def _acknowledged(self, records: list[Record]) -> None:
-        self._outbox.ack_many(records)
+        self._outbox.ack(records)
         if self._delivered is not None and records:
             self._delivered(records)
         now, observe = time.time(), self._metrics.publish_latency.observe
@@ -146,9 +146,7 @@ class Publisher:
         """MQTT 5: the broker refused the message (e.g. not authorized): retrying cannot help;
         its readings leave the outbox like delivered ones, counted as dropped."""
         log.warning("mqtt: broker refused %s (reason code %#04x)", records[0].topic, code)
-        self._outbox.ack_many(records)
-        for record in records:
-            self._metrics.readings_dropped.labels(record.device, "refused").inc()
+        self._outbox.drop(records, "refused")
 
     # -- publishing --------------------------------------------------------------------------
     async def run(self) -> None:
@@ -275,9 +273,7 @@ class Publisher:
         log.warning(
             "mqtt: a reading for %s is over the broker's maximum packet size; dropped", topic
         )
-        self._outbox.ack_many(records)
-        for record in records:
-            self._metrics.readings_dropped.labels(record.device, "too_large").inc()
+        self._outbox.drop(records, "too_large")
 
     # -- the ack watchdog --------------------------------------------------------------------
     async def watchdog(self) -> None:

@@ -9,95 +9,38 @@ jitter, capped at `retry_interval`) reads them back in batches to the front of t
 queue, so they are delivered late, after newer readings of their device, each with its own `ts`
 and `seq`. A restart reads them as an ordinary backlog. Every failed read is counted
 (`gateway_outbox_errors_total{kind}`), and while a range waits `/readyz` and `/status` say why
-(`Outbox.unreadable_reason`).
+(`OutboxStats.unreadable`).
+
+This is the retry's state (why, and the backoff); the outbox's committer reads the rows back
+when it is due.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 from gateway.backoff import Backoff, BackoffPolicy
-from gateway.limits import BACKLOG_BATCH as READ_BATCH
 from gateway.limits import UNREADABLE_FIRST_RETRY as FIRST_RETRY
-from gateway.outbox.shared import Shared
 from gateway.outbox.store import StoreError
-
-log = logging.getLogger(__name__)
 
 
 class Unreadable:
-    def __init__(self, box: Shared) -> None:
-        self.box = box
-        interval = box.cfg.retry_interval
-        self.backoff = Backoff(BackoffPolicy(initial=interval * FIRST_RETRY, maximum=interval))
+    def __init__(self, retry_interval: float) -> None:
+        self.backoff = Backoff(
+            BackoffPolicy(initial=retry_interval * FIRST_RETRY, maximum=retry_interval)
+        )
         self.reason = ""  # why the last read failed, while a range waits
-        self._handle: asyncio.TimerHandle | None = None
 
-    @property
-    def waiting(self) -> bool:
-        return bool(self.box.window.unreadable)
-
-    def failed(self, exc: StoreError) -> None:
-        """Reading the backlog failed: set it aside and retry later."""
-        box = self.box
-        if not self.waiting:
-            log.error(
-                "outbox: cannot read the backlog from %s (%s); newer readings go on, the "
-                "backlog is read again with backoff (up to every %gs)",
-                box.path,
-                exc,
-                box.cfg.retry_interval,
-            )
-        box.window.strand()
+    def failed(self, exc: StoreError) -> float:
+        """A read failed: the delay before the next attempt."""
         self.reason = f"{exc.kind}: {exc.why}"
-        box._metrics.outbox_errors.labels(exc.kind).inc()
-        box.window.settle_tail(box.on_disk, box._publishable)
-        box._changed()
-        self._schedule(self.backoff.next_delay())
+        return self.backoff.next_delay()
 
-    def _schedule(self, delay: float) -> None:
-        if self._handle is None and not self.box._closed:
-            self._handle = asyncio.get_running_loop().call_later(delay, self._retry)
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    def _retry(self) -> None:
-        self._handle = None
-        box, w = self.box, self.box.window
-        if not w.unreadable:
-            return
-        room = min(READ_BATCH, w.room())
-        if not room:  # ready is full (the broker is away): no read until it moves
-            self._schedule(self.backoff.policy.initial)
-            return
-        first, last = w.unreadable[0]
-        try:
-            rows = box.store.read(first, last, room)
-        except StoreError as exc:
-            if exc.kind == "corrupt":
-                box._failed("read", exc)  # the file is set aside: nothing left to read
-                return
-            self.reason = f"{exc.kind}: {exc.why}"
-            box._metrics.outbox_errors.labels(exc.kind).inc()
-            self._schedule(self.backoff.next_delay())
-            return
+    def read_back(self) -> None:
+        """A read worked: the next failure starts the backoff afresh."""
         self.backoff.reset()
-        w.recovered([r for r in rows if r.id not in box.deletes], complete=len(rows) < room)
-        box._changed()  # wakes the publisher
-        if w.unreadable:
-            self._schedule(0)
-        else:
-            self.over()
 
-    def over(self) -> None:
-        """Nothing set aside any more (read back, or gone with a corrupt file)."""
-        self.cancel()
-        self.box.window.unreadable.clear()
-        if self.reason:
-            log.warning("outbox: the backlog on %s is readable again", self.box.path)
+    def over(self) -> bool:
+        """Nothing set aside any more; True if something had been (worth a log line)."""
+        was = bool(self.reason)
         self.reason = ""
         self.backoff.reset()
+        return was
