@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, Self
 
 import aiomqtt
@@ -126,6 +126,7 @@ class GatewayClient(aiomqtt.Client):
         # lines nobody reads (connection errors reach the session as exceptions instead).
         self._client.disable_logger()
         _fast_acks(self._client)
+        self._acks_per_read()
         self.on_acks = on_acks
         self.receive_maximum = MAX_RECEIVE
         self.maximum_packet_size = MAX_PACKET_SIZE
@@ -138,6 +139,9 @@ class GatewayClient(aiomqtt.Client):
         self._abandoned = False  # __aenter__ failed: a late socket from the thread is closed
         self._loop_thread = threading.get_ident()
         self._write_scheduled = False
+        self._reading = False  # inside paho's loop_read: acks go out at its end
+        self._burst = False  # inside `burst()`: the write waits for its end
+        self._burst_wrote = False  # a publish in the burst asked for a write
         self._lost: BaseException | None = None
 
     # -- connecting --------------------------------------------------------------------------
@@ -181,9 +185,24 @@ class GatewayClient(aiomqtt.Client):
         # wakeup), then epoll reports the socket writable and the writer is removed again: two
         # epoll_ctl calls, a wakeup and a poll per burst for a socket that is nearly always
         # writable. The writer is registered only when the socket is really full.
-        if not self._write_scheduled:
+        if self._burst:
+            self._burst_wrote = True
+        elif not self._write_scheduled:
             self._write_scheduled = True
             self._loop.call_soon(self._write_soon)
+
+    @contextlib.contextmanager
+    def burst(self) -> Iterator[None]:
+        """Publishes in this block are written together at its end, in this loop turn (the
+        publisher's fill: one turn less per message than a write at the end of the turn)."""
+        self._burst = True
+        try:
+            yield
+        finally:
+            self._burst = False
+            if self._burst_wrote:
+                self._burst_wrote = False
+                self._write_soon()
 
     def _write_soon(self) -> None:
         self._write_scheduled = False
@@ -299,7 +318,9 @@ class GatewayClient(aiomqtt.Client):
         if mid in self._readings:
             self._readings.discard(mid)
             self._acks.append((mid, code))
-            if not self._flush_scheduled:  # all acks of this loop turn as one batch
+            if self._reading:  # all acks of this read as one batch, at its end
+                return
+            if not self._flush_scheduled:  # (QoS 0, acknowledged when written): the turn's
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush_acks)
             return
@@ -308,6 +329,22 @@ class GatewayClient(aiomqtt.Client):
             super()._on_publish(client, userdata, mid, reason_code, properties)
         elif not future.done():
             future.set_result(code)
+
+    def _acks_per_read(self) -> None:
+        """The acknowledgements paho decodes in one read go to `on_acks` at its end, in the
+        same loop turn (not in the next: a loop turn per acknowledgement saved)."""
+        read = self._client.loop_read
+
+        def loop_read(max_packets: int = 1) -> MQTTErrorCode:
+            self._reading = True
+            try:
+                return read(max_packets)
+            finally:
+                self._reading = False
+                if self._acks:
+                    self._flush_acks()
+
+        self._client.loop_read = loop_read  # type: ignore[method-assign]
 
     def _flush_acks(self) -> None:
         self._flush_scheduled = False

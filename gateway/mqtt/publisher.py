@@ -175,8 +175,13 @@ class Publisher:
     def fill(self) -> None:
         """Publish ready records while the window has room. Raises ConnectionLostError if the
         connection is gone (records taken go back to the outbox first)."""
-        if self._client is None:
+        client = self._client
+        if client is None:
             raise ConnectionLostError("not connected")
+        with client.burst():  # written at the end, in this loop turn
+            self._fill()
+
+    def _fill(self) -> None:
         self._send_due(time.monotonic())
         while (room := self._window - len(self._by_id)) > 0:
             taken = self._outbox.take_nowait(room)
