@@ -63,6 +63,9 @@ COMMANDS_WAITING = 64
 # reach ~400 KB in device mode for 256 learned sensors with 64-character names: 4 MiB is that
 # with a margin for configured sensors and overrides, not the 256 MiB MQTT allows.
 MQTT_MAX_INCOMING_PACKET = 4 * 1024 * 1024
+# Bytes read from the broker's socket at once: paho reads a packet a byte or two at a time (a
+# PUBACK cost three recv() calls and an EAGAIN); one read now takes every acknowledgement waiting.
+MQTT_READ_CHUNK = 65536
 
 # -- HTTP (http.py) ----------------------------------------------------------------------------
 HTTP_CLOSE_TIMEOUT = 2.0  # seconds for open connections to finish when the server closes

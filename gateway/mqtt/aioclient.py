@@ -39,6 +39,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway.limits import MQTT_READ_CHUNK
 from gateway.mqtt.errors import ConnectionLostError, PacketTooLargeError
 
 # [(message id, reason code)] of the reading publishes acknowledged in one loop turn.
@@ -66,6 +67,7 @@ INTERNALS: dict[type, tuple[str, ...]] = {
         "_out_message_mutex",
         "_in_packet",
         "_handle_pubackcomp",  # replaced per instance by _fast_acks
+        "_sock_recv",  # replaced per instance by _BufferedReads
         "_do_on_publish",
     ),
 }
@@ -95,6 +97,35 @@ def _fast_acks(client: paho.Client) -> None:
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     client._handle_pubackcomp = handle  # type: ignore[method-assign]
+
+
+class _BufferedReads:
+    """paho reads a packet a byte or two at a time (`_sock_recv(1)` for the type, each length
+    byte, then the rest): a PUBACK cost three recv() system calls and a fourth that found the
+    socket empty. This reads up to MQTT_READ_CHUNK at once and hands paho its bytes from the
+    buffer; `pending` says whether bytes are left (the reader must call paho again then: the
+    socket will not wake it for bytes it already read)."""
+
+    def __init__(self, client: paho.Client) -> None:
+        self._recv = client._sock_recv
+        self._data = b""
+        self._pos = 0
+        client._sock_recv = self  # type: ignore[method-assign]
+
+    def __call__(self, bufsize: int) -> bytes:
+        data, pos = self._data, self._pos
+        if pos >= len(data):
+            data = self._recv(MQTT_READ_CHUNK)  # BlockingIOError when empty, b"" when closed
+            if not data:
+                return data
+            self._data, pos = data, 0
+        end = pos + bufsize
+        self._pos = end
+        return data[pos:end]
+
+    @property
+    def pending(self) -> bool:
+        return self._pos < len(self._data)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -332,13 +363,18 @@ class GatewayClient(aiomqtt.Client):
 
     def _acks_per_read(self) -> None:
         """The acknowledgements paho decodes in one read go to `on_acks` at its end, in the
-        same loop turn (not in the next: a loop turn per acknowledgement saved)."""
+        same loop turn (not in the next: a loop turn per acknowledgement saved); the socket is
+        read a chunk at a time (`_BufferedReads`)."""
         read = self._client.loop_read
+        buffered = _BufferedReads(self._client)
 
         def loop_read(max_packets: int = 1) -> MQTTErrorCode:
             self._reading = True
             try:
-                return read(max_packets)
+                rc = read(max_packets)
+                while buffered.pending and rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    rc = read(max_packets)  # (paho stops after max_packets packets)
+                return rc
             finally:
                 self._reading = False
                 if self._acks:
