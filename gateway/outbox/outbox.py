@@ -96,6 +96,7 @@ class Outbox:
         self._work = asyncio.Event()  # the committer's
         self._alarm: asyncio.TimerHandle | None = None  # at the agenda's earliest deadline
         self._task: asyncio.Task[None] | None = None
+        self._closing = False  # no committer from here on: close() writes what is due
         self._checkpointer = Checkpointer(path, CHECKPOINT_INTERVAL)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -142,6 +143,7 @@ class Outbox:
 
     def close(self) -> None:
         """Write what is only in memory (SIGTERM path) and close the database."""
+        self._closing = True
         self._stop()
         w = self.writer
         w.finish_commit()
@@ -161,7 +163,7 @@ class Outbox:
     # -- the committer -------------------------------------------------------------------------
     def _start(self) -> None:
         """The committer task (with `async with`: at entry; else at the first wake-up)."""
-        if self._task is not None or self.writer.closed:
+        if self._task is not None or self._closing:
             return
         try:
             loop = asyncio.get_running_loop()
