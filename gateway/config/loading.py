@@ -16,6 +16,7 @@ from pydantic import (
 
 from gateway.config.base import Model
 from gateway.config.ble import BleAdvertDevice, BleGattDevice, BleSection
+from gateway.config.controls import check_controls
 from gateway.config.modbus import ModbusDevice
 from gateway.config.mqtt import MqttSection
 from gateway.config.sections import (
@@ -275,6 +276,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         _check_unique_ids(cfg, located)
         + _check_modbus_buses(cfg, located)
         + _check_sensors(cfg, located)
+        + check_controls(cfg, located)
     ):
         raise ConfigError(problems)
     return _resolve_paths(cfg, file.resolve().parent, located)
