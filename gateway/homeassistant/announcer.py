@@ -55,6 +55,7 @@ def gateway_info(cfg: Config) -> GatewayInfo:
         discovery_prefix=ha.prefix,
         mode=ha.mode,
         origin_url=PROJECT_URL,
+        command_verb=cfg.mqtt.command_verb,
     )
 
 
@@ -92,6 +93,8 @@ class Announcer:
         self.learned.keep_only(set(self._devices))
         infos = self._infos()
         self._known = {(d.id, sensor.key) for d in infos for sensor in d.sensors}
+        # A control's state sensor is its entity: never learned as a sensor of its own.
+        self._known |= {(d.id, c.state) for d in infos for c in d.controls if c.state}
         self.configs = discovery_messages(self.gw, infos)
 
     def _infos(self) -> list[Any]:
