@@ -17,7 +17,8 @@ from prometheus_client import Counter
 
 from gateway import __version__
 from gateway.config import Config, Device
-from gateway.families import FAMILIES, Family
+from gateway.controls import controls_document
+from gateway.families import FAMILIES, Family, family_of
 from gateway.linknames import SESSION, link_name, stream_link_name
 from gateway.metrics import Metrics
 from gateway.models import Reading, Value
@@ -242,6 +243,10 @@ def _device_document(
             name: _sensor_document(sensor, now)
             for name, sensor in gw.seen.recent.of(device.id).items()
         },
+        "controls": controls_document(
+            family_of(device).controls(device),
+            {name: sensor.value for name, sensor in gw.seen.recent.of(device.id).items()},
+        ),
     }
 
 
