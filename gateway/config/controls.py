@@ -145,7 +145,8 @@ def _register_problem(platform: str, data: Mapping[str, Any]) -> str | None:
     function, kind = data.get("function", "holding"), data.get("data_type")
     if function not in ("holding", "coil"):
         return (
-            f"a {platform} needs a register it can write: a {function} register is read-only "
+            f"a {platform} needs a register it can write: "
+            f"{'an' if function == 'input' else 'a'} {function} register is read-only "
             "(function: holding or coil; or leave platform out)"
         )
     if kind in ("string", "bits"):
