@@ -21,7 +21,7 @@ mqtt: {host: 127.0.0.1}
 devices:
 """
 
-# The issue's contract, as written (only `characteristic: ...` filled in).
+# The issue's contract, as written (only `characteristic: ...` filled in, and a port each).
 CONTRACT = (
     HEAD
     + """\
@@ -30,7 +30,7 @@ CONTRACT = (
     port: /dev/ttyUSB1
     registers:
       - {name: relay, address: 3, function: coil,
-         homeassistant: {platform: switch}}                       # coil -> switch (default for coils)
+         homeassistant: {platform: switch}}                       # coil -> switch (default)
       - {name: setpoint, address: 0x10, function: holding, data_type: int16, scale: 0.1, unit: "°C",
          homeassistant: {platform: number, min: 5, max: 30, step: 0.5, mode: box}}
       - {name: mode, address: 0x11, function: holding, data_type: uint16,

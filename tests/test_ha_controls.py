@@ -118,7 +118,8 @@ def test_register_options_map_both_ways() -> None:
 def test_defaults_coil_switch_holding_with_options_select() -> None:
     relay = from_register(reg(function="coil"))
     mode = from_register(reg(options={0: "off", 1: "on"}))
-    assert relay is not None and mode is not None
+    assert relay is not None
+    assert mode is not None
     assert (relay.platform, relay.state_bool, relay.state) == ("switch", True, "r")
     assert (mode.platform, dict(mode.options), mode.labels_published) == (
         "select",
