@@ -86,6 +86,9 @@ class ModbusSimulator:
             unit: {f: dict(cells) for f, cells in table.items()} for unit, table in units.items()
         }
         self.silent: set[int] = set()
+        #: (unit, function, address) whose writes draw exception 3 (a value the slave refuses),
+        #: while reads go on: a device that will not take what was asked.
+        self.refuse_writes: set[tuple[int, str, int]] = set()
         self.requests = 0
         self.connections = 0  # TCP connections open now (a serial port or UDP has none)
         self.before_answer: Callable[[ModbusSimulator], None] | None = None
@@ -131,6 +134,8 @@ class ModbusSimulator:
                 coils.update({address + i: int(bool(v)) for i, v in enumerate(set_values)})
             return None
         cells = self.values[unit].setdefault(function, {})
+        if set_values is not None and (unit, function, address) in self.refuse_writes:
+            return ExcCodes.ILLEGAL_VALUE
         if set_values is not None:
             cells.update({address + i: int(v) for i, v in enumerate(set_values)})
             return None
