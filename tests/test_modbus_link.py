@@ -224,7 +224,9 @@ async def test_a_write_is_read_back_and_the_state_is_what_the_device_kept(
         sim.before_answer = None
 
         requests = sim.requests
-        with pytest.raises(CommandRefusedError, match=r"35 is out of range for setpoint \(5 to 30\)"):
+        with pytest.raises(
+            CommandRefusedError, match=r"35 is out of range for setpoint \(5 to 30\)"
+        ):
             await link.execute("setpoint", b"35")
         with pytest.raises(ValueError, match="'hot' is not an option of mode"):
             await link.execute("mode", b"hot")

@@ -298,3 +298,39 @@ def test_the_ble_section_names_the_decoder_and_a_config_snippet(tmp_path: Path) 
     text = "".join(parsed.text)
     assert EVIL in text
     assert "decoder: pvvx" in text
+
+
+# -- controls (issue 23) ---------------------------------------------------------------------------
+
+
+def test_each_control_shows_its_last_state_as_the_device_said_it(tmp_path: Path) -> None:
+    gw = make_gateway(
+        tmp_path,
+        "gateway: {id: edge-1}\n"
+        "devices:\n"
+        "  - id: heater\n"
+        "    type: serial\n"
+        "    port: /dev/ttyX\n"
+        "    commands: {power: 'PWR {payload}', mode: 'M {payload}', reset: RST}\n"
+        "    controls:\n"
+        "      power: {platform: switch, payload_on: '1', payload_off: '0', state: power}\n"
+        "      mode: {platform: select, options: {'1': eco}, state: mode}\n"
+        "      reset: {platform: button}\n",
+    )
+    doc = status_document(gw)
+    assert doc["devices"]["heater"]["controls"]["power"]["state"] is None  # not heard yet
+    feed(gw, "heater", "power", [0, 1])
+    feed(gw, "heater", "mode", [EVIL])  # a value without a label: shown as it came, as text
+    doc = status_document(gw)
+    controls = doc["devices"]["heater"]["controls"]
+    assert (controls["power"]["state"], controls["mode"]["state"]) == ("on", EVIL)
+    page = render_page(doc)
+    parsed = Elements(page)
+    assert parsed.named("script") == [{"src": "static/page.js", "defer": None}]
+    assert [a for a in parsed.named("ul") if a.get("class") == "controls"] == [
+        {"class": "controls"}
+    ]
+    text = "".join(parsed.text)
+    assert "power switch on" in text
+    assert f"mode select {EVIL}" in text
+    assert "reset button" in text
