@@ -24,7 +24,8 @@ CONTROL_PLATFORMS = ("switch", "number", "select", "button")
 #: A register may also say it is only read (no control): a coil that is not a switch.
 READ_PLATFORMS = ("sensor", "binary_sensor")
 #: The entity platforms of Home Assistant's MQTT integration (components/mqtt/const.py,
-#: SUPPORTED_COMPONENTS, 2026.2): a name outside them is a typo, not a platform we lack.
+#: SUPPORTED_COMPONENTS, 2026.11; tests/test_ha_discovery.py compares them with HA_SOURCE): a
+#: name outside them is a typo, not a platform the gateway lacks.
 HA_MQTT_PLATFORMS = frozenset(
     {
         "alarm_control_panel",
@@ -33,24 +34,28 @@ HA_MQTT_PLATFORMS = frozenset(
         "camera",
         "climate",
         "cover",
+        "date",
+        "datetime",
         "device_automation",
         "device_tracker",
         "event",
         "fan",
         "humidifier",
         "image",
+        "infrared",
         "lawn_mower",
         "light",
         "lock",
         "notify",
         "number",
         "scene",
+        "siren",
         "select",
         "sensor",
-        "siren",
         "switch",
         "tag",
         "text",
+        "time",
         "update",
         "vacuum",
         "valve",
