@@ -64,6 +64,15 @@ GATT_MAX_TEXT = 512  # characters of a GATT string value (the ATT maximum is 512
 JSON_MAX_DEPTH = 4  # nesting a JSON line may have: a reading, not a document
 MAX_SENTENCE = 120  # characters; NMEA allows 82, some receivers send a little more
 
+# -- the config file and its secret files (yamlsource.py, config/loading.py) ---------------------
+CONFIG_MAX_BYTES = 1_048_576  # a config is text people write: 1 MiB is ~100x a 200-device one
+CONFIG_MAX_DEPTH = 64  # nesting of the config, aliases followed: ~10 is the deepest real key
+# Values once aliases are followed: a bound against "billion laughs" (9 aliases of 9 aliases...
+# of 423 bytes expand to 10^9). 200 devices of 10 sensors are ~10,000; reading 50,000 takes
+# ~1 s and ~45 MB (YAML nodes are heavy), a billion laughs refused 0.16 s and 22 MB.
+CONFIG_MAX_NODES = 50_000
+SECRET_MAX_BYTES = 65_536  # a password or token file: a line, not a document
+
 # -- input from outside (throttle.py): refusals are counted always, logged seldom ---------------
 LOG_THROTTLE_INTERVAL = 60.0  # seconds: a refusal is logged at most once a minute per source+reason
 LOG_THROTTLE_KEYS = 1024  # (source, reason) pairs remembered; spoofed sources forget the oldest
