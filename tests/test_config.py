@@ -4,6 +4,7 @@ interpolation, secrets, path resolution and the `check-config` / `schema` / `--v
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import gateway
 from gateway.config import Config, SerialDevice, load_config
 from gateway.errors import ConfigError
-from gateway.limits import CONFIG_MAX_BYTES, CONFIG_MAX_NODES
+from gateway.limits import CONFIG_MAX_BYTES, CONFIG_MAX_NODES, SECRET_MAX_BYTES
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -578,3 +579,70 @@ def test_check_config_cli_on_a_directory_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(f"{tmp_path / 'config.yaml'}:1:1: ")
     assert "Traceback" not in result.stderr
+
+
+# -- issue 21, item 22: secret files are small regular files, read without waiting -------------
+
+SECRET_KEYS = {
+    "mqtt.password_file": ("  topic_prefix:", "  password_file: {file}\n  topic_prefix:", "7:3"),
+    "metrics.auth.token_file": (
+        "devices:",
+        "metrics:\n  auth:\n    token_file: {file}\ndevices:",
+        "10:5",
+    ),
+}
+
+
+def with_secret(directory: Path, key: str, file: Path) -> Path:
+    old, new, _ = SECRET_KEYS[key]
+    return write(directory, CONTRACT.replace(old, new.format(file=file)))
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+def test_a_secret_fifo_is_refused_without_waiting(tmp_path: Path, key: str) -> None:
+    fifo = tmp_path / "secret"
+    os.mkfifo(fifo, 0o600)  # nobody writes: a plain open() would wait forever
+    path = with_secret(tmp_path, key, fifo)
+    assert problems_of(path) == [
+        f"{path}:{SECRET_KEYS[key][2]}: {key}: cannot read {fifo}: not a regular file (a FIFO)"
+    ]
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+def test_a_secret_file_over_64_kib_is_refused(tmp_path: Path, key: str) -> None:
+    big = tmp_path / "secret"
+    big.write_bytes(b"x" * (SECRET_MAX_BYTES + 1))
+    big.chmod(0o600)
+    path = with_secret(tmp_path, key, big)
+    assert problems_of(path) == [
+        f"{path}:{SECRET_KEYS[key][2]}: {key}: cannot read {big}: larger than 65536 bytes"
+    ]
+
+
+def test_a_secret_directory_is_refused(tmp_path: Path) -> None:
+    path = with_secret(tmp_path, "mqtt.password_file", tmp_path)
+    [problem] = problems_of(path)
+    assert problem == (
+        f"{path}:7:3: mqtt.password_file: cannot read {tmp_path}: not a regular file (a directory)"
+    )
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+def test_a_world_readable_secret_file_is_read_with_a_located_warning(
+    tmp_path: Path, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n", encoding="utf-8")
+    secret.chmod(0o644)
+    path = with_secret(tmp_path, key, secret)
+    with caplog.at_level(logging.WARNING, logger="gateway.config"):
+        load_config(path, env={})
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}:{SECRET_KEYS[key][2]}: {key}: {secret} is readable by every user of this "
+        f"machine (chmod o-r {secret})"
+    ]
+    caplog.clear()
+    secret.chmod(0o640)
+    with caplog.at_level(logging.WARNING, logger="gateway.config"):
+        load_config(path, env={})
+    assert caplog.records == []

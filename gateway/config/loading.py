@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,7 +31,10 @@ from gateway.config.sections import (
 from gateway.config.serial import SerialDevice
 from gateway.config.synthetic import SyntheticDevice
 from gateway.errors import ConfigError
-from gateway.yamlsource import Located, Path_, dotted, load_yaml
+from gateway.limits import SECRET_MAX_BYTES
+from gateway.yamlsource import Located, Path_, Refused, dotted, load_yaml, read_small_file
+
+log = logging.getLogger("gateway.config")
 
 Device = Annotated[
     SerialDevice | ModbusDevice | BleAdvertDevice | BleGattDevice | SyntheticDevice,
@@ -141,14 +146,24 @@ def _resolve_auth(auth: MetricsAuth, base: Path, located: Located) -> MetricsAut
 
 
 def _read_secret(file: Path, base: Path, loc: Path_, located: Located) -> tuple[SecretStr, Path]:
-    """The content of a secret file (surrounding whitespace removed) and its absolute path."""
+    """The content of a secret file (surrounding whitespace removed) and its absolute path.
+    Only a regular file of at most SECRET_MAX_BYTES is read (a FIFO would hang the start, a
+    device or a huge file would be read without end); one every user may read is a warning."""
     file = file if file.is_absolute() else base / file
+    where = f"{located.where(loc)}: {dotted(loc)}"
     try:
-        secret = file.read_text(encoding="utf-8").strip()
+        small = read_small_file(file, SECRET_MAX_BYTES)
+        secret = small.data.decode("utf-8").strip()
     except OSError as exc:
-        raise ConfigError(
-            [f"{located.where(loc)}: {dotted(loc)}: cannot read {file}: {exc.strerror}"]
-        ) from exc
+        raise ConfigError([f"{where}: cannot read {file}: {exc.strerror or exc}"]) from exc
+    except Refused as exc:
+        raise ConfigError([f"{where}: cannot read {file}: {exc.reason}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{where}: cannot read {file}: not UTF-8 text"]) from exc
+    if small.mode & stat.S_IROTH:
+        log.warning(
+            "%s: %s is readable by every user of this machine (chmod o-r %s)", where, file, file
+        )
     return SecretStr(secret), file
 
 
