@@ -646,3 +646,103 @@ def test_a_world_readable_secret_file_is_read_with_a_located_warning(
     with caplog.at_level(logging.WARNING, logger="gateway.config"):
         load_config(path, env={})
     assert caplog.records == []
+
+
+# -- issue 21, item 25: names that would collide with the gateway's own topics ------------------
+
+
+def test_a_device_with_the_gateway_id_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, CONTRACT.replace("  - id: boiler", "  - id: gw1"))
+    assert problems_of(path) == [
+        f"{path}:9:5: devices[0].id: gw1 is the gateway's own id: gateway/gw1/status is the "
+        "gateway's status topic; give the device another id"
+    ]
+
+
+RESERVED_SENSORS = {
+    # (YAML that names the sensor, where, the sensor's path)
+    "sensors": ("    sensors: {{{name}: {{unit: C}}}}\n", "13:15", "devices[0].sensors.{name}"),
+    "csv-column": (
+        "    decoder: {{type: csv, columns: [t, {name}]}}\n",
+        "13:39",
+        "devices[0].decoder.columns[1]",
+    ),
+    "struct-field": (
+        "    decoder: {{type: struct, format: '>hh', fields: [t, {{name: {name}}}]}}\n",
+        "13:57",
+        "devices[0].decoder.fields[1].name",
+    ),
+    "regex-group": (
+        "    decoder: {{type: regex, pattern: '(?P<{name}>\\d+)'}}\n",
+        "13:28",
+        "devices[0].decoder.pattern",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ["availability", "batch", "set"])
+@pytest.mark.parametrize("where", RESERVED_SENSORS)
+def test_a_sensor_named_like_a_topic_of_the_gateway_is_refused(
+    tmp_path: Path, where: str, name: str
+) -> None:
+    line, at, loc = RESERVED_SENSORS[where]
+    text = CONTRACT.replace("    decoder: kv\n", "") + line.format(name=name)
+    path = write(tmp_path, text)
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:{at}: {loc.format(name=name)}: sensor `{name}`: "), problem
+    assert f"gateway/boiler/{name}" in problem
+
+
+def test_the_command_verb_is_reserved_whatever_it_is(tmp_path: Path) -> None:
+    text = CONTRACT.replace("  port: 1883", "  port: 1883\n  command_verb: cmd").replace(
+        "    decoder: kv\n", "    sensors: {cmd: {}, set: {}}\n"
+    )
+    path = write(tmp_path, text)
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:14:15: devices[0].sensors.cmd: sensor `cmd`: ")
+    assert "gateway/boiler/cmd/<command>" in problem
+
+
+def test_modbus_and_synthetic_sensor_names_are_checked(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        gateway: {id: gw1}
+        devices:
+          - id: meter
+            type: modbus
+            port: /dev/ttyUSB0
+            unit_id: 1
+            registers:
+              - {name: batch, address: 0}
+          - id: fake
+            type: synthetic
+            values: {availability: walk}
+        """,
+    )
+    assert [p.split(": sensor")[0] for p in problems_of(path)] == [
+        f"{path}:8:10: devices[0].registers[0].name",
+        f"{path}:11:14: devices[1].values.availability",
+    ]
+
+
+# -- outbox.file stays inside gateway.state_dir ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "file", ["../outbox.sqlite3", "/tmp/outbox.sqlite3", "sub/../../x.sqlite3", "", ".", "link/x"]
+)
+def test_outbox_file_outside_the_state_dir_is_refused(tmp_path: Path, file: str) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "link").symlink_to(tmp_path)  # a symlink inside that points outside
+    path = write(tmp_path, f"gateway: {{id: gw1, state_dir: state}}\noutbox:\n  file: '{file}'\n")
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:3:3: outbox.file: must name a file inside gateway.state_dir")
+
+
+@pytest.mark.parametrize("file", ["outbox.sqlite3", "sub/outbox.sqlite3", "./a/../o.sqlite3"])
+def test_outbox_file_inside_the_state_dir_is_accepted(tmp_path: Path, file: str) -> None:
+    path = write(tmp_path, f"gateway: {{id: gw1, state_dir: state}}\noutbox:\n  file: '{file}'\n")
+    cfg = load_config(path, env={})
+    assert (cfg.gateway.state_dir / cfg.outbox.file).resolve().is_relative_to(tmp_path / "state")

@@ -20,6 +20,7 @@ from gateway.config.base import Model
 from gateway.config.ble import BleAdvertDevice, BleGattDevice, BleSection
 from gateway.config.modbus import ModbusDevice
 from gateway.config.mqtt import MqttSection
+from gateway.config.reserved import check_reserved
 from gateway.config.sections import (
     GatewaySection,
     HomeAssistantSection,
@@ -105,6 +106,7 @@ def _resolve_paths(cfg: Config, base: Path, located: Located) -> Config:
     state_dir = cfg.gateway.state_dir
     if not state_dir.is_absolute():
         state_dir = (base / state_dir).resolve()
+    _check_outbox_file(state_dir, cfg.outbox.file, located)
     mqtt = cfg.mqtt
     if mqtt.password_file is not None:
         secret, file = _read_secret(mqtt.password_file, base, ("mqtt", "password_file"), located)
@@ -290,9 +292,25 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         _check_unique_ids(cfg, located)
         + _check_modbus_buses(cfg, located)
         + _check_sensors(cfg, located)
+        + check_reserved(cfg, located)
     ):
         raise ConfigError(problems)
     return _resolve_paths(cfg, file.resolve().parent, located)
+
+
+def _check_outbox_file(state_dir: Path, file: str, located: Located) -> None:
+    """`outbox.file` names a file inside `state_dir` (after `..` and symlinks), so that the
+    outbox (and its -wal, -shm and set-aside files) never writes elsewhere."""
+    root = state_dir.resolve()
+    target = (state_dir / file).resolve()
+    if target == root or not target.is_relative_to(root):
+        loc: Path_ = ("outbox", "file")
+        raise ConfigError(
+            [
+                f"{located.where(loc)}: {dotted(loc)}: must name a file inside "
+                f"gateway.state_dir ({root}), not {target}"
+            ]
+        )
 
 
 def json_schema() -> dict[str, Any]:
