@@ -49,6 +49,10 @@ RECOVERY_BATCH = 2000  # records written back per loop turn after a disk failure
 COMMIT_WAIT = 5.0  # seconds close() waits for a commit in the thread
 CHECKPOINT_INTERVAL = 5.0  # seconds between WAL checkpoints (the WAL stays small)
 SEQ_BLOCK = 1000  # seqs reserved at once per device while records go out from memory
+# The highest seq: beyond 2^53 - 1 a JSON consumer in JavaScript cannot tell seqs apart, and
+# counting there at 1,000 readings/s takes 285,000 years: a seq beyond it (in the seqs table
+# or a row) comes from an edited or damaged file, and would stop every commit at 2^63.
+SEQ_MAX = 2**53 - 1
 AGE_CHECK_INTERVAL = 1.0  # seconds between max_age checks
 DROP_BATCH = 1000  # backlog rows read at once to drop or expire
 BACKLOG_BATCH = 1000  # records read back from disk at once (the backlog, a set-aside range)
