@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fuzzing import FUZZ
+from fuzzing import FUZZ, FUZZ_HEAVY
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -136,7 +136,7 @@ def load_bounded(path: Path) -> None:
     assert peak < MEMORY_BOUND
 
 
-@FUZZ
+@FUZZ_HEAVY
 @given(text=texts)
 def test_any_yaml_text_is_a_config_or_a_located_config_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / "config.yaml"
