@@ -292,7 +292,9 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         _check_unique_ids(cfg, located)
         + _check_modbus_buses(cfg, located)
         + _check_sensors(cfg, located)
-        + check_reserved(cfg, located)
+        + check_reserved(
+            cfg.devices, cfg.gateway.id, cfg.topic_prefix, cfg.mqtt.command_verb, located
+        )
     ):
         raise ConfigError(problems)
     return _resolve_paths(cfg, file.resolve().parent, located)
