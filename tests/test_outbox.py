@@ -731,7 +731,7 @@ async def test_readyz_and_status_say_why_a_backlog_waits_unread(tmp_path: Path) 
     from gateway.lifecycle import Gateway  # noqa: PLC0415 - only this test needs the whole gateway
 
     cfg = Config.model_validate({"gateway": {"id": "gw", "state_dir": str(tmp_path)}})
-    gw = Gateway(cfg)
+    gw = Gateway(cfg).graph  # the gateway as wired: what health reads
     box = make(tmp_path / "o.sqlite3", gw.metrics, memory_records=100, retry_interval=60)
     gw.outbox = box
     for i in range(200):
