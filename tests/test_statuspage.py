@@ -34,6 +34,7 @@ from gateway.statuspage.render import (
     sparkline,
     value_text,
 )
+from gateway.wiring import Graph
 
 EVIL = '<script>alert("x")</script>'
 ENV = "0000181a-0000-1000-8000-00805f9b34fb"  # pvvx/atc service data
@@ -59,13 +60,14 @@ class Elements(HTMLParser):
         return [attrs for name, attrs in self.tags if name == tag]
 
 
-def make_gateway(tmp_path: Path, yaml: str) -> Gateway:
+def make_gateway(tmp_path: Path, yaml: str) -> Graph:
+    """The gateway as wired (not running): its graph is what the status document reads."""
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml, encoding="utf-8")
-    return Gateway(load_config(config), config)
+    return Gateway(load_config(config), config).graph
 
 
-def two_devices(tmp_path: Path) -> Gateway:
+def two_devices(tmp_path: Path) -> Graph:
     return make_gateway(
         tmp_path,
         "gateway: {id: edge-1}\n"
@@ -76,7 +78,7 @@ def two_devices(tmp_path: Path) -> Gateway:
     )
 
 
-def feed(gw: Gateway, device: str, sensor: str, values: list[Any], unit: str | None = None) -> None:
+def feed(gw: Graph, device: str, sensor: str, values: list[Any], unit: str | None = None) -> None:
     start = time.time() - RING_SPACING * len(values)
     for i, value in enumerate(values):
         gw.seen.record(Reading(device, sensor, value, unit, start + i * RING_SPACING))

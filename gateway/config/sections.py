@@ -68,7 +68,11 @@ class OutboxConfig(Model):
     retry_interval: float = Field(
         30.0, gt=0, description="While the disk fails, retry writing this often (seconds)."
     )
-    file: str = Field("outbox.sqlite3", description="File name inside state_dir.")
+    file: str = Field(
+        "outbox.sqlite3",
+        description="File name inside state_dir (a subdirectory may be given; after `..` and "
+        "symlinks it must stay inside state_dir).",
+    )
 
 
 class GatewaySection(Model):

@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.config import OutboxConfig
-from gateway.limits import ACK_FLUSH_DELAY, BACKLOG_BATCH, CHECKPOINT_INTERVAL, MAX_LAZY_DELETES
+from gateway.limits import (
+    ACK_FLUSH_DELAY,
+    BACKLOG_BATCH,
+    CHECKPOINT_INTERVAL,
+    MAX_LAZY_DELETES,
+    SEQ_MAX,
+)
 from gateway.links.hardware import HardwareExecutor
 from gateway.metrics import Metrics
 from gateway.models import Reading
@@ -144,12 +150,14 @@ class Outbox(Writing):
         # Readings accepted while the file could not be read (they never went out: nothing was
         # reserved) whose seq the file already knew would repeat one: they go, counted.
         clash = [r for r in self.unwritten.values() if r.seq <= stored.seqs.get(r.device, 0)]
-        self.numbering.restore(stored.seqs, stored.behind)
+        self.numbering.restore(stored.seqs, stored.behind | stored.damaged)
         self.count += stored.count
         self.total += stored.bytes
         self._next_id = max(self._next_id, stored.last_id + 1)
         if stored.count:
             self.window.extend_backlog(stored.first_id, stored.last_id)
+        if stored.invalid or stored.damaged:
+            self._repair_seqs(stored.invalid, stored.damaged)
         if clash:
             log.error(
                 "outbox: %d reading(s) taken while %s was unreadable had seqs it already "
@@ -158,6 +166,28 @@ class Outbox(Writing):
                 self.path,
             )
             self.bounds.forget(clash, "seq_unknown")
+
+    def _repair_seqs(self, invalid: list[Record], damaged: set[str]) -> None:
+        """Seqs beyond SEQ_MAX came from an edited or damaged file: such rows are set aside
+        (dropped, counted as `seq_invalid`: their seq means nothing to a consumer) and the
+        devices' seqs rows rewritten, numbering going on from their last valid seq."""
+        devices = sorted(damaged | {r.device for r in invalid})
+        log.error(
+            "outbox %s holds seqs beyond %d (an edited or damaged file) for %s: %d reading(s) "
+            "set aside; numbering goes on from the last valid seq",
+            self.path,
+            SEQ_MAX,
+            ", ".join(devices[:5]) + (", ..." if len(devices) > 5 else ""),
+            len(invalid),
+        )
+        self.bounds.forget(invalid, "seq_invalid")
+        numbering = self.numbering
+        rows = [(d, numbering.seqs.get(d, 0)) for d in sorted(damaged)]
+        try:
+            self.store.write((), (), rows, exact_seqs=True)
+        except StoreError:
+            return  # the rows stay dirty: the next write of seqs rows, or the close, sets them
+        numbering.written(rows, exact=True)
 
     def close(self) -> None:
         """Write what is only in memory (SIGTERM path) and close the database."""
