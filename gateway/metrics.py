@@ -193,7 +193,8 @@ class Metrics:
         self.discovery = Counter(
             "gateway_discovery_messages_total",
             "Home Assistant discovery messages published: config, clear (a removed config), "
-            "state (the last values again after Home Assistant restarted).",
+            "state (the last values again: after Home Assistant restarted, or after a new or "
+            "changed config).",
             ["kind"],
             registry=r,
         )
