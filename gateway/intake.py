@@ -38,11 +38,19 @@ Observer = Callable[[Sequence[Reading]], None]
 
 
 class Intake:
-    def __init__(self, metrics: Metrics, availability: Availability) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        availability: Availability,
+        encoder: Encode,
+        observers: Sequence[Observer] = (),
+    ) -> None:
         self.metrics = metrics
         self.availability = availability
-        self.encoder: Encode | None = None
-        self.observers: list[Observer] = []
+        self.encoder = encoder
+        # The recent values, Home Assistant's announcer while discovery is on (a reload that
+        # switches it on adds it: `wiring.Graph.sync_discovery`).
+        self.observers: list[Observer] = list(observers)
         # Devices whose values go through filters (sensor streams), and the timers of those
         # that need time; both replaced with the device on reload.
         self.streams: dict[str, DeviceStream] = {}
@@ -65,13 +73,11 @@ class Intake:
         """Readings of an unconfigured device (BLE `unknown_devices: publish`): straight to the
         encoder, as one account; no streams, no status page entry, no gauges per address
         (spoofed addresses are unbounded). What the outbox has no room for is counted."""
-        assert self.encoder is not None
         if refused := self.encoder.publish_unknown(readings):
             self.metrics.readings_dropped.labels(UNKNOWN_DEVICES, "outbox_share").inc(refused)
 
     def emit(self, readings: Sequence[Reading]) -> None:
         """Readings that left their streams (a frame's, or what a timed filter emits)."""
-        assert self.encoder is not None
         self.encoder.publish(readings)
         for observe in self.observers:
             observe(readings)
@@ -109,5 +115,4 @@ class Intake:
         self.streams.pop(device_id, None)
         self.stream_links.pop(device_id, None)
         self.availability.set_fresh(device_id, True)
-        if self.encoder is not None:
-            self.encoder.forget(device_id)
+        self.encoder.forget(device_id)

@@ -86,6 +86,10 @@ RECOVERY_BATCH = 2000  # records written back per loop turn after a disk failure
 COMMIT_WAIT = 5.0  # seconds close() waits for a commit in the thread
 CHECKPOINT_INTERVAL = 5.0  # seconds between WAL checkpoints (the WAL stays small)
 SEQ_BLOCK = 1000  # seqs reserved at once per device while records go out from memory
+# The highest seq: beyond 2^53 - 1 a JSON consumer in JavaScript cannot tell seqs apart, and
+# counting there at 1,000 readings/s takes 285,000 years: a seq beyond it (in the seqs table
+# or a row) comes from an edited or damaged file, and would stop every commit at 2^63.
+SEQ_MAX = 2**53 - 1
 AGE_CHECK_INTERVAL = 1.0  # seconds between max_age checks
 DROP_BATCH = 1000  # backlog rows read at once to drop or expire
 BACKLOG_BATCH = 1000  # records read back from disk at once (the backlog, a set-aside range)
@@ -100,6 +104,15 @@ MAX_TEXT = 256  # characters of a string value: a sensor value, not a document
 GATT_MAX_TEXT = 512  # characters of a GATT string value (the ATT maximum is 512 bytes)
 JSON_MAX_DEPTH = 4  # nesting a JSON line may have: a reading, not a document
 MAX_SENTENCE = 120  # characters; NMEA allows 82, some receivers send a little more
+
+# -- the config file and its secret files (yamlsource.py, config/loading.py) ---------------------
+CONFIG_MAX_BYTES = 1_048_576  # a config is text people write: 1 MiB is ~100x a 200-device one
+CONFIG_MAX_DEPTH = 64  # nesting of the config, aliases followed: ~10 is the deepest real key
+# Values once aliases are followed: a bound against "billion laughs" (9 aliases of 9 aliases...
+# of 423 bytes expand to 10^9). 200 devices of 10 sensors are ~10,000; reading 50,000 takes
+# ~1 s and ~45 MB (YAML nodes are heavy), a billion laughs refused 0.16 s and 22 MB.
+CONFIG_MAX_NODES = 50_000
+SECRET_MAX_BYTES = 65_536  # a password or token file: a line, not a document
 
 # -- input from outside (throttle.py): refusals are counted always, logged seldom ---------------
 LOG_THROTTLE_INTERVAL = 60.0  # seconds: a refusal is logged at most once a minute per source+reason

@@ -12,6 +12,7 @@ match ASCII only, and `\\Z` is written `\\z`.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -38,8 +39,17 @@ _UNSUPPORTED = (
 
 def compile_linear(pattern: str) -> Pattern:
     """The pattern compiled by RE2; ValueError saying why if RE2 cannot run it."""
-    import re2  # noqa: PLC0415 - only gateways with a regex decoder load it
-
+    try:
+        import re2  # noqa: PLC0415 - only gateways with a regex decoder load it
+    except ImportError:
+        # google-re2 ships prebuilt for x86_64 and aarch64 only (pyproject.toml installs it
+        # there); elsewhere (32-bit ARM, musl) it must be built from source. Without it no user
+        # pattern runs: Python's `re` could hold the event loop for minutes on one line.
+        raise ValueError(
+            f"the regex decoder needs google-re2, which has no prebuilt package for "
+            f"{platform.machine()}: build it (apt install libre2-dev pybind11-dev, then pip "
+            f"install google-re2), or use the csv, kv or struct decoder: see docs/serial.md"
+        ) from None
     options = re2.Options()
     options.log_errors = False  # RE2 would print every refused pattern to stderr
     try:

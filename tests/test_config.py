@@ -4,6 +4,8 @@ interpolation, secrets, path resolution and the `check-config` / `schema` / `--v
 from __future__ import annotations
 
 import json
+import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +16,7 @@ import pytest
 import gateway
 from gateway.config import Config, SerialDevice, load_config
 from gateway.errors import ConfigError
+from gateway.limits import CONFIG_MAX_BYTES, CONFIG_MAX_NODES, SECRET_MAX_BYTES
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -447,3 +450,300 @@ def test_a_bad_batch_points_at_the_key(tmp_path: Path) -> None:
     path = write(tmp_path, CONTRACT + "    batch: {max_items: 0, max_delay: 0.05}\n")
     [problem] = problems_of(path)
     assert problem.startswith(f"{path}:14:13: devices[0].batch.max_items: Input should be")
+
+
+# -- issue 21: every unreadable config is a located error, bounded in size, depth and expansion --
+
+DEEP = "gateway: {id: gw1}\nx: " + "[" * 1000 + "]" * 1000 + "\n"
+# 30 anchors, each a list of the one before: 31 levels once the aliases are followed, though
+# the text nests one level deep.
+ALIAS_CHAIN = "gateway: {id: gw1}\na0: &a0 [1]\n" + "".join(
+    f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 200)
+)
+BILLION_LAUGHS = (
+    "gateway: {id: gw1}\n"
+    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    + "".join(
+        f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n"
+        for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+)
+
+# (file text, the line and column the problem is reported at, a word of the message)
+UNREADABLE: dict[str, tuple[bytes, str, str]] = {
+    "unknown-tag": (b"gateway:\n  id: !secret mqtt_pw\n", "2:7", "!secret"),
+    "python-tag": (b"gateway:\n  id: !!python/name:os.system\n", "2:7", "!!python/name:os.system"),
+    "python-tag-on-mapping": (b"gateway: !!python/object:os.Foo {id: x}\n", "1:10", "!!python"),
+    "deep-nesting": (DEEP.encode(), "2:", "nesting"),
+    "alias-chain": (ALIAS_CHAIN.encode(), "2:", "nesting"),
+    "self-alias": (b"gateway: {id: gw1}\nx: &x [*x]\n", "2:", "nesting"),
+    "invalid-utf8": (b"gateway:\n  id: gw\xff1\n", "2:9", "UTF-8"),
+    "nul-byte": (b"gateway:\n  id: gw\x001\n", "2:9", "character"),
+    "bad-date": (b"gateway:\n  id: 2024-13-45\n", "2:7", "2024-13-45"),
+    "huge-int": (b"gateway:\n  id: " + b"9" * 5000 + b"\n", "2:7", "integer"),
+    "bad-explicit-int": (b"gateway:\n  id: !!int abc\n", "2:7", "abc"),
+    "mapping-key": (b"gateway: {id: gw1}\n? [a, b]\n: c\n", "2:3", "keys must be"),
+}
+
+
+def write_bytes(directory: Path, data: bytes, name: str = "config.yaml") -> Path:
+    path = directory / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("case", UNREADABLE)
+def test_an_unreadable_config_is_a_located_error(tmp_path: Path, case: str) -> None:
+    data, where, word = UNREADABLE[case]
+    path = write_bytes(tmp_path, data)
+    problems = problems_of(path)
+    assert problems[0].startswith(f"{path}:{where}"), problems
+    assert word in problems[0]
+
+
+def test_a_directory_instead_of_a_file_is_a_located_error(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").mkdir()
+    assert problems_of(tmp_path / "config.yaml") == [
+        f"{tmp_path / 'config.yaml'}:1:1: cannot read config: not a regular file (a directory)"
+    ]
+
+
+def test_a_fifo_instead_of_a_file_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)  # nobody writes: a plain open() would wait forever
+    assert problems_of(fifo) == [f"{fifo}:1:1: cannot read config: not a regular file (a FIFO)"]
+
+
+def test_an_empty_file_says_what_is_missing(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, b"")
+    assert problems_of(path) == [f"{path}:1:1: gateway: Field required"]
+
+
+def test_a_file_larger_than_the_bound_is_refused(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, b"gateway: {id: gw1}\n" + b"#" * CONFIG_MAX_BYTES + b"\n")
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:1:1: cannot read config: larger than {CONFIG_MAX_BYTES}")
+
+
+def test_a_config_of_too_many_values_is_refused(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, b"gateway: {id: gw1}\nx: [" + b"1," * CONFIG_MAX_NODES + b"1]\n")
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:2:")
+    assert f"more than {CONFIG_MAX_NODES} values" in problem
+
+
+_MEASURE = """
+import json, sys, time, tracemalloc
+from gateway.config import load_config
+from gateway.errors import ConfigError
+tracemalloc.start()
+start = time.perf_counter()
+try:
+    load_config(sys.argv[1], env={})
+    problems = []
+except ConfigError as exc:
+    problems = exc.problems
+print(json.dumps({"peak": tracemalloc.get_traced_memory()[1],
+                  "seconds": time.perf_counter() - start, "problems": problems}))
+"""
+
+
+def test_billion_laughs_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """The kind of file that took 1.5 GB and 19 s: refused, in little memory. The time is a
+    figure, not asserted (0.2 s on the shared CI machine); the subprocess's timeout only bounds
+    a hang."""
+    path = write_bytes(tmp_path, BILLION_LAUGHS.encode())
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout)
+    [problem] = measured["problems"]
+    assert problem.startswith(f"{path}:"), problem
+    assert "alias" in problem
+    assert measured["peak"] < 50_000_000
+
+
+@pytest.mark.parametrize("case", ["unknown-tag", "python-tag", "deep-nesting", "nul-byte"])
+def test_check_config_cli_exits_2_with_a_located_message(tmp_path: Path, case: str) -> None:
+    data, where, _ = UNREADABLE[case]
+    path = write_bytes(tmp_path, data)
+    result = gateway_cli("check-config", str(path))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"{path}:{where}"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_cli_on_a_directory_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").mkdir()
+    result = gateway_cli("check-config", str(tmp_path / "config.yaml"))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"{tmp_path / 'config.yaml'}:1:1: ")
+    assert "Traceback" not in result.stderr
+
+
+# -- issue 21, item 22: secret files are small regular files, read without waiting -------------
+
+SECRET_KEYS = {
+    "mqtt.password_file": ("  topic_prefix:", "  password_file: {file}\n  topic_prefix:", "7:3"),
+    "metrics.auth.token_file": (
+        "devices:",
+        "metrics:\n  auth:\n    token_file: {file}\ndevices:",
+        "10:5",
+    ),
+}
+
+
+def with_secret(directory: Path, key: str, file: Path) -> Path:
+    old, new, _ = SECRET_KEYS[key]
+    return write(directory, CONTRACT.replace(old, new.format(file=file)))
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+def test_a_secret_fifo_is_refused_without_waiting(tmp_path: Path, key: str) -> None:
+    fifo = tmp_path / "secret"
+    os.mkfifo(fifo, 0o600)  # nobody writes: a plain open() would wait forever
+    path = with_secret(tmp_path, key, fifo)
+    assert problems_of(path) == [
+        f"{path}:{SECRET_KEYS[key][2]}: {key}: cannot read {fifo}: not a regular file (a FIFO)"
+    ]
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+def test_a_secret_file_over_64_kib_is_refused(tmp_path: Path, key: str) -> None:
+    big = tmp_path / "secret"
+    big.write_bytes(b"x" * (SECRET_MAX_BYTES + 1))
+    big.chmod(0o600)
+    path = with_secret(tmp_path, key, big)
+    assert problems_of(path) == [
+        f"{path}:{SECRET_KEYS[key][2]}: {key}: cannot read {big}: larger than 65536 bytes"
+    ]
+
+
+def test_a_secret_directory_is_refused(tmp_path: Path) -> None:
+    path = with_secret(tmp_path, "mqtt.password_file", tmp_path)
+    [problem] = problems_of(path)
+    assert problem == (
+        f"{path}:7:3: mqtt.password_file: cannot read {tmp_path}: not a regular file (a directory)"
+    )
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+def test_a_world_readable_secret_file_is_read_with_a_located_warning(
+    tmp_path: Path, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n", encoding="utf-8")
+    secret.chmod(0o644)
+    path = with_secret(tmp_path, key, secret)
+    with caplog.at_level(logging.WARNING, logger="gateway.config"):
+        load_config(path, env={})
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}:{SECRET_KEYS[key][2]}: {key}: {secret} is readable by every user of this "
+        f"machine (chmod o-r {secret})"
+    ]
+    caplog.clear()
+    secret.chmod(0o640)
+    with caplog.at_level(logging.WARNING, logger="gateway.config"):
+        load_config(path, env={})
+    assert caplog.records == []
+
+
+# -- issue 21, item 25: names that would collide with the gateway's own topics ------------------
+
+
+def test_a_device_with_the_gateway_id_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, CONTRACT.replace("  - id: boiler", "  - id: gw1"))
+    assert problems_of(path) == [
+        f"{path}:9:5: devices[0].id: gw1 is the gateway's own id: gateway/gw1/status is the "
+        "gateway's status topic; give the device another id"
+    ]
+
+
+RESERVED_SENSORS = {
+    # (YAML that names the sensor, where, the sensor's path)
+    "sensors": ("    sensors: {{{name}: {{unit: C}}}}\n", "13:15", "devices[0].sensors.{name}"),
+    "csv-column": (
+        "    decoder: {{type: csv, columns: [t, {name}]}}\n",
+        "13:39",
+        "devices[0].decoder.columns[1]",
+    ),
+    "struct-field": (
+        "    decoder: {{type: struct, format: '>hh', fields: [t, {{name: {name}}}]}}\n",
+        "13:57",
+        "devices[0].decoder.fields[1].name",
+    ),
+    "regex-group": (
+        "    decoder: {{type: regex, pattern: '(?P<{name}>\\d+)'}}\n",
+        "13:28",
+        "devices[0].decoder.pattern",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ["availability", "batch", "set"])
+@pytest.mark.parametrize("where", RESERVED_SENSORS)
+def test_a_sensor_named_like_a_topic_of_the_gateway_is_refused(
+    tmp_path: Path, where: str, name: str
+) -> None:
+    line, at, loc = RESERVED_SENSORS[where]
+    text = CONTRACT.replace("    decoder: kv\n", "") + line.format(name=name)
+    path = write(tmp_path, text)
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:{at}: {loc.format(name=name)}: sensor `{name}`: "), problem
+    assert f"gateway/boiler/{name}" in problem
+
+
+def test_the_command_verb_is_reserved_whatever_it_is(tmp_path: Path) -> None:
+    text = CONTRACT.replace("  port: 1883", "  port: 1883\n  command_verb: cmd").replace(
+        "    decoder: kv\n", "    sensors: {cmd: {}, set: {}}\n"
+    )
+    path = write(tmp_path, text)
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:14:15: devices[0].sensors.cmd: sensor `cmd`: ")
+    assert "gateway/boiler/cmd/<command>" in problem
+
+
+def test_modbus_and_synthetic_sensor_names_are_checked(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        gateway: {id: gw1}
+        devices:
+          - id: meter
+            type: modbus
+            port: /dev/ttyUSB0
+            unit_id: 1
+            registers:
+              - {name: batch, address: 0}
+          - id: fake
+            type: synthetic
+            values: {availability: walk}
+        """,
+    )
+    assert [p.split(": sensor")[0] for p in problems_of(path)] == [
+        f"{path}:8:10: devices[0].registers[0].name",
+        f"{path}:11:14: devices[1].values.availability",
+    ]
+
+
+# -- outbox.file stays inside gateway.state_dir ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "file", ["../outbox.sqlite3", "/tmp/outbox.sqlite3", "sub/../../x.sqlite3", "", ".", "link/x"]
+)
+def test_outbox_file_outside_the_state_dir_is_refused(tmp_path: Path, file: str) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "link").symlink_to(tmp_path)  # a symlink inside that points outside
+    path = write(tmp_path, f"gateway: {{id: gw1, state_dir: state}}\noutbox:\n  file: '{file}'\n")
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:3:3: outbox.file: must name a file inside gateway.state_dir")
+
+
+@pytest.mark.parametrize("file", ["outbox.sqlite3", "sub/outbox.sqlite3", "./a/../o.sqlite3"])
+def test_outbox_file_inside_the_state_dir_is_accepted(tmp_path: Path, file: str) -> None:
+    path = write(tmp_path, f"gateway: {{id: gw1, state_dir: state}}\noutbox:\n  file: '{file}'\n")
+    cfg = load_config(path, env={})
+    assert (cfg.gateway.state_dir / cfg.outbox.file).resolve().is_relative_to(tmp_path / "state")

@@ -58,7 +58,7 @@ class Client:
 
 async def states(announcer: Announcer) -> dict[str, bytes]:
     client = Client()
-    futures = announcer._publish_states(cast(GatewayClient, client))
+    futures = announcer._publish_states(cast(GatewayClient, client), announcer._last_payloads())
     await asyncio.gather(*futures)
     return dict(client.sent)
 

@@ -21,7 +21,7 @@ from gateway.metrics import Metrics
 from gateway.models import Reading
 from gateway.mqtt.topics import device_payload, reading_payload, render, render_batch
 from gateway.outbox import Checkpointer, Outbox, Record
-from gateway.outbox.store import StoreError
+from gateway.outbox.store import Store, StoreError
 
 
 class Clock:
@@ -733,7 +733,7 @@ async def test_readyz_and_status_say_why_a_backlog_waits_unread(tmp_path: Path) 
     from gateway.lifecycle import Gateway  # noqa: PLC0415 - only this test needs the whole gateway
 
     cfg = Config.model_validate({"gateway": {"id": "gw", "state_dir": str(tmp_path)}})
-    gw = Gateway(cfg)
+    gw = Gateway(cfg).graph  # the gateway as wired: what health reads
     box = make(tmp_path / "o.sqlite3", gw.metrics, memory_records=100, retry_interval=60)
     gw.outbox = box
     for i in range(200):
@@ -792,4 +792,81 @@ async def test_an_outbox_file_of_0_2_0_is_read_after_the_upgrade(tmp_path: Path)
     assert [render(r) for r in again[:4]] == [*payloads, obj]
     assert json.loads(render(again[4]))["seq"] == 4  # numbering went on past the old rows
     assert again[4].sensor == "temp"
+
+
+# -- issue 21, item 24: seqs at the int64 maximum (a file edited on disk, or restored) ----------
+
+INT64_MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize("where", ["seqs-table", "row"])
+async def test_a_seq_at_the_int64_maximum_neither_stops_commits_nor_goes_out(
+    tmp_path: Path, where: str
+) -> None:
+    db = tmp_path / "outbox.sqlite3"
+    box = make(db)
+    put_reading(box, reading(1), "t", 1)  # seq 1, a valid row
+    await settle()
+    box.close()
+    with sqlite3.connect(db) as edit:
+        if where == "seqs-table":
+            edit.execute(
+                "INSERT OR REPLACE INTO seqs (device, seq) VALUES ('boiler', ?)", (INT64_MAX,)
+            )
+        else:
+            edit.execute(
+                "INSERT INTO outbox (id, device, seq, topic, payload, qos, ts, size) "
+                "VALUES (100, 'boiler', ?, 't', X'7b7d', 1, 1800000000.0, 100)",
+                (INT64_MAX,),
+            )
+
+    metrics = Metrics()
+    box = make(db, metrics)
+    record = put_reading(box, reading(2), "t", 1)
+    await settle()
+    assert record is not None
+    assert record.seq == 2  # numbering goes on from the last valid seq
+    assert [r[2] for r in rows(db) if r[2] != INT64_MAX] == [1, 2]  # the commit went through
+    taken = await take_all(box, 2)
+    assert [r.seq for r in taken] == [1, 2]  # the row beyond the bound is set aside, not sent
+    assert box.take_nowait(10) == []
+    assert dropped(metrics, "boiler", "seq_invalid") == (1 if where == "row" else 0)
+    assert not box.degraded
+    box.ack(taken)
+    box.close()
+    assert rows(db) == []
+    assert seqs_table(db) == {"boiler": 2}  # the table is repaired
+
+
+def test_a_value_sqlite_cannot_store_is_a_store_error(tmp_path: Path) -> None:
+    """Whatever out-of-range value reaches a commit, the store says it cannot write it (the
+    outbox then goes to memory mode, which /readyz reports) instead of raising a foreign
+    error out of the event loop's callback."""
+    store = Store(tmp_path / "outbox.sqlite3")
+    store.open()
+    record = Record(1, "boiler", 2**63, "t", "v", b'"value": 1', 1, 1_800_000_000.0, 100)
+    with pytest.raises(StoreError) as info:
+        store.write([record])
+    assert info.value.kind == "io"
+    assert "too large" in info.value.why
+    store.close()
+
+
+async def test_readyz_says_so_when_commits_fail_on_a_value_sqlite_cannot_store(
+    tmp_path: Path,
+) -> None:
+    from gateway.config import Config  # noqa: PLC0415
+    from gateway.health import readiness  # noqa: PLC0415
+    from gateway.lifecycle import Gateway  # noqa: PLC0415 - only this test needs the whole gateway
+
+    cfg = Config.model_validate({"gateway": {"id": "gw", "state_dir": str(tmp_path)}})
+    gw = Gateway(cfg).graph  # the gateway as wired: what health reads
+    box = make(tmp_path / "o.sqlite3", gw.metrics, retry_interval=60)
+    gw.outbox = box
+    put_reading(
+        box, reading(1), "t", 2**63
+    )  # (a QoS no caller gives: any value SQLite cannot store)
+    await settle()
+    reasons = readiness(gw).reasons
+    assert any(r.startswith("outbox in memory mode (io: ") and "too large" in r for r in reasons)
     box.close()

@@ -178,3 +178,48 @@ def test_the_outbox_is_kept_across_a_session_restart(rig: Rig) -> None:
     wait_until(lambda: status(rig.base)["outbox"]["records"] == 0, 10, "the outbox to drain")
     assert rig.daemon.log_count("waiting from before") == 1  # opened once, never reopened
     assert starts(rig.base)["serial:a"] == 1
+
+
+# Files no YAML loader should be trusted with (issue 21): each is a located error at reload too.
+UNREADABLE = {
+    "unknown-tag": (b"gateway:\n  id: !secret mqtt_pw\n", ":2:7: "),
+    "python-tag": (b"gateway:\n  id: !!python/name:os.system\n", ":2:7: "),
+    "deep-nesting": (b"gateway: {id: gw1}\nx: " + b"[" * 1000 + b"]" * 1000 + b"\n", ":2:"),
+    "invalid-utf8": (b"gateway:\n  id: gw\xff1\n", ":2:9: "),
+    "nul-byte": (b"gateway:\n  id: gw\x001\n", ":2:9: "),
+    "empty": (b"", ":1:1: gateway: Field required"),
+}
+
+
+def reload_bytes(daemon: Daemon, data: bytes) -> None:
+    tmp = daemon.config_path.with_name("unreadable.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(daemon.config_path)
+    count = daemon.log_count(REJECTED)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log(REJECTED, count=count + 1)
+
+
+def test_an_unreadable_file_is_a_located_error_and_the_daemon_keeps_running(rig: Rig) -> None:
+    path = str(rig.daemon.config_path)
+    for data, where in UNREADABLE.values():
+        reload_bytes(rig.daemon, data)
+        assert f"{path}{where}" in rig.daemon.log()
+    # A directory where the file was.
+    rig.daemon.config_path.unlink()
+    rig.daemon.config_path.mkdir()
+    reload_bytes_count = rig.daemon.log_count(REJECTED)
+    rig.daemon.signal(signal.SIGHUP)
+    rig.daemon.wait_log(REJECTED, count=reload_bytes_count + 1)
+    assert f"{path}:1:1: cannot read config: not a regular file" in rig.daemon.log()
+    rig.daemon.config_path.rmdir()
+
+    assert rig.daemon.alive
+    assert "Traceback" not in rig.daemon.log()
+    rejected = len(UNREADABLE) + 1
+    samples = scrape(rig.base)
+    assert sample(samples, "gateway_config_reloads_total", result="invalid") == rejected
+    assert starts(rig.base) == {"mqtt": 1, "serial:a": 1, "serial:b": 1}
+    assert rig.holds("a")
+    assert rig.holds("b")
+    send_until_seen(rig.pairs["a"], rig.sub, PREFIX, "a")  # the old config still runs

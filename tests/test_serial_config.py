@@ -3,6 +3,7 @@ poll objects validate at load time with errors that point at the line and say wh
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -217,3 +218,18 @@ def test_a_pattern_re2_cannot_run_is_an_error_at_its_line_that_says_why(
     assert problem.startswith("7:28: devices[0].decoder.pattern: Value error, "), problem
     assert "RE2" in problem
     assert why in problem
+
+
+def test_without_re2_a_regex_decoder_is_an_error_at_its_line_that_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """google-re2 is prebuilt for x86_64 and aarch64 only: on a 32-bit Raspberry Pi the gateway
+    installs without it, and a `regex` decoder (which must not run on Python's backtracking
+    `re`) is refused where it is configured, with what to do."""
+    monkeypatch.setitem(sys.modules, "re2", None)  # `import re2` raises ImportError
+    [problem] = problems(tmp_path, "port: x\ndecoder: {type: regex, pattern: 't=(?P<t>.*)'}\n")
+    assert problem.startswith("7:28: devices[0].decoder.pattern: Value error, "), problem
+    assert "needs google-re2" in problem
+    assert "libre2-dev" in problem
+    # The other decoders load as before.
+    assert load_device(tmp_path, "port: x\ndecoder: kv\n").decoder == "kv"

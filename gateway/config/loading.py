@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,8 +18,10 @@ from pydantic import (
 
 from gateway.config.base import Model
 from gateway.config.ble import BleAdvertDevice, BleGattDevice, BleSection
+from gateway.config.controls import check_controls
 from gateway.config.modbus import ModbusDevice
 from gateway.config.mqtt import MqttSection
+from gateway.config.reserved import check_reserved
 from gateway.config.sections import (
     GatewaySection,
     HomeAssistantSection,
@@ -29,7 +33,10 @@ from gateway.config.sections import (
 from gateway.config.serial import SerialDevice
 from gateway.config.synthetic import SyntheticDevice
 from gateway.errors import ConfigError
-from gateway.yamlsource import Located, Path_, dotted, load_yaml
+from gateway.limits import SECRET_MAX_BYTES
+from gateway.yamlsource import Located, Path_, Refused, dotted, load_yaml, read_small_file
+
+log = logging.getLogger("gateway.config")
 
 Device = Annotated[
     SerialDevice | ModbusDevice | BleAdvertDevice | BleGattDevice | SyntheticDevice,
@@ -100,6 +107,7 @@ def _resolve_paths(cfg: Config, base: Path, located: Located) -> Config:
     state_dir = cfg.gateway.state_dir
     if not state_dir.is_absolute():
         state_dir = (base / state_dir).resolve()
+    _check_outbox_file(state_dir, cfg.outbox.file, located)
     mqtt = cfg.mqtt
     if mqtt.password_file is not None:
         secret, file = _read_secret(mqtt.password_file, base, ("mqtt", "password_file"), located)
@@ -141,14 +149,24 @@ def _resolve_auth(auth: MetricsAuth, base: Path, located: Located) -> MetricsAut
 
 
 def _read_secret(file: Path, base: Path, loc: Path_, located: Located) -> tuple[SecretStr, Path]:
-    """The content of a secret file (surrounding whitespace removed) and its absolute path."""
+    """The content of a secret file (surrounding whitespace removed) and its absolute path.
+    Only a regular file of at most SECRET_MAX_BYTES is read (a FIFO would hang the start, a
+    device or a huge file would be read without end); one every user may read is a warning."""
     file = file if file.is_absolute() else base / file
+    where = f"{located.where(loc)}: {dotted(loc)}"
     try:
-        secret = file.read_text(encoding="utf-8").strip()
+        small = read_small_file(file, SECRET_MAX_BYTES)
+        secret = small.data.decode("utf-8").strip()
     except OSError as exc:
-        raise ConfigError(
-            [f"{located.where(loc)}: {dotted(loc)}: cannot read {file}: {exc.strerror}"]
-        ) from exc
+        raise ConfigError([f"{where}: cannot read {file}: {exc.strerror or exc}"]) from exc
+    except Refused as exc:
+        raise ConfigError([f"{where}: cannot read {file}: {exc.reason}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{where}: cannot read {file}: not UTF-8 text"]) from exc
+    if small.mode & stat.S_IROTH:
+        log.warning(
+            "%s: %s is readable by every user of this machine (chmod o-r %s)", where, file, file
+        )
     return SecretStr(secret), file
 
 
@@ -275,9 +293,28 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         _check_unique_ids(cfg, located)
         + _check_modbus_buses(cfg, located)
         + _check_sensors(cfg, located)
+        + check_reserved(
+            cfg.devices, cfg.gateway.id, cfg.topic_prefix, cfg.mqtt.command_verb, located
+        )
+        + check_controls(cfg, located)
     ):
         raise ConfigError(problems)
     return _resolve_paths(cfg, file.resolve().parent, located)
+
+
+def _check_outbox_file(state_dir: Path, file: str, located: Located) -> None:
+    """`outbox.file` names a file inside `state_dir` (after `..` and symlinks), so that the
+    outbox (and its -wal, -shm and set-aside files) never writes elsewhere."""
+    root = state_dir.resolve()
+    target = (state_dir / file).resolve()
+    if target == root or not target.is_relative_to(root):
+        loc: Path_ = ("outbox", "file")
+        raise ConfigError(
+            [
+                f"{located.where(loc)}: {dotted(loc)}: must name a file inside "
+                f"gateway.state_dir ({root}), not {target}"
+            ]
+        )
 
 
 def json_schema() -> dict[str, Any]:

@@ -68,7 +68,11 @@ class OutboxConfig(Model):
     retry_interval: float = Field(
         30.0, gt=0, description="While the disk fails, retry writing this often (seconds)."
     )
-    file: str = Field("outbox.sqlite3", description="File name inside state_dir.")
+    file: str = Field(
+        "outbox.sqlite3",
+        description="File name inside state_dir (a subdirectory may be given; after `..` and "
+        "symlinks it must stay inside state_dir).",
+    )
 
 
 class GatewaySection(Model):
@@ -242,4 +246,13 @@ class HomeAssistantSection(Model):
         le=60,
         description="After Home Assistant says `online`, wait a random time up to this many "
         "seconds before announcing (many gateways must not answer at the same instant).",
+    )
+    state_resend_delay: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="After announcing a new or changed config, publish the entity's last value "
+        "again this many seconds later: Home Assistant subscribes to a new entity's state topic "
+        "only after its config arrived (70-150 ms), and a value sent before is not shown. "
+        "0: never.",
     )

@@ -20,7 +20,7 @@ what was handed out and acknowledged from memory meanwhile.
 
 from __future__ import annotations
 
-from gateway.limits import SEQ_BLOCK
+from gateway.limits import SEQ_BLOCK, SEQ_MAX
 
 
 class Numbering:
@@ -40,10 +40,13 @@ class Numbering:
         self.dirty = set(behind) | {d for d, s in self.seqs.items() if s > stored.get(d, 0)}
 
     def peek(self, device: str) -> int:
-        return self.seqs.get(device, 0) + 1
+        seq = self.seqs.get(device, 0) + 1
+        return 1 if seq > SEQ_MAX else seq
 
     def take(self, device: str) -> int:
         seq = self.seqs.get(device, 0) + 1
+        if seq > SEQ_MAX:  # never reached by counting (limits.py); wrap rather than overflow
+            seq = 1
         self.seqs[device] = seq
         self.dirty.add(device)
         return seq

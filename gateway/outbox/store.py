@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.limits import PAGE_SIZE
+from gateway.limits import PAGE_SIZE, SEQ_MAX
 from gateway.outbox.records import Record, ranges
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,10 @@ class Stored:
     last_id: int = 0
     seqs: dict[str, int] = field(default_factory=dict)  # max(seqs table, rows), per device
     behind: set[str] = field(default_factory=set)  # devices whose seqs row is behind the rows
+    # Beyond SEQ_MAX (an edited or damaged file): rows set aside, devices whose seqs row is
+    # ignored (numbering goes on from their last valid seq; the row is to be rewritten).
+    invalid: list[Record] = field(default_factory=list)
+    damaged: set[str] = field(default_factory=set)
 
 
 def from_0_2_0(row: tuple[int, str, int, str, None, bytes, int, float, int]) -> Record:
@@ -190,11 +194,27 @@ class Store:
         """Once at open: bounds, totals and seqs (one pass over the table, before any link)."""
         db = self._need(self.reader)
         try:
-            stored = Stored(seqs=dict(db.execute("SELECT device, seq FROM seqs").fetchall()))
-            for device, seq in db.execute("SELECT device, max(seq) FROM outbox GROUP BY device"):
+            stored = Stored()
+            for device, seq in db.execute("SELECT device, seq FROM seqs"):
+                if 0 <= seq <= SEQ_MAX:
+                    stored.seqs[device] = seq
+                else:
+                    stored.damaged.add(device)
+            for device, seq in db.execute(
+                "SELECT device, max(seq) FROM outbox WHERE seq BETWEEN 1 AND ? GROUP BY device",
+                (SEQ_MAX,),
+            ):
                 if seq > stored.seqs.get(device, 0):
                     stored.seqs[device] = seq
                     stored.behind.add(device)  # the table must catch up before those rows go
+            columns = _COLUMNS if self._sensor_column else _COLUMNS.replace("sensor", "NULL")
+            stored.invalid = [
+                _record(row)
+                for row in db.execute(
+                    f"SELECT {columns} FROM outbox WHERE seq NOT BETWEEN 1 AND ?",  # noqa: S608
+                    (SEQ_MAX,),
+                )
+            ]
             stored.count, stored.bytes, stored.first_id, stored.last_id = db.execute(
                 "SELECT count(*), coalesce(sum(size), 0), coalesce(min(id), 0), "
                 "coalesce(max(id), 0) FROM outbox"
@@ -236,7 +256,9 @@ class Store:
             in_txn = False
             if records:
                 self._sensor_column = True
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, OverflowError) as exc:
+            # (OverflowError: a value SQLite cannot store, which no retry will change; it
+            # must not escape a commit scheduled on the event loop.)
             raise classify(exc) from exc
         finally:
             if in_txn:

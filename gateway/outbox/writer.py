@@ -34,6 +34,7 @@ from gateway.limits import (
     COMMIT_WAIT,
     MAX_LAZY_DELETES,
     RECOVERY_BATCH,
+    SEQ_MAX,
 )
 from gateway.links.hardware import HardwareExecutor
 from gateway.metrics import Metrics
@@ -149,12 +150,14 @@ class Writer:
         # Readings accepted while the file could not be read (they never went out: nothing was
         # reserved) whose seq the file already knew would repeat one: they go, counted.
         clash = [r for r in self.unwritten.values() if r.seq <= stored.seqs.get(r.device, 0)]
-        self.numbering.restore(stored.seqs, stored.behind)
+        self.numbering.restore(stored.seqs, stored.behind | stored.damaged)
         self.count += stored.count
         self.total += stored.bytes
         self.next_id = max(self.next_id, stored.last_id + 1)
         if stored.count:
             self.window.extend_backlog(stored.first_id, stored.last_id)
+        if stored.invalid or stored.damaged:
+            self._repair_seqs(stored.invalid, stored.damaged)
         if clash:
             log.error(
                 "outbox: %d reading(s) taken while %s was unreadable had seqs it already "
@@ -163,6 +166,28 @@ class Writer:
                 self.path,
             )
             self.drop(clash, "seq_unknown")
+
+    def _repair_seqs(self, invalid: list[Record], damaged: set[str]) -> None:
+        """Seqs beyond SEQ_MAX came from an edited or damaged file: such rows are set aside
+        (dropped, counted as `seq_invalid`: their seq means nothing to a consumer) and the
+        devices' seqs rows rewritten, numbering going on from their last valid seq."""
+        devices = sorted(damaged | {r.device for r in invalid})
+        log.error(
+            "outbox %s holds seqs beyond %d (an edited or damaged file) for %s: %d reading(s) "
+            "set aside; numbering goes on from the last valid seq",
+            self.path,
+            SEQ_MAX,
+            ", ".join(devices[:5]) + (", ..." if len(devices) > 5 else ""),
+            len(invalid),
+        )
+        self.drop(invalid, "seq_invalid")
+        numbering = self.numbering
+        rows = [(d, numbering.seqs.get(d, 0)) for d in sorted(damaged)]
+        try:
+            self.store.write((), (), rows, exact_seqs=True)
+        except StoreError:
+            return  # the rows stay dirty: the next write of seqs rows, or the close, sets them
+        numbering.written(rows, exact=True)
 
     # -- accepting, handing out, forgetting -----------------------------------------------------
     def put(  # noqa: PLR0917 - the hot path: no keyword-argument cost per reading
@@ -278,7 +303,7 @@ class Writer:
             self.count -= 1
             if self.unwritten.pop(r.id, None) is None:
                 self.deletes.add(r.id)  # on disk: delete it like an acknowledged record
-        if reason in ("outbox_full", "max_age", "seq_unknown"):
+        if reason in ("outbox_full", "max_age", "seq_unknown", "seq_invalid"):
             log.warning("outbox: dropped %d oldest reading(s) (%s)", len(dropped), reason)
         self._due_deletes(soon=True)
         self._changed()

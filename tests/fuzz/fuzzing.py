@@ -26,3 +26,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     derandomize=os.environ.get("GATEWAY_FUZZ_RANDOM") is None,
 )
+
+#: For targets whose every example is costly (a whole YAML config parsed and validated: ~0.1 s
+#: each on CI's machine): a quarter of the examples, so the suite stays within CI's budget.
+FUZZ_HEAVY = settings(parent=FUZZ, max_examples=max(EXAMPLES // 4, 10))

@@ -141,7 +141,8 @@ def test_gatt_payload_formats_convert_or_refuse(
     assert isinstance(data, bytes) or refused_with_a_message(data), repr(data)
 
 
-TEMPLATES = ["SP {payload}", "{payload}", "RST", "{{x}} {payload}", "{payload:>8}", "{0}", "{x}"]
+# Templates with other fields (`{0}`, `{x}`) are refused when the config is loaded.
+TEMPLATES = ["SP {payload}", "{payload}", "RST", "{{x}} {payload}", "{payload:>8}"]
 
 
 def serial_link(encoding: str, framing: str) -> Any:
@@ -159,6 +160,7 @@ def serial_link(encoding: str, framing: str) -> Any:
             if framing == "line"
             else {"type": "struct", "format": ">I", "fields": ["n"]},
             "commands": {f"c{i}": template for i, template in enumerate(TEMPLATES)},
+            "raw_commands": True,
         }
     )
     return SerialLink(device, lambda _readings: None, Metrics())
