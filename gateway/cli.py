@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from gateway import __version__
-from gateway.config import load_config
+from gateway.app_config import load_config
 from gateway.errors import ConfigError
 
 EXIT_CONFIG = 2

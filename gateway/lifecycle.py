@@ -31,8 +31,9 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.app_config import load_config
 from gateway.commands import CommandRouter, CommandTarget
-from gateway.config import BatchConfig, Config, load_config
+from gateway.config import BatchConfig, Config
 from gateway.encoding import Encoder
 from gateway.errors import ConfigError, HttpServerError
 from gateway.families import FAMILIES, Family, FamilyContext

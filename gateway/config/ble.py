@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from gateway.config.base import BackoffConfig, Model, TopicLevel
-from gateway.config.devices import DeviceBase
+from gateway.config.devices import DeviceBase, device_model
 
 _BASE_UUID = "-0000-1000-8000-00805f9b34fb"
 GATT_FORMATS = ("temperature", "humidity", "battery", "heart_rate", "text", "raw")
@@ -104,6 +104,7 @@ AdvertDecoderName = Literal[
 ]  # fmt: skip
 
 
+@device_model
 class BleAdvertDevice(DeviceBase):
     """A passive sensor: its advertisements, heard by the adapter's scanner, are decoded."""
 
@@ -198,6 +199,9 @@ class BleAdvertDevice(DeviceBase):
                 raise ValueError(missing_extra(value))
         return value
 
+    def republish_period(self) -> float:
+        return self.republish_after
+
     @model_validator(mode="after")
     def _consistent(self) -> BleAdvertDevice:
         if (self.address is None) == (self.name is None):
@@ -253,6 +257,7 @@ class GattWriteSpec(Model):
     )
 
 
+@device_model
 class BleGattDevice(DeviceBase):
     """A connected device: notifications, periodic reads and command writes over GATT."""
 

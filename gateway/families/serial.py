@@ -6,18 +6,10 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from gateway.config import (
-    CsvDecoder,
-    DelimiterFraming,
-    Device,
-    RegexDecoder,
-    SerialDevice,
-    StructDecoder,
-)
+from gateway.config import DelimiterFraming, Device, SerialDevice
 from gateway.errors import DecodeError
 from gateway.families.base import Family, FamilyContext, Out
 from gateway.models import Reading
-from gateway.patterns import compile_linear
 
 if TYPE_CHECKING:
     from gateway.supervisor import Link
@@ -36,14 +28,7 @@ class SerialFamily(Family):
         assert isinstance(device, SerialDevice)
         from gateway.decoders import sensor_specs  # noqa: PLC0415 - the decoders' tables
 
-        known: dict[str, str | None] = {}
-        decoder = device.decoder
-        if isinstance(decoder, CsvDecoder):
-            known.update({c: None for c in decoder.columns if c is not None})
-        elif isinstance(decoder, RegexDecoder):
-            known.update({g: None for g in compile_linear(decoder.pattern).groupindex})
-        elif isinstance(decoder, StructDecoder):
-            known.update({f.name: f.unit for f in decoder.field_specs() if f is not None})
+        known = {name: unit for name, unit, _ in device.decoder_sensors()}
         specs = sensor_specs(device)
         known.update({name: spec.unit for name, spec in specs.items() if name in known})
         return known
