@@ -45,6 +45,7 @@ from gateway.health import (
     status_document,
     status_line,
 )
+from gateway.homeassistant.announcer import Announcer
 from gateway.intake import Intake
 from gateway.limits import CLOSE_RESERVE, FORCED_EXIT_GRACE
 from gateway.linknames import SESSION, link_name, stream_link_name
@@ -59,7 +60,6 @@ from gateway.systemd import notify, watchdog_timeout
 from gateway.watchdog import Watchdog
 
 if TYPE_CHECKING:
-    from gateway.homeassistant.announcer import Announcer
     from gateway.http import HttpServer
 
 log = logging.getLogger(__name__)
@@ -296,8 +296,6 @@ class Gateway:
         """Home Assistant discovery after a start or reload."""
         cfg = self.cfg
         if discovery is Discovery.SWITCHED_ON and self.announcer is None:
-            from gateway.homeassistant.announcer import Announcer  # noqa: PLC0415
-
             assert self.encoder is not None
             sensor_classes = self.families.sensor_classes
             self.intake.announcer = Announcer(cfg, self.encoder, self.metrics, sensor_classes)

@@ -7,8 +7,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import DelimiterFraming, Device, SerialDevice
+from gateway.decoders import make_decoder, sensor_specs, to_readings
 from gateway.errors import DecodeError
 from gateway.families.base import Family, FamilyContext, Out
+from gateway.framing import make_framer
+from gateway.links.serial import SerialLink
 from gateway.models import Reading
 
 if TYPE_CHECKING:
@@ -20,14 +23,10 @@ class SerialFamily(Family):
     models = (SerialDevice,)
 
     def device_link(self, device: Any, ctx: FamilyContext) -> Link:
-        from gateway.links.serial import SerialLink  # noqa: PLC0415 - the registry stays light
-
         return SerialLink(device, ctx.submit, ctx.metrics)
 
     def known_sensors(self, device: Device) -> dict[str, str | None]:
         assert isinstance(device, SerialDevice)
-        from gateway.decoders import sensor_specs  # noqa: PLC0415 - the decoders' tables
-
         known = {name: unit for name, unit, _ in device.decoder_sensors()}
         specs = sensor_specs(device)
         known.update({name: spec.unit for name, spec in specs.items() if name in known})
@@ -53,9 +52,6 @@ class SerialFamily(Family):
 
 
 def _frames(device: SerialDevice, data: bytes, out: Out) -> Iterator[list[Reading]]:
-    from gateway.decoders import make_decoder, sensor_specs, to_readings  # noqa: PLC0415
-    from gateway.framing import make_framer  # noqa: PLC0415
-
     framer, decode, sensors = make_framer(device), make_decoder(device), sensor_specs(device)
     now = time.time()
     for frame in framer.feed(data):
