@@ -52,10 +52,12 @@ class Registry(Generic[T]):
         return tuple(self._items.values())
 
     def __contains__(self, name: object) -> bool:
+        """Whether a name is registered."""
         return name in self._items
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
+    def __iter__(self) -> Iterator[T]:
+        """The registered things (not their names: what a loop over the registry wants)."""
+        return iter(self._items.values())
 
     def __len__(self) -> int:
         return len(self._items)

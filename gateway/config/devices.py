@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar, get_args
 from pydantic import Field, JsonValue
 
 from gateway.config.base import BackoffConfig, BatchConfig, Model, TopicLevel
-from gateway.config.filters import FilterSpec
+from gateway.config.filters import FILTERS, FilterSpec
 from gateway.limits import MAX_LEARNED
 from gateway.registry import Registry
 from gateway.yamlsource import Located, Path_
@@ -31,9 +31,7 @@ class SensorSpec(Model):
     filters: list[FilterSpec] = Field(
         default_factory=list,
         description="The sensor stream: ESPHome's filters, applied in order between the decoder "
-        "and MQTT (multiply, offset, calibrate_linear, filter_out, clamp, median, min, max, "
-        "quantile, sliding_window_moving_average, exponential_moving_average, throttle_average, "
-        "round, delta, throttle, heartbeat, timeout, skip_initial, debounce, or).",
+        f"and MQTT ({', '.join(FILTERS.names())}).",
     )
     homeassistant: dict[str, JsonValue] = Field(
         default_factory=dict,
