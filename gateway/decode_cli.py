@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from gateway.config import Config, Device
+from gateway.controls import controls_document
 from gateway.errors import DecodeError
 from gateway.families import family_of
 from gateway.models import Reading, Value
@@ -69,6 +70,7 @@ def run_decode(
     stream = DeviceStream(device, lambda sensor, name: drops.append((sensor, name)))
     prefix, decoded = cfg.topic_prefix, 0
     state: dict[str, Value | None] = {}
+    last: dict[str, Value | None] = {}  # each sensor's last value passed: the controls' state
     try:
         # A frame a second on the filters' clock (time is what throttle and debounce judge).
         for second, readings in enumerate(frames(device, data, characteristic, out)):
@@ -80,6 +82,7 @@ def run_decode(
                 for _, name in drops:
                     out(f"dropped {reading.sensor}={reading.value!r} by filter {name}")
             _print(device, prefix, passed, state, out)
+            last.update({r.sensor: r.value for r in passed})
     except DecodeError as exc:
         out(f"not decoded: {exc}")
     # What timed filters (debounce, throttle_average, heartbeat, timeout) would emit once
@@ -89,9 +92,24 @@ def run_decode(
         if later:
             out(f"{due:g} s later, when the filters' timers first fire:")
             _print(device, prefix, later, state, out)
+    _print_controls(device, last, out)
     if decoded == 0:
         out("no readings")
     return 0 if decoded else 1
+
+
+def _print_controls(device: Device, last: dict[str, Value | None], out: Out) -> None:
+    """Each control and its state after the sample, as Home Assistant would show it."""
+    for name, doc in controls_document(family_of(device).controls(device), last).items():
+        if doc["platform"] == "button":
+            shown = "a button, no state"
+        elif doc["state_sensor"] is None:
+            shown = "optimistic (no state sensor)"
+        elif doc["state"] is None:
+            shown = f"state from {doc['state_sensor']}: not in the sample"
+        else:
+            shown = f"{doc['state']} (from {doc['state_sensor']})"
+        out(f"control {name} ({doc['platform']}): {shown}")
 
 
 def _print(

@@ -1,8 +1,10 @@
 """What the HTTP endpoints report: liveness, readiness, the status document, scrape-time metrics.
 
 Pure reads of a `GatewayView`: the small read-only face of the running gateway (its config,
-its links' states, the outbox, what was seen). Nothing here changes it, and nothing here imports
-the lifecycle that fills it. `http.py` serves these.
+what was seen, and a `Report`: each component's status as the component reports it: the
+supervisor its links, the MQTT session its connection, the outbox its stats, the metrics their
+per-device counts). Health composes those reports; it knows no component's class and changes
+nothing. `http.py` serves these; `wiring.Graph` is the view.
 """
 
 from __future__ import annotations
@@ -13,20 +15,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import Counter
-
 from gateway import __version__
 from gateway.config import Config, Device
-from gateway.families import FAMILIES, Family
+from gateway.controls import controls_document
+from gateway.families import FAMILIES, Family, family_of
 from gateway.linknames import SESSION, link_name, stream_link_name
-from gateway.metrics import Metrics
+from gateway.metrics import DeviceCounts, Metrics
 from gateway.models import Reading, Value
-from gateway.mqtt.session import MqttSession, server_label
+from gateway.mqtt.session import SessionStatus, server_label
 from gateway.recent import Recent, SensorRecent, as_number
 
 if TYPE_CHECKING:
     from gateway.mqtt.availability import Availability
-    from gateway.outbox import Outbox
     from gateway.supervisor import LinkStatus, Stall
 
 
@@ -74,57 +74,72 @@ class Verdict:
         return {"status": "ok" if self.ok else "fail", "reasons": self.reasons}
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxStatus:
+    """What the outbox reports of itself."""
+
+    records: int
+    bytes: int
+    inflight: int
+    oldest_age: float
+    mode: str  # disk, memory, recovering
+    degraded: bool  # not writing to disk as configured
+    mode_reason: str  # why it is in its mode
+    unreadable: str | None  # why its backlog on disk cannot be read (None: it can)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The running gateway's components, each as it reports itself, read once per answer."""
+
+    links: Mapping[str, LinkStatus]  # the supervisor's, by link name
+    stall: Stall | None  # the supervisor's: why it makes no progress
+    session: SessionStatus | None  # None while no MQTT session runs
+    outbox: OutboxStatus | None  # None before the gateway is wired
+    loop_lag: float | None  # the watchdog's probe (None: not running)
+
+
 class GatewayView(Protocol):
-    """What the endpoints read of the running gateway; the lifecycle is one (structurally)."""
+    """What the endpoints read of the running gateway (`wiring.Graph` is one)."""
 
     @property
     def cfg(self) -> Config: ...
     @property
     def metrics(self) -> Metrics: ...
     @property
-    def outbox(self) -> Outbox | None: ...
-    @property
     def seen(self) -> Seen: ...
     @property
     def availability(self) -> Availability: ...
     @property
     def started(self) -> float: ...
-    @property
-    def loop_lag(self) -> float | None: ...
+    def report(self) -> Report:
+        """Each component's own status, composed."""
+
     def family_document(self, family: Family, now: float) -> object:
         """A family's own section of `/status` (`ble`: scanners, unknown advertisers)."""
-
-    @property
-    def links(self) -> Mapping[str, LinkStatus]: ...
-    def link(self, name: str) -> object | None: ...
-    def stalled(self) -> Stall | None: ...
-
-
-def _session(gw: GatewayView) -> MqttSession | None:
-    link = gw.link(SESSION)
-    return link if isinstance(link, MqttSession) else None
 
 
 def liveness(gw: GatewayView) -> Verdict:
     """The event loop answers (we are running) and the supervisor makes progress."""
-    stall = gw.stalled()
+    stall = gw.report().stall
     return Verdict(stall is None, [] if stall is None else [stall.detail])
 
 
-def readiness(gw: GatewayView) -> Verdict:
+def readiness(gw: GatewayView, report: Report | None = None) -> Verdict:
     """Delivering: connected to the broker and the outbox below its high-water mark."""
+    report = report or gw.report()
     reasons = []
-    session = _session(gw)
-    if session is None or not session.connected.is_set():
+    if report.session is None or not report.session.connected:
         reasons.append("mqtt not connected")
-    queued = len(gw.outbox) if gw.outbox else 0
+    outbox = report.outbox
+    queued = outbox.records if outbox else 0
     high_water = gw.cfg.metrics.outbox_high_water
     if queued > high_water:
         reasons.append(f"outbox holds {queued} readings (high-water mark {high_water})")
-    if gw.outbox is not None and gw.outbox.degraded:
-        reasons.append(f"outbox in {gw.outbox.mode.value} mode ({gw.outbox.mode_reason})")
-    if gw.outbox is not None and (unread := gw.outbox.unreadable_reason):
-        reasons.append(f"outbox cannot read its backlog on disk ({unread}); retrying")
+    if outbox is not None and outbox.degraded:
+        reasons.append(f"outbox in {outbox.mode} mode ({outbox.mode_reason})")
+    if outbox is not None and outbox.unreadable:
+        reasons.append(f"outbox cannot read its backlog on disk ({outbox.unreadable}); retrying")
     return Verdict(not reasons, reasons)
 
 
@@ -153,17 +168,18 @@ def status_document(gw: GatewayView) -> dict[str, Any]:
     comparing values: a value shown as `***` because it equals a secret would confirm a guess
     (a device's string value, say, is whatever its sender chose)."""
     now = time.time()
-    statuses: Mapping[str, Any] = gw.links
+    report = gw.report()
+    statuses = report.links
     names = [SESSION, *(link_name(d) for d in gw.cfg.devices)]
     names += [stream_link_name(d.id) for d in gw.cfg.devices]  # present if its filters need time
     links = {n: _link_document(statuses[n], now) for n in names if n in statuses}
-    counts = _DeviceCounts.of(gw.metrics)
+    counts = gw.metrics.device_counts()
     devices = {
         d.id: _device_document(gw, d, statuses.get(link_name(d)), counts, now)
         for d in gw.cfg.devices
     }
-    outbox = gw.outbox
-    ready = readiness(gw)
+    ready = readiness(gw, report)
+    lag = report.loop_lag
     return {
         "gateway": {
             "id": gw.cfg.gateway.id,
@@ -174,41 +190,44 @@ def status_document(gw: GatewayView) -> dict[str, Any]:
         },
         "ready": ready.ok,
         "not_ready": ready.reasons,
-        "mqtt": _mqtt_document(gw, statuses.get(SESSION), now),
-        "loop_lag": None if gw.loop_lag is None else round(gw.loop_lag, 4),
+        "mqtt": _mqtt_document(gw.cfg, report.session, statuses.get(SESSION)),
+        "loop_lag": None if lag is None else round(lag, 4),
         "links": links,
         "devices": devices,
-        "outbox": {
-            "records": len(outbox) if outbox else 0,
-            "bytes": outbox.bytes if outbox else 0,
-            "inflight": outbox.inflight if outbox else 0,
-            "oldest_age": round(outbox.oldest_age(), 3) if outbox else 0.0,
-            "degraded": bool(outbox and outbox.degraded),
-            "mode": outbox.mode.value if outbox else "disk",
-            "mode_reason": outbox.mode_reason if outbox and outbox.degraded else None,
-            "unreadable": outbox.unreadable_reason if outbox else None,
-            "high_water": gw.cfg.metrics.outbox_high_water,
-        },
+        "outbox": _outbox_document(report.outbox, gw.cfg.metrics.outbox_high_water),
         **{f.status_key: gw.family_document(f, now) for f in FAMILIES if f.status_key},
     }
 
 
-def _mqtt_document(gw: GatewayView, status: Any, now: float) -> dict[str, Any]:
-    session = _session(gw)
-    connected = bool(session and session.connected.is_set())
+def _outbox_document(outbox: OutboxStatus | None, high_water: int) -> dict[str, Any]:
+    return {
+        "records": outbox.records if outbox else 0,
+        "bytes": outbox.bytes if outbox else 0,
+        "inflight": outbox.inflight if outbox else 0,
+        "oldest_age": round(outbox.oldest_age, 3) if outbox else 0.0,
+        "degraded": bool(outbox and outbox.degraded),
+        "mode": outbox.mode if outbox else "disk",
+        "mode_reason": outbox.mode_reason if outbox and outbox.degraded else None,
+        "unreadable": outbox.unreadable if outbox else None,
+        "high_water": high_water,
+    }
+
+
+def _mqtt_document(cfg: Config, session: SessionStatus | None, status: Any) -> dict[str, Any]:
+    connected = bool(session and session.connected)
     reason = None
     if not connected and status is not None:
         reason = status.last_error or "connecting"
-    servers = gw.cfg.mqtt.server_list()
+    servers = cfg.mqtt.server_list()
     # The broker connected to; while not connected, the one tried next.
-    current = (session.server or session.servers[session.next_index]) if session else servers[0]
+    current = session.server if session else servers[0]
     return {
         "connected": connected,
         "host": current.host,
         "port": current.port,
-        "server": server_label(session.server) if session and session.server else None,
+        "server": session.connected_to if session else None,
         "servers": [server_label(s) for s in servers],
-        "tls": gw.cfg.mqtt.tls is not None,
+        "tls": cfg.mqtt.tls is not None,
         "state": status.state if status else "starting",
         "since": round(status.since, 3) if status else None,
         "reason": reason,
@@ -218,7 +237,7 @@ def _mqtt_document(gw: GatewayView, status: Any, now: float) -> dict[str, Any]:
 
 
 def _device_document(
-    gw: GatewayView, device: Device, status: Any, counts: _DeviceCounts, now: float
+    gw: GatewayView, device: Device, status: Any, counts: DeviceCounts, now: float
 ) -> dict[str, Any]:
     last = gw.seen.last_seen.get(device.id)
     retry_in = None
@@ -242,6 +261,10 @@ def _device_document(
             name: _sensor_document(sensor, now)
             for name, sensor in gw.seen.recent.of(device.id).items()
         },
+        "controls": controls_document(
+            family_of(device).controls(device),
+            {name: sensor.value for name, sensor in gw.seen.recent.of(device.id).items()},
+        ),
     }
 
 
@@ -262,47 +285,20 @@ def _total(by_kind: dict[str, int]) -> dict[str, Any]:
     return {"total": sum(by_kind.values()), "by": by_kind}
 
 
-@dataclass(frozen=True, slots=True)
-class _DeviceCounts:
-    """Per device, counts by kind read from the counters (one pass over each per document)."""
-
-    decode_errors: dict[str, dict[str, int]]
-    filter_dropped: dict[str, dict[str, int]]
-
-    @classmethod
-    def of(cls, metrics: Metrics) -> _DeviceCounts:
-        decode = _by_device(metrics.frame_errors, "reason")
-        for device, by in _by_device(metrics.modbus_errors, "reason").items():
-            mine = decode.setdefault(device, {})
-            for reason, n in by.items():
-                mine[reason] = mine.get(reason, 0) + n
-        return cls(decode, _by_device(metrics.filter_dropped, "filter"))
-
-
-def _by_device(counter: Counter, kind: str) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for metric in counter.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.value:
-                by = out.setdefault(sample.labels["device"], {})
-                key = sample.labels[kind]
-                by[key] = by.get(key, 0) + int(sample.value)
-    return out
-
-
 def status_line(gw: GatewayView) -> str:
     """systemd's `STATUS=2/3 links up (down: serial:boiler), mqtt 10.0.0.5:1883, outbox 0`:
     what an operator needs first (the broker while connected)."""
-    running = [s for s in gw.links.values() if s.state != "stopped"]
+    report = gw.report()
+    running = [s for s in report.links.values() if s.state != "stopped"]
     up = sum(s.state == "up" for s in running)
     down = [s.name for s in running if s.state != "up"]
     line = f"STATUS={up}/{len(running)} links up"
     if down:
         line += f" (down: {', '.join(down[:3])}{', ...' if len(down) > 3 else ''})"
-    session = _session(gw)
-    if session is not None and session.server is not None:
-        line += f", mqtt {server_label(session.server)}"
-    line += f", outbox {len(gw.outbox) if gw.outbox else 0}"
-    if gw.outbox is not None and gw.outbox.degraded:
+    if report.session is not None and report.session.connected_to is not None:
+        line += f", mqtt {report.session.connected_to}"
+    outbox = report.outbox
+    line += f", outbox {outbox.records if outbox else 0}"
+    if outbox is not None and outbox.degraded:
         line += " (disk failing: memory only)"
     return line

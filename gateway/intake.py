@@ -32,12 +32,21 @@ class Encode(Protocol):
 
 
 class Intake:
-    def __init__(self, metrics: Metrics, availability: Availability, seen: Seen) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        availability: Availability,
+        seen: Seen,
+        encoder: Encode,
+        announcer: Announcer | None = None,
+    ) -> None:
         self.metrics = metrics
         self.availability = availability
         self.seen = seen
-        self.encoder: Encode | None = None
-        self.announcer: Announcer | None = None  # Home Assistant discovery, once enabled
+        self.encoder = encoder
+        # Home Assistant discovery while it is on (a reload that switches it on sets it:
+        # `wiring.Graph.sync_discovery`).
+        self.announcer = announcer
         # Devices whose values go through filters (sensor streams), and the timers of those
         # that need time; both replaced with the device on reload.
         self.streams: dict[str, DeviceStream] = {}
@@ -66,7 +75,6 @@ class Intake:
 
     def emit(self, readings: Sequence[Reading]) -> None:
         """Readings that left their streams (a frame's, or what a timed filter emits)."""
-        assert self.encoder is not None
         self.encoder.publish(readings)
         for reading in readings:
             self.seen.record(reading)
@@ -106,5 +114,4 @@ class Intake:
         self.streams.pop(device_id, None)
         self.stream_links.pop(device_id, None)
         self.availability.set_fresh(device_id, True)
-        if self.encoder is not None:
-            self.encoder.forget(device_id)
+        self.encoder.forget(device_id)

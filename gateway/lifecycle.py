@@ -13,8 +13,11 @@ shutdown  SIGTERM/SIGINT -> STOPPING=1 -> stop device links (intake) -> let the 
           the outbox last (it commits what is still in memory) -> exit 0.
           A second signal skips the wait; if unwinding still hangs, the process exits hard.
 
-The lifecycle knows no device family by name: links come from `gateway.families`, and what a
-reload changes from `gateway.reload`. What health reads of it is `health.GatewayView`.
+The lifecycle only runs phases. What runs is built in one place, `wiring.build` (the graph:
+outbox, encoder, intake, families, supervisor, watchdog, endpoint, each made with its
+collaborators); the links a plan names are made by the graph (`Graph.links_for`); what a reload
+changes is `gateway.reload`'s pure plan. The lifecycle knows no device family by name, and
+health reads the graph, not the lifecycle.
 """
 
 from __future__ import annotations
@@ -25,42 +28,28 @@ import gc
 import logging
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.app_config import load_config
-from gateway.commands import CommandRouter, CommandTarget
-from gateway.config import BatchConfig, Config
-from gateway.encoding import Encoder
+from gateway.config import Config
 from gateway.errors import ConfigError, HttpServerError
-from gateway.families import FAMILIES, Family, FamilyContext
-from gateway.health import (
-    Seen,
-    liveness,
-    readiness,
-    refresh_metrics,
-    status_document,
-    status_line,
-)
-from gateway.homeassistant.announcer import Announcer
-from gateway.intake import Intake
+from gateway.health import Seen, status_line
 from gateway.limits import CLOSE_RESERVE, FORCED_EXIT_GRACE
-from gateway.linknames import SESSION, link_name, stream_link_name
+from gateway.linknames import SESSION
 from gateway.logs import config_secrets, set_secrets, setup_logging
 from gateway.metrics import Metrics
-from gateway.models import Reading
-from gateway.mqtt.outbox import Outbox
-from gateway.mqtt.session import Availability, MqttSession
-from gateway.reload import Discovery, ReloadPlan, plan_reload, plan_start
-from gateway.supervisor import LinkStatus, Stall, Supervisor
-from gateway.systemd import notify, watchdog_timeout
-from gateway.watchdog import Watchdog
+from gateway.mqtt.session import MqttSession
+from gateway.reload import ReloadPlan, plan_reload, plan_start
+from gateway.supervisor import LinkStatus, Supervisor
+from gateway.systemd import notify
+from gateway.wiring import Graph, build
 
 if TYPE_CHECKING:
-    from gateway.http import HttpServer
+    from gateway.families import FamilyContext
+    from gateway.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -69,41 +58,50 @@ class Gateway:
     def __init__(
         self, cfg: Config, config_path: Path | None = None, metrics: Metrics | None = None
     ) -> None:
-        self.cfg = cfg
         self.config_path = config_path
-        self.metrics = metrics or Metrics()
-        self.outbox: Outbox | None = None
-        self.encoder: Encoder | None = None
-        self.supervisor: Supervisor | None = None
-        self.availability = Availability()
-        self.seen = Seen(keep_values=cfg.metrics.sensor_values)
-        self.intake = Intake(self.metrics, self.availability, self.seen)
-        # Devices with `batch`, looked up per record by the publisher (kept up to date on
-        # reload: the same dict, so a running session sees the change).
-        self.batches: dict[str, BatchConfig] = {}
-        self.families = FamilyContext(
-            self.submit,
-            self.metrics,
-            submit_unknown=self.intake.submit_unknown,
-            request_exit=self._exit_for,
-        )
         self.exit_code = 0  # non-zero when a component asks for a restart (request_exit)
-        self.http: HttpServer | None = None
-        self.watchdog: Watchdog | None = None  # its loop-lag probe is on the status page
-        self.started = time.time()
         self._wake = asyncio.Event()
         self._stop_requested = False
         self._reload_requested = False
         self._force: Callable[[], object] = lambda: None
+        self.graph: Graph = build(
+            cfg,
+            metrics=metrics,
+            request_exit=self._exit_for,
+            on_links_changed=self._links_changed,
+        )
+
+    # -- what tests and tools read of the running gateway ------------------------------------
+    @property
+    def cfg(self) -> Config:
+        return self.graph.cfg
 
     @property
-    def submit(self) -> Callable[[Sequence[Reading]], None]:
-        """Where every link hands the readings of a frame (`Intake.submit`)."""
-        return self.intake.submit
+    def metrics(self) -> Metrics:
+        return self.graph.metrics
 
     @property
-    def announcer(self) -> Announcer | None:
-        return self.intake.announcer
+    def outbox(self) -> Outbox:
+        return self.graph.outbox
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return self.graph.supervisor
+
+    @property
+    def seen(self) -> Seen:
+        return self.graph.seen
+
+    @property
+    def families(self) -> FamilyContext:
+        return self.graph.families
+
+    @property
+    def links(self) -> Mapping[str, LinkStatus]:
+        return self.graph.supervisor.status
+
+    def _links_changed(self) -> None:
+        notify(status_line(self.graph))
 
     # -- signals: only set state -------------------------------------------------------------
     def request_stop(self, signame: str = "stop") -> None:
@@ -158,40 +156,23 @@ class Gateway:
         return self.exit_code
 
     async def startup(self, stack: AsyncExitStack, *, signals: bool = True) -> None:
-        """Open and enter everything on `stack`, start every link, READY=1."""
-        cfg = self.cfg
-        outbox = Outbox(cfg.gateway.state_dir / cfg.outbox.file, cfg.outbox, self.metrics)
-        self.outbox = outbox
-        self.encoder = self.intake.encoder = Encoder(outbox, cfg, self.metrics)
-        self._sync_discovery(Discovery.SWITCHED_ON if cfg.homeassistant.discovery else None)
-        outbox.open()
-        stack.callback(outbox.close)  # last out: commits what is still in memory
+        """Enter everything of the graph on `stack`, start every link, READY=1."""
+        graph = self.graph
+        graph.outbox.open()
+        stack.callback(graph.outbox.close)  # last out: commits what is still in memory
         if signals:
             stack.enter_context(self._signals())
-        self.http = await stack.enter_async_context(self._http_server())
-        self.supervisor = await stack.enter_async_context(
-            Supervisor(
-                self.metrics,
-                on_change=self._links_changed,
-                stall_timeout=cfg.gateway.stall_timeout,
-                stop_timeout=cfg.gateway.shutdown_timeout,
-            )
-        )
-        self.watchdog = await stack.enter_async_context(
-            Watchdog(
-                self.supervisor.stalled,
-                self.metrics,
-                timeout=watchdog_timeout(),
-                status=lambda: status_line(self),
-            )
-        )
-        self._update_batches(cfg)
-        self._start(plan_start(cfg))
+        if graph.http is not None:
+            await stack.enter_async_context(graph.http)
+        await stack.enter_async_context(graph.supervisor)
+        await stack.enter_async_context(graph.watchdog)
+        self._start(plan_start(graph.cfg))
         # Everything made while starting (imported modules, config, metrics) lives as long as
         # the process: keep it out of the cyclic collector's full passes, which otherwise walk
         # it all and stall the loop for milliseconds.
         gc.freeze()
-        notify("READY=1", status_line(self))
+        notify("READY=1", status_line(graph))
+        cfg = graph.cfg
         log.info("gateway %s started with %d device(s)", cfg.gateway.id, len(cfg.devices))
 
     async def main_loop(self) -> None:
@@ -207,9 +188,7 @@ class Gateway:
     async def shutdown(self) -> None:
         """Stop intake, publish what is queued within the budget, stop the session."""
         notify("STOPPING=1", "STATUS=stopping: publishing what is queued")
-        sup, outbox = self.supervisor, self.outbox
-        assert sup is not None
-        assert outbox is not None
+        sup, outbox = self.graph.supervisor, self.graph.outbox
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.gateway.shutdown_timeout
         reserve = min(CLOSE_RESERVE, self.cfg.gateway.shutdown_timeout / 2)
@@ -241,69 +220,19 @@ class Gateway:
     # -- links: what a plan starts -------------------------------------------------------------
     def _start(self, plan: ReloadPlan) -> None:
         """Start the plan's links not running yet (a link still closing keeps its name)."""
-        sup, cfg = self.supervisor, self.cfg
-        assert sup is not None
-        for device_id in plan.fresh_devices:
-            device = cfg.device(device_id)
-            assert device is not None
-            self.intake.add_device(device)
+        graph = self.graph
+        sup, cfg = graph.supervisor, graph.cfg
+        for device in cfg.devices:
+            if device.id in plan.fresh_devices:
+                graph.intake.add_device(device)
         wanted = [n for n in plan.starting if n not in sup]
         if stuck := [n for n in plan.starting if n in sup]:
             # stop() is bounded: a link still closing keeps its name until it is done.
             log.error("reload: not restarted, still closing: %s", ", ".join(stuck))
-        timers = {stream_link_name(i): link for i, link in self.intake.stream_links.items()}
-        for name in wanted:
-            if name == SESSION:
-                sup.start(self._make_session(cfg))
-            elif name in timers:
-                sup.start(timers[name])
-        for family in FAMILIES:
-            specs = family.link_specs(cfg)
-            mine = [n for n in wanted if n in specs]
-            for link in family.links(cfg, mine, self.families) if mine else ():
-                sup.start(link)
+        for link in graph.links_for(wanted):
+            sup.start(link)
         for device_id in plan.fresh_devices:
-            self.availability.set(device_id, online=False)
-
-    def _make_session(self, cfg: Config) -> MqttSession:
-        assert self.outbox is not None
-        router = CommandRouter(self._command_target, cfg.mqtt.command_ttl)
-        session = MqttSession(
-            cfg.mqtt,
-            cfg.gateway.id,
-            self.outbox,
-            self.metrics,
-            router=router,
-            availability=self.availability,
-            batching=self.batches.get,
-        )
-        if self.announcer is not None:
-            session.parts.append(self.announcer)
-        return session
-
-    def _command_target(self, device_id: str) -> CommandTarget | None:
-        device = self.cfg.device(device_id)
-        if device is None or self.supervisor is None:
-            return None
-        link = self.supervisor.link(link_name(device))
-        return link if isinstance(link, CommandTarget) else None
-
-    def _update_batches(self, cfg: Config) -> None:
-        self.batches.clear()
-        self.batches.update({d.id: d.batch for d in cfg.devices if d.batch is not None})
-
-    def _sync_discovery(self, discovery: Discovery | None) -> None:
-        """Home Assistant discovery after a start or reload."""
-        cfg = self.cfg
-        if discovery is Discovery.SWITCHED_ON and self.announcer is None:
-            assert self.encoder is not None
-            sensor_classes = self.families.sensor_classes
-            self.intake.announcer = Announcer(cfg, self.encoder, self.metrics, sensor_classes)
-        elif discovery in (Discovery.SWITCHED_ON, Discovery.CONFIGURE):
-            assert self.announcer is not None
-            self.announcer.configure(cfg)
-        elif discovery is Discovery.SWITCHED_OFF and self.announcer is not None:
-            self.announcer.clear_all()  # stays a part of the session: it sends the clears
+            graph.availability.set(device_id, online=False)
 
     # -- reload --------------------------------------------------------------------------------
     async def reload(self) -> bool:
@@ -316,97 +245,29 @@ class Gateway:
             log.error("reload rejected, keeping the running config:\n%s", exc)
         if new is None:
             self.metrics.reloads.labels("invalid").inc()
-            notify("READY=1", status_line(self))
+            notify("READY=1", status_line(self.graph))
             return False
         await self.apply(plan_reload(self.cfg, new), new)
         self.metrics.reloads.labels("applied").inc()
-        notify("READY=1", status_line(self))
+        notify("READY=1", status_line(self.graph))
         return True
 
     async def apply(self, plan: ReloadPlan, new: Config) -> None:
         """Go to `new` by the plan: stop what goes or changed, start what comes or changed."""
-        sup = self.supervisor
-        assert sup is not None
-        self.cfg = new
+        graph = self.graph
         set_secrets(config_secrets(new))
         if plan.log_changed:
             setup_logging(new.log.level, new.log.format)
         for setting in plan.after_restart:
             log.warning("%s changes take effect after a restart", setting)
-        self._apply_sensor_values(new)
-        self._sync_discovery(plan.discovery)
+        graph.configure(new, plan.discovery)
         log.info(
             "reload: %d link(s) to stop, %d to (re)start", len(plan.stopping), len(plan.starting)
         )
-        await asyncio.gather(*(sup.stop(name) for name in plan.stopping))
+        await asyncio.gather(*(graph.supervisor.stop(name) for name in plan.stopping))
         for device_id in plan.changed_devices:
-            self.intake.forget(device_id)
-            self.seen.forget(device_id, self.metrics)  # removed or changed: no stale series
+            graph.intake.forget(device_id)
+            graph.seen.forget(device_id, graph.metrics)  # removed or changed: no stale series
         for device_id in plan.removed_devices:
-            self.availability.forget(device_id)
-        self._update_batches(new)
-        if self.encoder is not None:
-            self.encoder.configure(new)
+            graph.availability.forget(device_id)
         self._start(plan)
-
-    def _apply_sensor_values(self, new: Config) -> None:
-        self.seen.keep_values = new.metrics.sensor_values
-        if not new.metrics.sensor_values:
-            self.seen.values.clear()
-            self.metrics.sensor_value.clear()
-
-    # -- the read-only view health.py reads (GatewayView) --------------------------------------
-    @property
-    def links(self) -> Mapping[str, LinkStatus]:
-        return self.supervisor.status if self.supervisor else {}
-
-    def link(self, name: str) -> object | None:
-        return self.supervisor.link(name) if self.supervisor else None
-
-    def stalled(self) -> Stall | None:
-        return self.supervisor.stalled() if self.supervisor else None
-
-    @property
-    def loop_lag(self) -> float | None:
-        return self.watchdog.lag if self.watchdog else None
-
-    def family_document(self, family: Family, now: float) -> object:
-        return family.status_document(self.families, self, now)
-
-    # -- status ------------------------------------------------------------------------------
-    def _http_server(self) -> contextlib.AbstractAsyncContextManager[HttpServer | None]:
-        """The HTTP endpoint, or nothing when `metrics.enabled` is false (then h11 and the
-        endpoint's modules are never imported)."""
-        cfg = self.cfg.metrics
-        if not cfg.enabled:
-            return contextlib.nullcontext(None)
-        from gateway.http import Endpoints, HttpLimits, HttpServer, is_loopback  # noqa: PLC0415
-
-        endpoints = Endpoints(
-            self.metrics.registry,
-            refresh=lambda: refresh_metrics(self),
-            liveness=lambda: liveness(self),
-            readiness=lambda: readiness(self),
-            status=lambda: status_document(self),
-            auth=cfg.auth,
-        )
-        if cfg.auth is None and not is_loopback(cfg.host):  # allow_unauthenticated: true
-            log.warning(
-                "http: metrics.host %s is reachable from other hosts and metrics.auth is not "
-                "set: anyone there can read the status page, /status and /metrics",
-                cfg.host,
-            )
-        return HttpServer(
-            cfg.host,
-            cfg.port,
-            endpoints.application(),
-            limits=HttpLimits.from_config(cfg),
-            refused=self.metrics.refused,
-        )
-
-    def _links_changed(self) -> None:
-        for device in self.cfg.devices:
-            status = self.links.get(link_name(device))
-            if status is not None and status.state != "stopped":
-                self.availability.set(device.id, online=status.state == "up")
-        notify(status_line(self))

@@ -11,6 +11,7 @@ import bisect
 import contextlib
 import platform
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,6 +26,18 @@ from prometheus_client.registry import Collector
 from gateway import __version__
 
 LINK_STATES = ("starting", "up", "backing_off", "stopped", "failed")
+
+#: Per device, a count by kind (reason, filter): {device: {kind: n}}.
+ByDevice = dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCounts:
+    """What the counters say of each device, for `/status`: decode errors by reason (framing,
+    decoding and Modbus registers together), values filters did not pass on, by filter."""
+
+    decode_errors: ByDevice
+    filter_dropped: ByDevice
 
 
 class Metrics:
@@ -180,7 +193,8 @@ class Metrics:
         self.discovery = Counter(
             "gateway_discovery_messages_total",
             "Home Assistant discovery messages published: config, clear (a removed config), "
-            "state (the last values again after Home Assistant restarted).",
+            "state (the last values again: after Home Assistant restarted, or after a new or "
+            "changed config).",
             ["kind"],
             registry=r,
         )
@@ -340,10 +354,22 @@ class Metrics:
         """Remove a device's latest-value series (it left the config): no stale values."""
         with contextlib.suppress(KeyError):
             self.last_reading.remove(device)
-        for labels in [k for k in _label_sets(self.sensor_value) if k[0] == device]:
+        sensor_value = _label_sets(self.sensor_value, ("device", "sensor", "unit"))
+        for labels in [k for k in sensor_value if k[0] == device]:
             self.sensor_value.remove(*labels)
-        for labels in [k for k in _label_sets(self.filter_dropped) if k[0] == device]:
+        filter_dropped = _label_sets(self.filter_dropped, ("device", "sensor", "filter"))
+        for labels in [k for k in filter_dropped if k[0] == device]:
             self.filter_dropped.remove(*labels)
+
+    def device_counts(self) -> DeviceCounts:
+        """This object's own report of its per-device counters (one pass over each): the
+        counters are the one tally, read back through their public `collect()`."""
+        decode = _by_device(self.frame_errors, "reason")
+        for device, by in _by_device(self.modbus_errors, "reason").items():
+            mine = decode.setdefault(device, {})
+            for reason, n in by.items():
+                mine[reason] = mine.get(reason, 0) + n
+        return DeviceCounts(decode, _by_device(self.filter_dropped, "filter"))
 
 
 class LoopHistogram(Collector):
@@ -375,12 +401,24 @@ class LoopHistogram(Collector):
         )
 
 
-def _label_sets(gauge: Gauge | Counter) -> list[tuple[str, ...]]:
-    """The label values of every series of a labelled gauge or counter (a counter has two
-    samples per series: _total and _created)."""
+def _label_sets(gauge: Gauge | Counter, names: Sequence[str]) -> list[tuple[str, ...]]:
+    """The label values (in the order of `names`, the metric's label names as defined above)
+    of every series of a labelled gauge or counter (a counter has two samples per series:
+    _total and _created)."""
     sets = (
-        tuple(sample.labels[name] for name in gauge._labelnames)
+        tuple(sample.labels[name] for name in names)
         for metric in gauge.collect()
         for sample in metric.samples
     )
     return list(dict.fromkeys(sets))
+
+
+def _by_device(counter: Counter, kind: str) -> ByDevice:
+    out: ByDevice = {}
+    for metric in counter.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.value:
+                by = out.setdefault(sample.labels["device"], {})
+                key = sample.labels[kind]
+                by[key] = by.get(key, 0) + int(sample.value)
+    return out

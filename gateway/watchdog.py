@@ -51,6 +51,10 @@ class Watchdog:
         self._tg = asyncio.TaskGroup()
         self._task: asyncio.Task[None] | None = None
 
+    def status(self) -> float | None:
+        """The event loop's lag as last measured (seconds); None until the watchdog runs."""
+        return None if self._task is None else self.lag
+
     async def __aenter__(self) -> Self:
         await self._tg.__aenter__()
         self._task = self._tg.create_task(self._run(), name="watchdog")

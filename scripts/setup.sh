@@ -137,6 +137,48 @@ container_base_image() {
     "$ROOT/scripts/base-image.sh"
 }
 
+# Home Assistant's own tables, to compare ours with (tests/test_ha_discovery.py, HA_SOURCE): the
+# few source files it reads, out of the wheel of the release tables.py was copied from. The wheel
+# (67 MB) is downloaded once per machine into the user's cache; scripts/test.sh sets HA_SOURCE.
+HA_TABLES_VERSION=2026.11.0
+HA_SOURCE_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/iot-gateway/homeassistant-$HA_TABLES_VERSION
+HA_SOURCE_FILES=(
+    homeassistant/const.py
+    homeassistant/generated/entity_platforms.py
+    homeassistant/components/sensor/const.py
+    homeassistant/components/binary_sensor/const.py
+    homeassistant/components/mqtt/abbreviations.py
+    homeassistant/components/mqtt/const.py
+)
+
+home_assistant_source() {
+    # Complete when it has every file the test reads now (a file added to the list fetches again).
+    local name complete=1
+    for name in "${HA_SOURCE_FILES[@]}"; do
+        [ -f "$HA_SOURCE_DIR/$name" ] || complete=0
+    done
+    [ -f "$HA_SOURCE_DIR/.complete" ] && [ "$complete" = 1 ] && return
+    say "fetching Home Assistant $HA_TABLES_VERSION's tables into $HA_SOURCE_DIR"
+    local wheels
+    wheels=$(mktemp -d)
+    # Its wheel asks for a newer Python than ours: only a few files are read, never imported.
+    "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+        --only-binary=:all: --ignore-requires-python -d "$wheels" \
+        "homeassistant==$HA_TABLES_VERSION"
+    mkdir -p "$HA_SOURCE_DIR"
+    "$VENV/bin/python" - "$wheels"/homeassistant-*.whl "$HA_SOURCE_DIR" "${HA_SOURCE_FILES[@]}" <<'PY'
+import sys
+import zipfile
+
+wheel, target, *names = sys.argv[1:]
+with zipfile.ZipFile(wheel) as archive:
+    for name in names:
+        archive.extract(name, target)
+PY
+    rm -rf "$wheels"
+    touch "$HA_SOURCE_DIR/.complete"
+}
+
 main() {
     local missing python
     mapfile -t missing < <(missing_packages | sort)
@@ -157,12 +199,14 @@ main() {
     fi
     if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp)" ] && [ -x "$VENV/bin/gateway" ]; then
         say "environment up to date ($VENV)"
-        return
+    else
+        say "installing the gateway and its test tools into $VENV"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,docs,modbus,ble-parsers]"
+        stamp >"$STAMP"
+        say "ready: $("$VENV/bin/gateway" --version)"
     fi
-    say "installing the gateway and its test tools into $VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,docs,modbus,ble-parsers]"
-    stamp >"$STAMP"
-    say "ready: $("$VENV/bin/gateway" --version)"
+    home_assistant_source
+    echo "$HA_SOURCE_DIR" >"$VENV/.ha-source"
 }
 
 main "$@"

@@ -9,6 +9,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/setup.sh
 
 BIN=.venv/bin
+# Home Assistant's own tables, fetched by setup.sh, for tests/test_ha_discovery.py.
+HA_SOURCE=${HA_SOURCE:-$(cat .venv/.ha-source)}
+export HA_SOURCE
 failed=()
 
 check() {

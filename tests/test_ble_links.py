@@ -162,8 +162,8 @@ class Running:
         self.readings = Readings()
         self.fatal: list[str] = []
         self.sup = Supervisor(self.metrics)
-        self.intake = Intake(self.metrics, Availability(), Seen())
-        self.intake.encoder = self  # the next stage: collect instead of encoding
+        # The next stage is this object: it collects instead of encoding.
+        self.intake = Intake(self.metrics, Availability(), Seen(), self)
         self.families = FamilyContext(
             self.intake.submit,
             self.metrics,

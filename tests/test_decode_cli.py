@@ -517,3 +517,38 @@ def test_a_modbus_device_is_refused_with_a_reason(
     code, lines, _ = decode(capsys, config, "--device", "m", "--hex", "0001")
     assert code == 1
     assert "does not read modbus devices" in lines[0]
+
+
+def test_controls_and_their_state_after_the_sample(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue 23: each control, and its state as Home Assistant would show it."""
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            gateway: {id: gw1, state_dir: state}
+            devices:
+              - id: heater
+                type: serial
+                port: /dev/ttyUSB0
+                commands: {power: "P {payload}", mode: "M {payload}", reset: R, led: "L {payload}"}
+                controls:
+                  power: {platform: switch, payload_on: "1", payload_off: "0", state: power}
+                  mode: {platform: select, options: {"2": comfort}, state: mode}
+                  reset: {platform: button}
+                  led: {platform: switch}
+            """
+        ),
+        encoding="utf-8",
+    )
+    code, lines, _ = decode(capsys, path, "--device", "heater", "--line", "power=1,temp=20")
+    assert code == 0
+    assert lines[-4:] == [
+        "control power (switch): on (from power)",
+        "control mode (select): state from mode: not in the sample",
+        "control reset (button): a button, no state",
+        "control led (switch): optimistic (no state sensor)",
+    ]
+    _, lines, _ = decode(capsys, path, "--device", "heater", "--line", "mode=2")
+    assert "control mode (select): comfort (from mode)" in lines

@@ -25,6 +25,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.client import topic_matches_sub
 
+from gateway.config.controls import HA_MQTT_PLATFORMS, ControlSpec
+from gateway.config.modbus import RegisterSpec
+from gateway.controls import from_register, from_spec
 from gateway.decoders.ble import UNITS
 from gateway.homeassistant import tables
 from gateway.homeassistant.checks import check_sensor, default_classes
@@ -75,6 +78,22 @@ def boiler(payload: Literal["sensor", "device"] = "sensor", **changes: Any) -> D
         expire_after=90.2,
     )
     return dataclasses.replace(device, **changes)
+
+
+def _controls() -> tuple[Any, ...]:
+    number = from_register(
+        RegisterSpec(name="setpoint", address=0, homeassistant={"platform": "number"})
+    )
+    spec = ControlSpec(platform="select", options={"1": "on"}, state="mode", optimistic=True)
+    return (
+        number,
+        from_spec("power", ControlSpec(platform="switch", state="power")),
+        from_spec("reset", ControlSpec(platform="button")),
+        from_spec("mode", spec),
+    )
+
+
+CONTROLS = _controls()
 
 
 def components(messages: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -675,9 +694,21 @@ class _Anything(types.ModuleType):
         return _Stub
 
 
-class _Stub:
+class _StubType(type):
+    """Class attributes of a stand-in too (`SomeEntityFeature.ARM_HOME` in mqtt/const.py)."""
+
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Stub()
+
+
+class _Stub(metaclass=_StubType):
     def __init__(self, *args: object, **kwargs: object) -> None:
         pass
+
+    def __or__(self, other: object) -> _Stub:
+        return self
 
     def __call__(self, *args: object, **kwargs: object) -> _Stub:
         return _Stub()
@@ -699,6 +730,7 @@ class _HomeAssistantSource(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         "homeassistant/components/sensor/const.py",
         "homeassistant/components/binary_sensor/const.py",
         "homeassistant/components/mqtt/abbreviations.py",
+        "homeassistant/components/mqtt/const.py",
     )
 
     def __init__(self, root: Path) -> None:
@@ -798,6 +830,15 @@ def test_options_are_home_assistants(home_assistant: dict[str, types.ModuleType]
             for item in value:
                 walk(item)
 
+    controlled = boiler(controls=CONTROLS)
     for mode in ("device", "component"):
-        walk(list(discovery_messages(gateway(mode), [boiler(), boiler("device", id="b")]).values()))
+        devices = [boiler(), boiler("device", id="b"), dataclasses.replace(controlled, id="c")]
+        walk(list(discovery_messages(gateway(mode), devices).values()))
+    assert {"command_topic", "payload_press", "state_on", "min", "options"} <= used
     assert used - known == set()
+
+
+def test_control_platforms_are_home_assistants(home_assistant: dict[str, types.ModuleType]) -> None:
+    """A platform name the config refuses as unknown is one Home Assistant's MQTT lacks."""
+    mqtt = home_assistant["homeassistant.components.mqtt.const"]
+    assert {str(_plain(c)) for c in mqtt.SUPPORTED_COMPONENTS} == HA_MQTT_PLATFORMS

@@ -26,6 +26,7 @@ from helpers import (
     unique,
     wait_until,
 )
+from httpprobe import endpoint, sample, scrape
 from paho.mqtt.client import Client, MQTTMessage
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -188,6 +189,37 @@ def test_home_assistant_online_brings_configs_and_last_values_again(
     # The same reading, byte for byte (same ts and seq: a consumer sees a repeat).
     assert again[-1].payload == first.payload
     assert "Home Assistant is online" in daemon.log()
+
+
+def test_a_value_sent_with_a_new_config_is_sent_again_once_home_assistant_can_have_subscribed(
+    daemon: Daemon, broker: Broker, serial_pair: SerialPair, subscriber: Subscriber
+) -> None:
+    """Issue 23, defect 2: Home Assistant subscribes to a new entity's state topic 70-150 ms
+    after its config arrives, so the first line after a start (and the first value of a
+    sensor learned at run time) was never shown. Each such value goes out once more,
+    `state_resend_delay` after the config; only the new entity's, and only once."""
+    temp, hum = f"{PREFIX}/boiler/temp", f"{PREFIX}/boiler/hum"
+    daemon.start(config(broker, serial_pair, ha={"state_resend_delay": 1.5}))
+    base = endpoint(daemon)
+    daemon.wait_log("serial:boiler: opened")  # (a line written before the port opened is gone)
+    daemon.wait_log("mqtt: connected")
+    serial_pair.write(b"temp=21.5\n")  # at once: what Home Assistant would miss
+    sent = wait_until(lambda: subscriber.on_topic(temp)[1:] or None, 10.0, "the value again")
+    first, again = subscriber.on_topic(temp)
+    assert again.payload == first.payload  # the same reading (same ts and seq)
+    config_at = subscriber.on_topic(BOILER)[0].received
+    assert again.received - config_at >= 1.5 - 0.1  # not before Home Assistant can listen
+    assert sent == [again]
+    # A sensor learned at run time: its config is new, its first value goes out again; the
+    # entities Home Assistant has already (temp) are not sent again.
+    serial_pair.write(b"hum=40\n")
+    wait_until(lambda: len(subscriber.on_topic(hum)) == 2 or None, 10.0, "hum again")
+    assert [m.value for m in subscriber.on_topic(hum)] == [40, 40]
+    serial_pair.write(b"temp=22\n")
+    subscriber.wait_value(temp, 22)
+    assert [m.value for m in subscriber.on_topic(temp)] == [21.5, 21.5, 22]
+    assert sample(scrape(base), "gateway_discovery_messages_total", kind="state") == 2
+    assert daemon.log().count("value(s) again for new entities") == 2
 
 
 def test_removed_sensors_and_devices_are_cleared(

@@ -69,8 +69,7 @@ import asyncio, sys
 from gateway.lifecycle import Gateway
 from gateway.config import Config
 cfg = Config.model_validate({"gateway": {"id": "gw"}, "metrics": {"enabled": ENABLED}})
-gw = Gateway(cfg)
-gw._http_server()
+Gateway(cfg)  # wired: the endpoint is made (not entered) when enabled
 print(sorted(m for m in ("aiohttp", "h11", "gateway.statuspage.render") if m in sys.modules))
 """
 

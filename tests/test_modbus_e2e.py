@@ -143,11 +143,11 @@ def test_two_slaves_on_one_line_to_mqtt_with_discovery_writes_and_replug(
     energy = components["energy"]
     assert (energy["unit_of_measurement"], energy["device_class"]) == ("kWh", "energy")
     assert energy["state_class"] == "total_increasing"
-    assert components["relay"]["platform"] == "binary_sensor"
+    assert components["relay"]["platform"] == "switch"  # a coil is a switch (issue 23)
 
     publish(broker, "gateway/meter1/set/relay", b"1")
     reply = subscriber.wait_for(lambda m: m.topic == "gateway/meter1/set/relay/result")
-    assert reply.text == "ok: relay = 1 (device answered on)"
+    assert reply.text == "ok: relay = on"
     wait_until(
         lambda: json.loads(subscriber.on_topic("gateway/meter1/relay")[-1].payload)["value"],
         5,
@@ -200,6 +200,6 @@ def test_a_write_out_of_range_is_answered_and_the_session_stays_up(
         subscriber.wait_for(is_reply(topic, expected), what=expected)
     publish(broker, "gateway/meter1/set/relay", b"1")
     reply = subscriber.wait_for(lambda m: m.topic == "gateway/meter1/set/relay/result")
-    assert reply.text == "ok: relay = 1 (device answered on)"
+    assert reply.text == "ok: relay = on"
     assert "crashed" not in daemon.log()
     assert daemon.log_count("mqtt: connected") == 1

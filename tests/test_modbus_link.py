@@ -13,7 +13,13 @@ import pytest
 from helpers import SerialPair, missing_programs
 
 from gateway.config import ModbusDevice
-from gateway.errors import FatalLinkError, LinkDownError, TransientLinkError
+from gateway.errors import (
+    CommandRefusedError,
+    FatalLinkError,
+    GatewayError,
+    LinkDownError,
+    TransientLinkError,
+)
 from gateway.metrics import Metrics
 from gateway.modbus.bus import ModbusBuses
 from gateway.modbus.link import ModbusLink
@@ -154,17 +160,88 @@ async def test_every_type_both_orders_an_exception_and_a_write(line: SerialPair)
         assert errors._value.get() >= 1
         assert "missing" not in values
         answer = await link.execute("relay", b"0")
-        assert answer == "relay = 0 (device answered off)"
+        assert answer == "relay = off"
         assert sim.values[1]["coil"][3] == 0
         assert (await got.next())["relay"] is False
         answer = await link.execute("i16", b"-3.2")
-        assert answer == "i16 = -3.2 (device answered 65504)"
+        assert answer == "i16 = -3.2"
         assert (await got.next())["i16"] == -3.2
         with pytest.raises(ValueError, match="read-only"):
             await link.execute("volts_in", b"1")
         with pytest.raises(ValueError, match="unknown register"):
             await link.execute("nope", b"1")
         task.cancel()
+
+
+CONTROLS = [
+    {"name": "relay", "address": 3, "function": "coil"},
+    {
+        "name": "setpoint",
+        "address": 16,
+        "data_type": "int16",
+        "scale": 0.1,
+        "homeassistant": {"platform": "number", "min": 5, "max": 30},
+    },
+    {"name": "mode", "address": 17, "options": {0: "off", 1: "eco", 2: "comfort"}},
+]
+
+
+async def test_a_write_is_read_back_and_the_state_is_what_the_device_kept(
+    line: SerialPair,
+) -> None:
+    """Issue 23: the reply and the published state are the read-back, not what was asked; a
+    value the device did not keep is an error (`device kept 22.0`), counted; labels and
+    Home Assistant's ON/OFF are taken; a number out of the control's range never reaches the
+    device."""
+    dev = device(line.dev, 1, registers=CONTROLS)
+    metrics = Metrics()
+    table: UnitMap = {"coil": {3: 0}, "holding": {16: 220, 17: 0}}
+    sim = ModbusSimulator(line.peer, {1: table}, parity="N")
+    got = Collector()
+    link = ModbusLink(dev, ModbusBuses().bus_for(dev), got, metrics)
+    async with serving(sim), link:
+        await link.poll_once()
+        assert got.frames[-1] == {"relay": False, "setpoint": 22.0, "mode": "off"}
+        assert await link.execute("relay", b"ON") == "relay = on"
+        assert sim.values[1]["coil"][3] == 1
+        assert got.frames[-1] == {"relay": True}  # the read-back, published at once
+        assert await link.execute("setpoint", b"21.5") == "setpoint = 21.5"
+        assert sim.values[1]["holding"][16] == 215
+        assert await link.execute("mode", b"eco") == "mode = eco"
+        assert sim.values[1]["holding"][17] == 1
+        assert got.frames[-1] == {"mode": "eco"}
+
+        # The device keeps its own value: it answers the write, but holds 22.0.
+        def clamp(s: ModbusSimulator) -> None:
+            s.values[1]["holding"][16] = 220
+
+        sim.before_answer = clamp
+        with pytest.raises(GatewayError, match=r"^device kept 22\.0$"):
+            await link.execute("setpoint", b"25.5")
+        assert got.frames[-1] == {"setpoint": 22.0}
+        kept = metrics.modbus_errors.labels("unit1", "setpoint", "not_kept")._value.get()
+        assert kept == 1
+        sim.before_answer = None
+
+        requests = sim.requests
+        with pytest.raises(
+            CommandRefusedError, match=r"35 is out of range for setpoint \(5 to 30\)"
+        ):
+            await link.execute("setpoint", b"35")
+        with pytest.raises(ValueError, match="'hot' is not an option of mode"):
+            await link.execute("mode", b"hot")
+        assert sim.requests == requests  # nothing reached the device
+        assert metrics.refused.labels("modbus", "out_of_range")._value.get() == 1
+
+        # A write the device refuses: the state published is the device's, read back (Home
+        # Assistant's select snaps back to it), and the error is counted.
+        sim.refuse_writes.add((1, "holding", 17))
+        with pytest.raises(GatewayError, match=r"exception 3 \(illegal_value\)"):
+            await link.execute("mode", b"comfort")
+        assert got.frames[-1] == {"mode": "eco"}
+        assert sim.values[1]["holding"][17] == 1
+        refused = metrics.modbus_errors.labels("unit1", "mode", "illegal_value")._value.get()
+        assert refused == 1
 
 
 async def test_two_units_share_the_port_and_a_silent_one_stops_only_itself(

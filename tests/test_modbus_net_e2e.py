@@ -107,7 +107,7 @@ def test_two_units_over_one_connection_to_mqtt_with_a_write_and_status(
 
         publish(broker, "gateway/meter1/set/relay", b"1")
         reply = subscriber.wait_for(lambda m: m.topic == "gateway/meter1/set/relay/result")
-        assert reply.text == "ok: relay = 1 (device answered on)"
+        assert reply.text == "ok: relay = on"
         wait_until(
             lambda: json.loads(subscriber.on_topic("gateway/meter1/relay")[-1].payload)["value"],
             5,

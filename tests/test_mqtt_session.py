@@ -290,7 +290,10 @@ def test_commands_waiting_for_a_down_device_do_not_hold_up_another(
     slot, and a command to a healthy device waited for their ttl. Waiting now holds no slot,
     and at most COMMANDS_WAITING_PER_DEVICE wait per device (more are `error: busy`)."""
     away, here = make_serial_pair("GW0"), make_serial_pair("GW1")
-    devices = [serial_device("away", away), serial_device("here", here)]
+    devices = [
+        serial_device("away", away, raw_commands=True),
+        serial_device("here", here, raw_commands=True),
+    ]
     daemon.start(gateway_config(broker, devices, mqtt={"command_ttl": 30}))
     daemon.wait_log("mqtt: connected")
     daemon.wait_log("opened ", count=2)

@@ -731,7 +731,7 @@ async def test_readyz_and_status_say_why_a_backlog_waits_unread(tmp_path: Path) 
     from gateway.lifecycle import Gateway  # noqa: PLC0415 - only this test needs the whole gateway
 
     cfg = Config.model_validate({"gateway": {"id": "gw", "state_dir": str(tmp_path)}})
-    gw = Gateway(cfg)
+    gw = Gateway(cfg).graph  # the gateway as wired: what health reads
     box = make(tmp_path / "o.sqlite3", gw.metrics, memory_records=100, retry_interval=60)
     gw.outbox = box
     for i in range(200):
@@ -813,7 +813,7 @@ async def test_readyz_says_so_when_commits_fail_on_a_value_sqlite_cannot_store(
     from gateway.lifecycle import Gateway  # noqa: PLC0415 - only this test needs the whole gateway
 
     cfg = Config.model_validate({"gateway": {"id": "gw", "state_dir": str(tmp_path)}})
-    gw = Gateway(cfg)
+    gw = Gateway(cfg).graph  # the gateway as wired: what health reads
     box = make(tmp_path / "o.sqlite3", gw.metrics, retry_interval=60)
     gw.outbox = box
     box.put(reading(1), "t", 2**63)  # (a QoS no caller gives: any value SQLite cannot store)

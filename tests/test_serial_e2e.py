@@ -151,7 +151,16 @@ def test_polled_binary_meter_with_missed_responses(
     daemon.wait_log("no response to the poll within 0.1s")  # the 3rd poll
     daemon.wait_log("responding again after 1 missed poll(s)")  # the 4th
 
-    volts = [m for m in subscriber.messages if m.topic == f"{PREFIX}/meter/voltage"]
+    # The 4th poll's reading is logged on arrival, and reaches the subscriber through the
+    # broker a moment later: wait for it rather than race it.
+    volts = wait_until(
+        lambda: (
+            [m for m in subscriber.messages if m.topic == f"{PREFIX}/meter/voltage"][2:]
+            and [m for m in subscriber.messages if m.topic == f"{PREFIX}/meter/voltage"]
+        ),
+        5,
+        "three voltage readings (polls 1, 2 and 4)",
+    )
     assert len(volts) >= 3
     for message in volts:
         assert message.data is not None

@@ -34,6 +34,7 @@ from gateway.statuspage.render import (
     sparkline,
     value_text,
 )
+from gateway.wiring import Graph
 
 EVIL = '<script>alert("x")</script>'
 ENV = "0000181a-0000-1000-8000-00805f9b34fb"  # pvvx/atc service data
@@ -59,13 +60,14 @@ class Elements(HTMLParser):
         return [attrs for name, attrs in self.tags if name == tag]
 
 
-def make_gateway(tmp_path: Path, yaml: str) -> Gateway:
+def make_gateway(tmp_path: Path, yaml: str) -> Graph:
+    """The gateway as wired (not running): its graph is what the status document reads."""
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml, encoding="utf-8")
-    return Gateway(load_config(config), config)
+    return Gateway(load_config(config), config).graph
 
 
-def two_devices(tmp_path: Path) -> Gateway:
+def two_devices(tmp_path: Path) -> Graph:
     return make_gateway(
         tmp_path,
         "gateway: {id: edge-1}\n"
@@ -76,7 +78,7 @@ def two_devices(tmp_path: Path) -> Gateway:
     )
 
 
-def feed(gw: Gateway, device: str, sensor: str, values: list[Any], unit: str | None = None) -> None:
+def feed(gw: Graph, device: str, sensor: str, values: list[Any], unit: str | None = None) -> None:
     start = time.time() - RING_SPACING * len(values)
     for i, value in enumerate(values):
         gw.seen.record(Reading(device, sensor, value, unit, start + i * RING_SPACING))
@@ -298,3 +300,39 @@ def test_the_ble_section_names_the_decoder_and_a_config_snippet(tmp_path: Path) 
     text = "".join(parsed.text)
     assert EVIL in text
     assert "decoder: pvvx" in text
+
+
+# -- controls (issue 23) ---------------------------------------------------------------------------
+
+
+def test_each_control_shows_its_last_state_as_the_device_said_it(tmp_path: Path) -> None:
+    gw = make_gateway(
+        tmp_path,
+        "gateway: {id: edge-1}\n"
+        "devices:\n"
+        "  - id: heater\n"
+        "    type: serial\n"
+        "    port: /dev/ttyX\n"
+        "    commands: {power: 'PWR {payload}', mode: 'M {payload}', reset: RST}\n"
+        "    controls:\n"
+        "      power: {platform: switch, payload_on: '1', payload_off: '0', state: power}\n"
+        "      mode: {platform: select, options: {'1': eco}, state: mode}\n"
+        "      reset: {platform: button}\n",
+    )
+    doc = status_document(gw)
+    assert doc["devices"]["heater"]["controls"]["power"]["state"] is None  # not heard yet
+    feed(gw, "heater", "power", [0, 1])
+    feed(gw, "heater", "mode", [EVIL])  # a value without a label: shown as it came, as text
+    doc = status_document(gw)
+    controls = doc["devices"]["heater"]["controls"]
+    assert (controls["power"]["state"], controls["mode"]["state"]) == ("on", EVIL)
+    page = render_page(doc)
+    parsed = Elements(page)
+    assert parsed.named("script") == [{"src": "static/page.js", "defer": None}]
+    assert [a for a in parsed.named("ul") if a.get("class") == "controls"] == [
+        {"class": "controls"}
+    ]
+    text = "".join(parsed.text)
+    assert "power switch on" in text
+    assert f"mode select {EVIL}" in text
+    assert "reset button" in text

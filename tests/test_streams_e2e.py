@@ -160,6 +160,41 @@ def test_availability_follows_the_link_and_the_timeout(
     wait_until(lambda: last() == "offline", 5.0, "offline on link loss")
 
 
+def test_every_silence_ends_in_offline_and_every_reading_after_it_in_online(
+    daemon: Daemon, broker: Broker, serial_pair: SerialPair, subscriber: Subscriber
+) -> None:
+    """Issue 23, defect 1: the timer fired once per link start. After the first silence the
+    device spoke again (`online`), and the next silence published nothing, ever: the timer
+    slept without a deadline once stale, and a value only woke it for filter deadlines."""
+    start(daemon, broker, serial_pair, availability={"timeout": 1.0})
+    topic = f"{PREFIX}/boiler/availability"
+
+    def states() -> list[str]:
+        return [m.text for m in subscriber.on_topic(topic)]
+
+    def next_state(after: int, state: str, what: str) -> int:
+        """The index of the first `state` past `after` (the machine's load cannot make us miss
+        a state that came and went between two polls)."""
+        return wait_until(
+            lambda: next((i for i, s in enumerate(states()) if i > after and s == state), None),
+            5.0,
+            what,
+        )
+
+    send_until_seen(serial_pair, subscriber, PREFIX, "boiler")
+    wait_until(lambda: states()[-1:] == ["online"], 5.0, "online")
+    at = len(states()) - 1 - states()[::-1].index("online")
+    first_offline = at + 1
+    for n in range(1, 4):
+        at = next_state(at, "offline", f"offline after silence {n}")
+        serial_pair.write(f"temp={n}\n".encode())
+        at = next_state(at, "online", f"online after the reading that ended silence {n}")
+    # Each state change once, in order: no repeats, nothing missed.
+    assert states()[first_offline : at + 1] == ["offline", "online"] * 3
+    # Each silence logged (a link not up yet at connect publishes `offline` without a line).
+    assert daemon.log().count("nothing decoded for 1s: offline") >= 3
+
+
 def test_a_reload_restarts_a_changed_devices_stream_and_keeps_the_others(
     daemon: Daemon, broker: Broker, make_serial_pair: SerialPairFactory, subscriber: Subscriber
 ) -> None:

@@ -33,8 +33,15 @@ from gateway.ble.errors import FOREIGN_ERRORS, NOT_FOUND_ADVICE, translate
 from gateway.ble.hub import AdapterState
 from gateway.ble.readings import ble_readings
 from gateway.config import BleGattDevice, GattValueSpec, GattWriteSpec
+from gateway.controls import accept_payload, from_specs
 from gateway.decoders.ble.gatt import decode_gatt
-from gateway.errors import DecodeError, LinkDownError, LinkError, TransientLinkError
+from gateway.errors import (
+    CommandRefusedError,
+    DecodeError,
+    LinkDownError,
+    LinkError,
+    TransientLinkError,
+)
 from gateway.linknames import link_name
 from gateway.links.decode_errors import DecodeErrors
 from gateway.metrics import Metrics
@@ -86,6 +93,11 @@ class GattLink:
         if spec is None:
             known = ", ".join(sorted(d.commands)) or "none configured"
             raise ValueError(f"unknown command {command!r} (known: {known})")
+        try:
+            payload = accept_payload(from_specs(d.controls), command, payload)
+        except CommandRefusedError as exc:
+            self._metrics.refused.labels("ble", exc.reason).inc()
+            raise
         data = command_bytes(spec, payload)
         client = self._client
         if client is None or not self.is_up:

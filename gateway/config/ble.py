@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from gateway.config.base import BackoffConfig, Model, TopicLevel
+from gateway.config.controls import ControlSpec
 from gateway.config.devices import DeviceBase, device_model
 
 _BASE_UUID = "-0000-1000-8000-00805f9b34fb"
@@ -304,6 +305,11 @@ class BleGattDevice(DeviceBase):
     commands: dict[TopicLevel, GattWriteSpec] = Field(
         default_factory=dict,
         description="MQTT command name -> the characteristic write it makes.",
+    )
+    controls: dict[TopicLevel, ControlSpec] = Field(
+        default_factory=dict,
+        description="Command name -> its Home Assistant control (switch, button, select with "
+        "options {payload: label}, number), as a serial device's.",
     )
     find_timeout: float = Field(
         30.0, gt=0, description="Wait this long for the scanner to hear the device (s)."

@@ -175,6 +175,12 @@ def _check_sensor_keys(cfg: Config, located: Located) -> list[str]:
     return problems
 
 
+def _check_reserved(cfg: Config, located: Located) -> list[str]:
+    return check_reserved(
+        cfg.devices, cfg.gateway.id, cfg.topic_prefix, cfg.mqtt.command_verb, located
+    )
+
+
 #: A check of a whole config that pydantic cannot make alone: every problem as
 #: `FILE:LINE:COL: key.path: message`.
 Check = Callable[["Config", Located], list[str]]
@@ -186,7 +192,7 @@ CONFIG_CHECKS: tuple[Check, ...] = (
     _check_unique_ids,
     _check_each_model,
     _check_sensor_keys,
-    check_reserved,
+    _check_reserved,
 )
 
 

@@ -12,9 +12,10 @@ import importlib.util
 from collections.abc import Iterator, Sequence
 from typing import Literal, Self
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, JsonValue, ValidationInfo, field_validator, model_validator
 
 from gateway.config.base import Model, SensorName
+from gateway.config.controls import READ_PLATFORMS, register_control_problem
 from gateway.config.devices import DeviceBase, SensorSpec, device_model
 from gateway.config.serial import SerialPortOptions
 from gateway.yamlsource import Located, Path_, dotted
@@ -79,6 +80,43 @@ class RegisterSpec(Model):
         Field(None, description="Home Assistant state class.")
     )
     encoding: str = Field("utf-8", description="Of a string value (trailing NULs dropped).")
+    # After every key they are checked against (a field validator sees the fields before it).
+    options: dict[int, str] | None = Field(
+        None,
+        description="Value -> label, both ways: the sensor publishes the label, a command "
+        'takes the label (or the value); e.g. {0: "off", 1: eco, 2: comfort}. A holding '
+        "register with options is a Home Assistant select.",
+    )
+    homeassistant: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="`platform`: the Home Assistant entity this register is: switch (a coil's "
+        "default), number, select (a holding register with options), button, or sensor / "
+        "binary_sensor (read only); `min`, `max`, `step` bound a number (default: the data "
+        "type's range × scale). The other keys are merged into the entity's discovery config "
+        "(entity_category: config, mode: box, name, ...); a null value removes a key.",
+    )
+
+    @field_validator("options")
+    @classmethod
+    def _labels(cls, value: dict[int, str] | None, info: ValidationInfo) -> dict[int, str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("options need at least one value: label")
+        if info.data.get("function") in ("coil", "discrete"):
+            raise ValueError("a bit is on or off: options are for registers")
+        if info.data.get("data_type") in ("string", "bits", "float32", "float64"):
+            raise ValueError("options are for integer registers")
+        if len(set(value.values())) != len(value) or not all(value.values()):
+            raise ValueError("every option needs a label of its own")
+        return value
+
+    @field_validator("homeassistant")
+    @classmethod
+    def _control(cls, value: dict[str, JsonValue], info: ValidationInfo) -> dict[str, JsonValue]:
+        if problem := register_control_problem(value, info.data):
+            raise ValueError(problem)
+        return value
 
     @field_validator("address")
     @classmethod
@@ -120,6 +158,17 @@ class RegisterSpec(Model):
         return self.function in ("holding", "coil")
 
     @property
+    def control_platform(self) -> str | None:
+        """The control this register is: its `homeassistant.platform`, else a coil is a switch
+        and a holding register with options a select; None: only read (a sensor)."""
+        platform = self.homeassistant.get("platform")
+        if platform is None:
+            if self.function == "coil":
+                return "switch"
+            return "select" if self.function == "holding" and self.options else None
+        return None if platform in READ_PLATFORMS else str(platform)
+
+    @property
     def sensor_names(self) -> list[str]:
         if self.kind == "bits":
             return [f"{self.name}_{bit}" for bit in range(16 * self.words)]
@@ -129,7 +178,7 @@ class RegisterSpec(Model):
     def sensor_type(self) -> Literal["bool", "str"] | None:
         if self.kind in ("bool", "bits"):
             return "bool"
-        return "str" if self.kind == "string" else None
+        return "str" if self.kind == "string" or self.options else None
 
 
 def modicon_hint(address: int, function: str) -> str | None:
@@ -262,12 +311,18 @@ class ModbusDevice(SerialPortOptions, DeviceBase):
         for reg in self.registers:
             for name in reg.sensor_names:
                 given = self.sensors.get(name) or SensorSpec()
+                # A register that is only read: its `homeassistant:` keys are its sensor's.
+                ha = {} if reg.control_platform else reg.homeassistant
                 merged[name] = given.model_copy(
                     update={
                         "unit": given.unit if given.unit is not None else reg.unit,
                         "type": given.type or reg.sensor_type,
                         "device_class": given.device_class or reg.device_class,
                         "state_class": given.state_class or reg.state_class,
+                        "homeassistant": {
+                            **{k: v for k, v in ha.items() if k != "platform"},
+                            **given.homeassistant,
+                        },
                     }
                 )
         return merged

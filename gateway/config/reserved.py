@@ -15,19 +15,24 @@ from typing import TYPE_CHECKING
 from gateway.yamlsource import Located, Path_, dotted
 
 if TYPE_CHECKING:
-    from gateway.config.root import Config
+    from collections.abc import Sequence
+
+    from gateway.config.devices import DeviceBase
 
 
-def check_reserved(cfg: Config, located: Located) -> list[str]:
-    prefix, verb = cfg.topic_prefix, cfg.mqtt.command_verb
+def check_reserved(
+    devices: Sequence[DeviceBase], gateway_id: str, prefix: str, verb: str, located: Located
+) -> list[str]:
+    """Names the config gives that land on the gateway's own topics (`loading.py` passes the
+    parts of the loaded config it needs: this module must not import the whole config's)."""
     reserved = {
         "availability": "the device's availability topic",
         "batch": "where the device's batches go",
         verb: f"where its commands go ({prefix}/<device>/{verb}/<command>)",
     }
     problems = []
-    for i, device in enumerate(cfg.devices):
-        if device.id == cfg.gateway.id:
+    for i, device in enumerate(devices):
+        if device.id == gateway_id:
             loc: Path_ = ("devices", i, "id")
             problems.append(
                 f"{located.where(loc)}: {dotted(loc)}: {device.id} is the gateway's own id: "

@@ -247,3 +247,12 @@ class HomeAssistantSection(Model):
         description="After Home Assistant says `online`, wait a random time up to this many "
         "seconds before announcing (many gateways must not answer at the same instant).",
     )
+    state_resend_delay: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="After announcing a new or changed config, publish the entity's last value "
+        "again this many seconds later: Home Assistant subscribes to a new entity's state topic "
+        "only after its config arrived (70-150 ms), and a value sent before is not shown. "
+        "0: never.",
+    )

@@ -30,6 +30,7 @@ from gateway.config.base import (
     TopicLevel,
     hex_bytes,
 )
+from gateway.config.controls import ControlSpec
 from gateway.config.devices import DeviceBase, device_model
 from gateway.patterns import compile_linear
 from gateway.yamlsource import Path_
@@ -451,6 +452,12 @@ class SerialDevice(SerialPortOptions, DeviceBase):
         description="MQTT command name -> text written to the port; `{payload}` is replaced by "
         "the command's payload (text without control characters, else refused) and the "
         "terminator is appended. Or {template, payload: bytes} for a payload of any bytes.",
+    )
+    controls: dict[TopicLevel, ControlSpec] = Field(
+        default_factory=dict,
+        description="Command name -> its Home Assistant control: {platform: switch, "
+        "payload_on, payload_off, state: <sensor>} | {platform: button} | {platform: select, "
+        "options: {payload: label}} | {platform: number, min, max, step}.",
     )
     raw_commands: bool = Field(
         False,

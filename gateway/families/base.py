@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.config import Config, Device, DeviceBase
+from gateway.controls import Control, from_specs
 from gateway.linknames import link_name
 from gateway.models import Reading, SensorClasses, Submit
 
@@ -76,6 +77,16 @@ class Family:
     def known_sensors(self, device: Device) -> dict[str, str | None]:
         """Sensor -> unit, for the sensors the decoder says the device has (Home Assistant)."""
         return {}
+
+    def has_sensor(self, device: Device, sensor: str) -> bool:
+        """Whether the device can have this sensor (a control's state): configured, or named by
+        its decoder."""
+        return sensor in device.sensors or sensor in self.known_sensors(device)
+
+    def controls(self, device: Device) -> dict[str, Control]:
+        """The device's controls (Home Assistant's switches, numbers, selects, buttons): its
+        `controls:` entries, by default."""
+        return from_specs(getattr(device, "controls", {}))
 
     def default_unit(self, device: Device, sensor: str) -> str | None:
         """A sensor's unit when neither the config nor `known_sensors` gives one."""

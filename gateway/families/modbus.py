@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gateway.config import ModbusDevice
+from gateway.config import Device, ModbusDevice
+from gateway.controls import Control, register_controls
 from gateway.families.base import Family, FamilyContext
 
 if TYPE_CHECKING:
@@ -23,6 +24,12 @@ class ModbusFamily(Family):
 
         buses = ctx.shared(self.name, lambda: ModbusBuses(ctx.metrics))
         return ModbusLink(device, buses.bus_for(device), ctx.submit, ctx.metrics)
+
+    def controls(self, device: Device) -> dict[str, Control]:
+        """Coils are switches, holding registers with options selects, and what a register's
+        `homeassistant.platform` says; the state of each is its register's read-back."""
+        assert isinstance(device, ModbusDevice)
+        return register_controls(device.registers)
 
     status_key = "modbus"
 

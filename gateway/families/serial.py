@@ -32,6 +32,11 @@ class SerialFamily(Family):
         known.update({name: spec.unit for name, spec in specs.items() if name in known})
         return known
 
+    def has_sensor(self, device: Device, sensor: str) -> bool:
+        """kv, json and nmea name their sensors as they send them: any name may come."""
+        assert isinstance(device, SerialDevice)
+        return isinstance(device.decoder, str) or super().has_sensor(device, sensor)
+
     def sample_frames(
         self, device: Device, data: bytes, characteristic: str | None, out: Out
     ) -> Iterator[list[Reading]]:

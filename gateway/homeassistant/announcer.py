@@ -11,6 +11,10 @@
   gateway was not running) is cleared with an empty retained payload.
 - A sensor seen for the first time (decoders that name their sensors as they send them) is
   learned and announced.
+- After a config this process had not announced (first start, a learned sensor, a reload that
+  changed it), the entity's last value is published once more
+  `homeassistant.state_resend_delay` later (`resend.py`): Home Assistant subscribes to a new
+  entity's state topic only after the config, and a value sent before that is not shown.
 - On reload (`configure`), what the new config no longer generates is cleared (device mode: a
   removed component is sent as `{"platform": "sensor"}` first, as Home Assistant requires).
 """
@@ -34,6 +38,7 @@ from gateway.homeassistant.clearing import is_own_config, owned_topic_filter, re
 from gateway.homeassistant.devices import LEARNED_FILE, Learned, SeenSensor, device_info
 from gateway.homeassistant.discovery import discovery_messages, encode
 from gateway.homeassistant.identity import GatewayInfo
+from gateway.homeassistant.resend import StateResends
 from gateway.metrics import Metrics
 from gateway.models import Reading, SensorClasses
 from gateway.mqtt.aioclient import GatewayClient
@@ -55,6 +60,7 @@ def gateway_info(cfg: Config) -> GatewayInfo:
         discovery_prefix=ha.prefix,
         mode=ha.mode,
         origin_url=PROJECT_URL,
+        command_verb=cfg.mqtt.command_verb,
     )
 
 
@@ -77,6 +83,7 @@ class Announcer:
         self._wake = asyncio.Event()
         self._resend = False  # the next wake-up also republishes the last values
         self._delay = False  # ...after the random delay (Home Assistant came online)
+        self._resends = StateResends(cfg.homeassistant.state_resend_delay)
         self._configure(cfg)
 
     # -- what is announced ---------------------------------------------------------------
@@ -88,10 +95,13 @@ class Announcer:
             owned_topic_filter(self.gw),
         )
         self._qos = cfg.mqtt.qos
+        self._resends.delay = cfg.homeassistant.state_resend_delay
         self._devices = {d.id: d for d in cfg.devices}
         self.learned.keep_only(set(self._devices))
         infos = self._infos()
         self._known = {(d.id, sensor.key) for d in infos for sensor in d.sensors}
+        # A control's state sensor is its entity: never learned as a sensor of its own.
+        self._known |= {(d.id, c.state) for d in infos for c in d.controls if c.state}
         self.configs = discovery_messages(self.gw, infos)
 
     def _infos(self) -> list[Any]:
@@ -161,15 +171,24 @@ class Announcer:
         return isinstance(config, dict) and is_own_config(self.gw, config)
 
     async def run(self, client: GatewayClient) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._delay:
-                self._delay = False
-                await asyncio.sleep(random.uniform(0, self.cfg.homeassistant.announce_delay))
-            resend, self._resend = self._resend, False
-            async with asyncio.timeout(self.cfg.mqtt.publish_timeout):
-                await self._announce(client, states=resend)
+            try:  # until woken, or until the next re-send of new entities' values is due
+                async with asyncio.timeout(self._resends.next_in(loop.time())):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            if self._wake.is_set():
+                self._wake.clear()
+                if self._delay:
+                    self._delay = False
+                    await asyncio.sleep(random.uniform(0, self.cfg.homeassistant.announce_delay))
+                resend, self._resend = self._resend, False
+                async with asyncio.timeout(self.cfg.mqtt.publish_timeout):
+                    await self._announce(client, states=resend)
+            if due := self._resends.take_due(loop.time()):
+                async with asyncio.timeout(self.cfg.mqtt.publish_timeout):
+                    await self._resend_states(client, due)
 
     async def _announce(self, client: GatewayClient, *, states: bool) -> None:
         """Clears first (in order: a device-mode component removal precedes the device's new
@@ -178,21 +197,37 @@ class Announcer:
         sends it again on the next one."""
         pending = list(self._pending_clear)
         futures = [client.publish_control(t, p, 1, retain=True) for t, p in pending]
-        futures += self._publish_configs(client)
+        configs = self.configs  # (a learned sensor may replace it while we wait)
+        futures += self._publish_configs(client, configs)
         if states:
-            futures += self._publish_states(client)
+            futures += self._publish_states(client, self._encoder.last_payloads())
         await await_controls(futures, "discovery messages")
         del self._pending_clear[: len(pending)]
         self._metrics.discovery.labels("clear").inc(sum(not p for _, p in pending))
+        now = asyncio.get_running_loop().time()
+        self._resends.cleared(topic for topic, _ in pending)
+        self._resends.announced(configs, now)
 
-    def _publish_configs(self, client: GatewayClient) -> list[asyncio.Future[int]]:
-        self._metrics.discovery.labels("config").inc(len(self.configs))
+    async def _resend_states(self, client: GatewayClient, topics: set[str]) -> None:
+        """The last values of entities whose config is new, once Home Assistant can have
+        subscribed to their state topics. A topic without a value yet has nothing to send: its
+        first value comes after the subscription."""
+        last = [(t, p) for t, p in self._encoder.last_payloads() if t in topics]
+        if last:
+            log.info("homeassistant: %d value(s) again for new entities", len(last))
+            await await_controls(self._publish_states(client, last), "last values")
+
+    def _publish_configs(
+        self, client: GatewayClient, configs: dict[str, dict[str, Any]]
+    ) -> list[asyncio.Future[int]]:
+        self._metrics.discovery.labels("config").inc(len(configs))
         return [
             client.publish_control(topic, encode(payload), 1, retain=True)
-            for topic, payload in self.configs.items()
+            for topic, payload in configs.items()
         ]
 
-    def _publish_states(self, client: GatewayClient) -> list[asyncio.Future[int]]:
-        last = self._encoder.last_payloads()
+    def _publish_states(
+        self, client: GatewayClient, last: Sequence[tuple[str, bytes]]
+    ) -> list[asyncio.Future[int]]:
         self._metrics.discovery.labels("state").inc(len(last))
         return [client.publish_control(topic, payload, self._qos) for topic, payload in last]

@@ -103,7 +103,10 @@ def _stated_classes(
 
 def device_info(device: Device, learned: dict[str, SeenSensor]) -> DeviceInfo:
     known = known_sensors(device)
-    names = list(known) + [s for s in learned if s not in known]
+    controls = family_of(device).controls(device)
+    # A control is the entity of its name and of its state sensor (one entity per thing).
+    taken = {*controls, *(c.state for c in controls.values() if c.state is not None)}
+    names = [s for s in [*known, *(s for s in learned if s not in known)] if s not in taken]
     return DeviceInfo(
         id=device.id,
         name=device.display_name,
@@ -112,6 +115,7 @@ def device_info(device: Device, learned: dict[str, SeenSensor]) -> DeviceInfo:
         sensors=tuple(sensor_info(device, n, known.get(n), learned.get(n)) for n in names),
         payload=device.payload,
         expire_after=device.availability_timeout,
+        controls=tuple(controls.values()),
     )
 
 

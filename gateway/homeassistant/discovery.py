@@ -37,6 +37,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
+from gateway.homeassistant.controls import control_config
 from gateway.homeassistant.identity import (
     ORIGIN_NAME,
     DeviceInfo,
@@ -128,6 +129,18 @@ def sensor_config(gw: GatewayInfo, device: DeviceInfo, sensor: SensorInfo) -> di
     return _merged({k: v for k, v in config.items() if v is not None}, sensor.overrides)
 
 
+def _control_common(gw: GatewayInfo, device: DeviceInfo) -> dict[str, Any]:
+    """What a control carries as the device's sensors do: availability, qos."""
+    return {
+        "availability": [
+            _availability(gw.status_topic),
+            _availability(availability_topic(gw.topic_prefix, device.id)),
+        ],
+        "availability_mode": "all",
+        "qos": STATE_QOS,
+    }
+
+
 def gateway_config(gw: GatewayInfo) -> dict[str, Any]:
     """The gateway's `connectivity` binary sensor, read from its status topic (retained
     `online`, and `offline` as its last will). No availability: it reports that itself, and
@@ -198,7 +211,8 @@ def discovery_messages(gw: GatewayInfo, devices: Sequence[DeviceInfo]) -> dict[s
       top, the entities under `components` keyed by their escaped sensor key, each with its
       `platform`. Fewer, larger messages; removing one entity takes two (`removals`).
 
-    A device without sensors is not announced (Home Assistant would create nothing).
+    A device's controls (`controls.py`) are components beside its sensors. A device without
+    sensors or controls is not announced (Home Assistant would create nothing).
     """
     ids = [device.id for device in devices]
     if len(set(ids)) != len(ids):
@@ -214,6 +228,11 @@ def discovery_messages(gw: GatewayInfo, devices: Sequence[DeviceInfo]) -> dict[s
         components = {
             escape(s.key): _platformed(s.platform, sensor_config(gw, device, s))
             for s in device.sensors
+        }
+        common = _control_common(gw, device)
+        components |= {
+            escape(c.name): _platformed(c.platform, control_config(gw, device, c, common))
+            for c in device.controls
         }
         if components:
             entries.append((device.id, _device(gw, device), components))

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from gateway.controls import Control
+
 ORIGIN_NAME: Final = "iot-gateway"
 #: Device identifiers are `iot-gateway:<gateway>` and `iot-gateway:<gateway>:<device>`: Home
 #: Assistant keeps the identifiers of every MQTT publisher in one namespace, and a bare
@@ -59,13 +61,15 @@ class DeviceInfo:
     #: `device`: one object to `<prefix>/<device>`, `{"temp": 21.5, "hum": 40, "ts": ...}`.
     payload: Literal["sensor", "device"]
     expire_after: float | None  # seconds; sent rounded up to whole seconds
+    #: What Home Assistant may act on (switches, numbers, ...): each an entity of its own.
+    controls: tuple[Control, ...] = ()
 
     def __post_init__(self) -> None:
         if not _ID.fullmatch(self.id):
             raise ValueError(f"device id {self.id!r} is not 1-64 of A-Z a-z 0-9 _ . -")
-        keys = [sensor.key for sensor in self.sensors]
+        keys = [sensor.key for sensor in self.sensors] + [c.name for c in self.controls]
         if len(set(keys)) != len(keys):
-            raise ValueError(f"device {self.id}: sensor keys repeat: {keys}")
+            raise ValueError(f"device {self.id}: sensor and control keys repeat: {keys}")
         if self.expire_after is not None and not self.expire_after > 0:
             raise ValueError(f"device {self.id}: expire_after must be > 0 s")
 
@@ -81,6 +85,7 @@ class GatewayInfo:
     discovery_prefix: str  # Home Assistant's, `homeassistant` by default
     mode: Literal["device", "component"]
     origin_url: str
+    command_verb: str = "set"  # commands are `<prefix>/<device>/<verb>/<command>`
 
     def __post_init__(self) -> None:
         if not _ID.fullmatch(self.id):

@@ -28,6 +28,7 @@ import serial_asyncio
 from serial.serialposix import CMSPAR
 
 from gateway.config import SerialDevice, SerialPortOptions, hex_bytes
+from gateway.controls import accept_payload, from_specs
 from gateway.errors import CommandRefusedError, FatalLinkError, LinkDownError, TransientLinkError
 from gateway.limits import SERIAL_CLOSE_TIMEOUT as CLOSE_TIMEOUT
 from gateway.limits import SERIAL_REPLUG_POLL as REPLUG_POLL
@@ -211,6 +212,7 @@ class SerialLink:
         self._path = device.port or ""  # the tty opened last (a match resolves to one)
         self._up = asyncio.Event()
         self._throttle = LogThrottle(log)  # refused commands: once a minute per reason
+        self._controls = from_specs(device.controls)  # Home Assistant's payloads -> the device's
         self._tried_node: tuple[object, ...] | None = None  # the port's node at the last open
 
     @property
@@ -386,6 +388,7 @@ class SerialLink:
         payload itself for `raw`, if the device takes it), checked before anything is written
         (`serial_commands.py`)."""
         try:
+            payload = accept_payload(self._controls, command, payload)
             data = render_command(self.device, command, payload)
         except CommandRefusedError as exc:
             self._refused(exc.reason, str(exc))

@@ -26,8 +26,15 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 from gateway.config import ModbusDevice, RegisterSpec
+from gateway.controls import accept, register_controls
 from gateway.decoders import to_readings
-from gateway.errors import DecodeError, LinkDownError, TransientLinkError
+from gateway.errors import (
+    CommandRefusedError,
+    DecodeError,
+    GatewayError,
+    LinkDownError,
+    TransientLinkError,
+)
 from gateway.linknames import link_name
 from gateway.metrics import Metrics
 from gateway.modbus.bus import ModbusBus
@@ -59,6 +66,7 @@ class ModbusLink:
         self._received = metrics.readings_received.labels(device.id)
         self._alone: frozenset[str] = frozenset()
         self._plan = plan_reads(device.registers)
+        self._controls = register_controls(device.registers)
         self._stack: contextlib.AsyncExitStack | None = None
         self._up = asyncio.Event()
         self._wake = asyncio.Event()  # the port went away, or a write wants a fresh read
@@ -252,8 +260,11 @@ class ModbusLink:
             self._metrics.modbus_errors.labels(self.device.id, reg.name, reason).inc()
 
     async def execute(self, command: str, payload: bytes) -> str:
-        """`set/<register>`: write a holding register or coil (the value scaled back); the
-        reply says what the device answered. The next read follows at once."""
+        """`set/<register>`: write a holding register or coil (the value scaled back, a label
+        as its value, a control's range checked first), then read it back: the reply is what
+        the device holds (`setpoint = 21.5`), an error when it kept something else (`device
+        kept 22.0`). The read-back is published as the register's reading, so Home Assistant
+        shows the device's state, not what was asked; the full read follows at once."""
         reg = self.device.register(command)
         if reg is None:
             writable = ", ".join(r.name for r in self.device.registers if r.writable)
@@ -264,23 +275,70 @@ class ModbusLink:
             text = payload.decode()
         except UnicodeDecodeError:
             raise ValueError("the payload must be text: 1, on, 230.5, ...") from None
+        if (control := self._controls.get(command)) is not None:
+            try:
+                text = accept(control, text)
+            except CommandRefusedError as exc:
+                self._metrics.refused.labels("modbus", exc.reason).inc()
+                raise
         target = encode(reg, text)
+        expected = decode(reg, [target] if isinstance(target, bool) else target)[reg.name]
+        try:
+            await self._write(reg, target)
+        except ExceptionResponseError as exc:
+            self._count((reg,), exc.reason)
+            await self._read_back(reg)  # the state Home Assistant shows snaps back to the device's
+            raise
+        finally:
+            self._wake.set()
+        held = await self._read_back(reg)
+        if held is None:
+            return f"{reg.name} = {_shown(expected)} (not read back)"
+        if held != expected:
+            self._count((reg,), "not_kept")
+            raise NotKeptError(f"device kept {_shown(held)}")
+        return f"{reg.name} = {_shown(held)}"
+
+    async def _write(self, reg: RegisterSpec, target: list[int] | bool) -> None:
         unit = self.device.unit_id
         try:
             if isinstance(target, bool):
-                answer: object = await self._ask(
-                    "write_coil", lambda c: c.write_coil(reg.address, target, unit)
-                )
-                shown = "on" if answer else "off"
+                await self._ask("write_coil", lambda c: c.write_coil(reg.address, target, unit))
             else:
-                words = await self._ask(
+                await self._ask(
                     "write_holding", lambda c: c.write_registers(reg.address, target, unit)
                 )
-                shown = ", ".join(str(w) for w in words)
         except TimeoutError:
             self._count((reg,), "timeout")
             raise LinkDownError(
                 f"unit {unit} did not answer the write within {self.device.timeout:g}s"
             ) from None
-        self._wake.set()
-        return f"{reg.name} = {text.strip()} (device answered {shown})"
+
+    async def _read_back(self, reg: RegisterSpec) -> Value | None:
+        """Read one register after a write and submit its reading; its value, or None when
+        the device refuses to read it (a write-only register). No answer is an error: what
+        the device holds is then unknown."""
+        values: dict[str, Value] = {}
+        reason = await self._read(ReadRequest(reg.function, reg.address, reg.words, (reg,)), values)
+        if reason == "timeout":
+            raise LinkDownError(
+                f"unit {self.device.unit_id} did not answer the read-back of {reg.name} within "
+                f"{self.device.timeout:g}s"
+            )
+        if reg.name not in values:
+            return None
+        readings = to_readings(self.device.id, values, self.device.sensors, time.time())
+        self._received.inc(len(readings))
+        self._submit(readings)
+        return values[reg.name]  # as decoded, like the value written (a sensor's type may differ)
+
+
+class NotKeptError(GatewayError):
+    """The device answered a write but holds another value (out of its range, a mode it
+    refuses, a register it sets itself)."""
+
+
+def _shown(value: Value | None) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)

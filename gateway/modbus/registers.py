@@ -120,7 +120,14 @@ def decode(reg: RegisterSpec, data: Sequence[int] | Sequence[bool]) -> dict[str,
     (value,) = struct.unpack(">" + _FORMATS[kind], raw)
     if isinstance(value, float) and not math.isfinite(value):
         raise DecodeError(f"{reg.name}: not a finite number ({value})")
-    return {reg.name: _scaled(value, reg)}
+    scaled = _scaled(value, reg)
+    if reg.options is not None:
+        # The label; a value without one is published as it is (the device knows more modes
+        # than the config: visible, not lost). 1.0 finds the label of 1 (equal hashes).
+        options: dict[float, str] = reg.options  # type: ignore[assignment]
+        label = options.get(scaled) if isinstance(scaled, int | float) else None
+        return {reg.name: scaled if label is None else label}
+    return {reg.name: scaled}
 
 
 _TRUE = {"1", "true", "on", "yes"}
@@ -142,6 +149,8 @@ def encode(reg: RegisterSpec, text: str) -> list[int] | bool:
     kind = reg.kind
     if kind == "bool":
         return parse_bool(text)
+    if reg.options is not None:
+        text = _option_value(reg, reg.options, text)
     if kind == "bits":
         raise ValueError(f"{reg.name} is read as bits: configure the register as uint16 to write")
     if kind == "string":
@@ -163,6 +172,22 @@ def encode(reg: RegisterSpec, text: str) -> list[int] | bool:
     if value is None:
         raise ValueError(f"{text.strip()[:40]} is out of range for {reg.name} ({kind})")
     return _to_words(struct.pack(">" + _FORMATS[kind], value), reg)
+
+
+def _option_value(reg: RegisterSpec, options: dict[int, str], text: str) -> str:
+    """A label as its value; a value that has a label as it is; anything else is refused (a
+    register with options holds one of them)."""
+    for value, label in options.items():
+        if text == label:
+            return str(value)
+    try:
+        if Decimal(text.strip()) in options:
+            return text.strip()
+    except (InvalidOperation, ArithmeticError, TypeError):  # TypeError: sNaN has no hash
+        pass
+    raise ValueError(
+        f"{text.strip()[:40]!r} is not an option of {reg.name} ({', '.join(options.values())})"
+    )
 
 
 def _int_raw(raw: Decimal, kind: str) -> int | None:

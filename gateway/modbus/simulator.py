@@ -86,6 +86,9 @@ class ModbusSimulator:
             unit: {f: dict(cells) for f, cells in table.items()} for unit, table in units.items()
         }
         self.silent: set[int] = set()
+        #: (unit, function, address) whose writes draw exception 3 (a value the slave refuses),
+        #: while reads go on: a device that will not take what was asked.
+        self.refuse_writes: set[tuple[int, str, int]] = set()
         self.requests = 0
         self.connections = 0  # TCP connections open now (a serial port or UDP has none)
         self.before_answer: Callable[[ModbusSimulator], None] | None = None
@@ -131,6 +134,8 @@ class ModbusSimulator:
                 coils.update({address + i: int(bool(v)) for i, v in enumerate(set_values)})
             return None
         cells = self.values[unit].setdefault(function, {})
+        if set_values is not None and (unit, function, address) in self.refuse_writes:
+            return ExcCodes.ILLEGAL_VALUE
         if set_values is not None:
             cells.update({address + i: int(v) for i, v in enumerate(set_values)})
             return None
@@ -205,19 +210,32 @@ THERMOMETER = [
 ]
 
 
+SETPOINT = RegisterSpec(name="setpoint", address=0x10, data_type="int16", scale=0.1)
+MODE = RegisterSpec(name="mode", address=0x11)
+#: The setpoint the profile's unit 1 keeps: a thermostat clamps what it is told to its range.
+SETPOINT_RANGE = (50, 300)  # raw: 5.0 to 30.0 °C
+
+
 def profile_units() -> dict[int, UnitMap]:
-    """Unit 1: an energy meter (relay on coil 3); unit 2: a room thermometer."""
-    return {1: {"coil": {3: 0}}, 2: {}}
+    """Unit 1: an energy meter (relay on coil 3) with a thermostat's setpoint (holding 0x10,
+    int16 × 0.1 °C, kept within 5-30 °C) and mode (holding 0x11: 0 off, 1 eco, 2 comfort);
+    unit 2: a room thermometer."""
+    return {1: {"coil": {3: 0}, "holding": {SETPOINT.address: 200, MODE.address: 0}}, 2: {}}
 
 
 def play_profile(sim: ModbusSimulator, now: float | None = None) -> None:
     """The profile's values at time `now`: mains voltage and a load that drift, energy that
-    counts up, a temperature around 21 °C."""
+    counts up, a temperature around 21 °C; the setpoint kept within its range."""
     t = time.time() if now is None else now
     voltage = 230 + 2 * math.sin(t / 30)
     relay = sim.values[1].get("coil", {}).get(3, 0)
     current = (4 + math.sin(t / 7)) if relay else 0.0
     energy = int(t / 10) % 1_000_000
+    holding = sim.values[1].setdefault("holding", {})
+    low, high = SETPOINT_RANGE
+    raw = holding.get(SETPOINT.address, 200)
+    raw = raw - 0x10000 if raw >= 0x8000 else raw  # int16
+    holding[SETPOINT.address] = min(max(raw, low), high)
     for reg, value in zip(
         METER,
         (f"{voltage:.2f}", f"{current:.3f}", str(round(voltage * current)), str(energy)),

@@ -31,6 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -77,7 +78,7 @@ class SessionPart(Protocol):
     async def run(self, client: GatewayClient) -> None: ...
 
 
-__all__ = ["Availability", "MqttSession", "SessionPart", "server_label"]
+__all__ = ["Availability", "MqttSession", "SessionPart", "SessionStatus", "server_label"]
 
 
 def server_label(server: MqttServer) -> str:
@@ -100,6 +101,15 @@ async def await_controls(futures: list[asyncio.Future[int]], what: str) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class SessionStatus:
+    """What the session reports of itself (`/status`, readiness, the STATUS= line)."""
+
+    connected: bool
+    server: MqttServer  # the broker connected to; while not connected, the one tried next
+    connected_to: str | None  # its label (`host:port`) while connected, else None
+
+
 class MqttSession:
     name = SESSION
 
@@ -113,6 +123,7 @@ class MqttSession:
         router: CommandRouter | None = None,
         availability: Availability | None = None,
         batching: BatchLookup = lambda _device: None,
+        parts: Sequence[SessionPart] = (),
     ) -> None:
         self.cfg = cfg
         self.open_timeout = cfg.connect_timeout + CONNECT_MARGIN
@@ -120,7 +131,7 @@ class MqttSession:
         self.client_id = cfg.client_id or default_client_id(gateway_id)
         self.prefix = cfg.prefix_for(gateway_id)
         self.status_topic = status_topic(self.prefix, gateway_id)
-        self.parts: list[SessionPart] = []  # e.g. Home Assistant discovery
+        self.parts: list[SessionPart] = list(parts)  # e.g. Home Assistant discovery
         self.servers = cfg.server_list()
         self._next = 0  # index into servers of the next connection attempt
         self.server: MqttServer | None = None  # the one connected to, while connected
@@ -231,10 +242,13 @@ class MqttSession:
         self.connected.set()
         return self
 
-    @property
-    def next_index(self) -> int:
-        """Index into `servers` of the broker connected to, or else of the next attempt."""
-        return self._next
+    def status(self) -> SessionStatus:
+        server = self.server
+        return SessionStatus(
+            connected=self.connected.is_set(),
+            server=server or self.servers[self._next],
+            connected_to=server_label(server) if server is not None else None,
+        )
 
     def _rotate(self, what: str) -> None:
         """After a failed connect or a lost connection: the next attempt goes to the next

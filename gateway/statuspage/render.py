@@ -184,7 +184,7 @@ def _device_row(device_id: str, d: Mapping[str, Any]) -> str:
         f'<code class="id">{esc(device_id)}</code>{name}{family}',
         link,
         esc(ago(d.get("last_seen_age"))),
-        _values(d.get("sensors", {})),
+        _values(d.get("sensors", {})) + _controls(d.get("controls", {})),
         " · ".join(errors),
         esc(d.get("availability", "offline")),
     ]
@@ -206,6 +206,28 @@ def _values(sensors: Mapping[str, Any]) -> str:
         for name, s in sensors.items()
     )
     return f'<ul class="values">{items}</ul>'
+
+
+def _controls(controls: Mapping[str, Any]) -> str:
+    """Each control and its last state (what the device said; `optimistic`: what was sent is
+    all Home Assistant knows)."""
+    if not controls:
+        return ""
+    items = "".join(
+        f'<li><span class="sensor">{esc(name)}</span> <span class="platform">'
+        f"{esc(c['platform'])}</span> "
+        f'<span class="value">{esc(_control_state(c))}</span></li>'
+        for name, c in controls.items()
+    )
+    return f'<ul class="controls">{items}</ul>'
+
+
+def _control_state(control: Mapping[str, Any]) -> str:
+    if control.get("state") is not None:
+        return str(control["state"])
+    if control.get("platform") == "button":
+        return ""
+    return "optimistic" if control.get("optimistic") else "—"
 
 
 def _ble_section(ble: Mapping[str, Any] | None) -> str:

@@ -3,7 +3,8 @@
 A device whose filters need time (heartbeat, timeout, throttle_average, debounce, the BLE
 `republish_after` default) or that has an `availability.timeout` gets one StreamLink. It owns no
 handle: entering and leaving only mark it running. `run()` sleeps until the earliest deadline
-(or until `poke()` says a new value brought an earlier one), then hands what the filters emit to
+(or until `poke()` says a new value brought an earlier one, or a value ended a silence and
+the availability deadline is back), then hands what the filters emit to
 `emit` and reports silence beyond the availability timeout. It is started and stopped with its
 device, and restarted on reload when the device's config changed (a new DeviceStream: no state
 of the old filters carries over).
@@ -71,6 +72,8 @@ class StreamLink:
         if not self._fresh:
             self._fresh = True
             self._on_fresh(True)
+            # Stale, the timer sleeps without an availability deadline: it has one again.
+            self._wake.set()
         self.poke()
 
     def poke(self) -> None:
