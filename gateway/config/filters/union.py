@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Union
 
-from pydantic import BeforeValidator, Discriminator, Field, GetCoreSchemaHandler, Tag
+from pydantic import BeforeValidator, ConfigDict, Discriminator, Field, GetCoreSchemaHandler, Tag
 from pydantic_core import CoreSchema
 
 from gateway.config.filters import specs  # noqa: F401 - registers the built-in filters
@@ -94,15 +94,13 @@ class OrSpec(Spec):
     """Pass a value when any of these filters passes it (once); each item is one filter, as in
     ESPHome. `or: [{delta: 0.5}, {heartbeat: 300}]`: on change, or every 5 minutes."""
 
+    # Built on first use, once it is registered: so that an `or` may hold an `or`.
+    model_config = ConfigDict(frozen=True, defer_build=True)
     key: ClassVar[str] = "or"
     root: list[FilterSpec] = Field(min_length=1, description="The filters, one per item.")
 
     def build(self) -> Filter:
         return Or([branch.build() for branch in self.root])
-
-
-# Built before it was registered: again, so that an `or` may hold an `or`.
-OrSpec.model_rebuild(force=True)
 
 
 def filter_names() -> tuple[str, ...]:
