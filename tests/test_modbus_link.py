@@ -345,3 +345,23 @@ async def test_a_parity_the_port_refuses_is_a_config_failure_not_a_crash(
             pass
     assert err.value.kind == "config"
     assert "parity" in (err.value.advice or "")
+
+
+async def test_a_write_to_a_silent_unit_fails_and_changes_nothing(line: SerialPair) -> None:
+    """A unit that stopped answering is a dead slave: the write is an error, and once it answers
+    again the coil and the register are what they were (the simulator's silence used to drop
+    only the answer: the write went through, so a test could not tell "kept" from "lost")."""
+    dev = device(line.dev, 1)
+    sim = ModbusSimulator(line.peer, {1: server_map(dev)}, parity="N")
+    link = ModbusLink(dev, ModbusBuses().bus_for(dev), Collector(), Metrics())
+    async with serving(sim), link:
+        await link.poll_once()
+        sim.silent.add(1)
+        for name, payload in (("relay", b"OFF"), ("i16", b"7")):
+            with pytest.raises(LinkDownError, match="did not answer the write"):
+                await link.execute(name, payload)
+        sim.silent.clear()
+        await link.poll_once()
+        assert sim.values[1]["coil"][3] == 1
+        assert (await link.execute("relay", b"ON")) == "relay = on"  # the coil's own read-back
+        assert sim.values[1]["holding"][0] == server_map(dev)["holding"][0]

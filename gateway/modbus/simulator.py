@@ -5,8 +5,9 @@ The slaves are served on a serial port (RTU), or on loopback over TCP (Modbus TC
 RTU frames as a serial-to-Ethernet converter sends them) or UDP. A unit's map is
 `{function: {address: word or bit}}`; addresses not in it draw an exception answer (illegal
 address), units not in the map never answer (as on a real bus), and a unit in `silent` stops
-answering until it is removed. `values` is live: the server reads from it at every request and
-writes to it, so a test or a profile changes what the slaves say.
+answering (and acting: a write to it changes nothing) until it is removed. `values` is live:
+the server reads from it at every request and writes to it, so a test or a profile changes what
+the slaves say.
 
 pymodbus (3.16) answers a unit it was not given with exception 4 (its `SimDevice` API ignores
 `ignore_missing_devices`), so silence is made where the answer leaves: the packet hook
@@ -125,6 +126,10 @@ class ModbusSimulator:
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         """pymodbus's hook at each request: registers come from (and go to) `values`."""
+        if unit in self.silent:
+            # A silent unit is a dead slave: it neither answers nor acts. The exception keeps
+            # pymodbus from writing its own table; `_trace` drops the answer.
+            return ExcCodes.DEVICE_FAILURE
         if self.before_answer is not None:
             self.before_answer(self)
         function = _FUNCTION_CODES.get(function_code)
