@@ -40,8 +40,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from ble_captures import CAPTURES, GOVEE_H5075, Capture
 from fakebluez import ThreadedFakeBlueZ, start_private_bus
 
+from gateway.config.ble import INSTALL_HINT, LIBRARIES, installed_libraries
 from gateway.decoders.ble import uuid16
-from gateway.decoders.ble.parsers import INSTALL_HINT, LIBRARIES, installed_libraries
 
 PVVX = Capture(
     "pvvx", "A4:C1:38:12:34:56", "ATC_123456",

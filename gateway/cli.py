@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from gateway import __version__
-from gateway.config import load_config
+from gateway.app_config import load_config
+from gateway.config import json_schema
 from gateway.errors import ConfigError
 
 EXIT_CONFIG = 2
@@ -168,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
     if args.command == "decode":
         return _decode(args)
     if args.command == "schema":
-        from gateway.config import json_schema  # noqa: PLC0415
-
         print(json.dumps(json_schema(), indent=2))
         return 0
     if args.command == "scan":

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import h11
 
+from gateway.config import MetricsSection
 from gateway.errors import HttpServerError
 from gateway.limits import HTTP_ACCEPT_PAUSE as ACCEPT_PAUSE
 from gateway.limits import HTTP_BACKLOG as BACKLOG
@@ -47,8 +48,6 @@ from gateway.throttle import LogThrottle
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
-
-    from gateway.config import MetricsSection
 
 log = logging.getLogger("gateway.http")
 SERVER = "iot-gateway"  # no versions: they only help whoever looks for a known hole
@@ -123,8 +122,6 @@ class HttpServer:
         self.port = port  # the bound port once entered (also when 0 was asked for)
         self._app = app
         if limits is None:
-            from gateway.config import MetricsSection  # noqa: PLC0415 - the defaults, once
-
             limits = HttpLimits.from_config(MetricsSection())
         self._limits = limits
         self._refused = refused

@@ -33,7 +33,8 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.config import Config, load_config
+from gateway.app_config import load_config
+from gateway.config import Config
 from gateway.errors import ConfigError, HttpServerError
 from gateway.health import Seen, status_line
 from gateway.limits import CLOSE_RESERVE, FORCED_EXIT_GRACE

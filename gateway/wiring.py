@@ -38,6 +38,7 @@ from gateway.health import (
     status_document,
     status_line,
 )
+from gateway.homeassistant.announcer import Announcer
 from gateway.intake import Intake, Observer
 from gateway.linknames import SESSION, link_name, stream_link_name
 from gateway.metrics import Metrics
@@ -51,7 +52,6 @@ from gateway.systemd import watchdog_timeout
 from gateway.watchdog import Watchdog
 
 if TYPE_CHECKING:
-    from gateway.homeassistant.announcer import Announcer
     from gateway.http import HttpServer
 
 log = logging.getLogger(__name__)
@@ -261,8 +261,6 @@ def _batches(cfg: Config) -> dict[str, BatchConfig]:
 
 
 def _announcer(cfg: Config, metrics: Metrics, sensor_classes: SensorClasses) -> Announcer:
-    from gateway.homeassistant.announcer import Announcer  # noqa: PLC0415 - discovery only
-
     return Announcer(cfg, metrics, sensor_classes)
 
 

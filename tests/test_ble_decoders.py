@@ -16,7 +16,13 @@ from gateway.ble.counters import COUNTERS_FILE, ReplayCounters, key_fingerprint
 from gateway.ble.guard import PacketGuard
 from gateway.ble.patterns import scan_plan
 from gateway.ble.throttle import Throttle
-from gateway.config import AdvertStructSpec, Config, GattValueSpec
+from gateway.config import (
+    AdvertStructSpec,
+    BleAdvertDevice,
+    BleGattDevice,
+    Config,
+    GattValueSpec,
+)
 from gateway.decoders.ble import BUILTIN, Advert, Decoded, detect, unit_of, uuid16
 from gateway.decoders.ble.bthome import decode_bthome, encode_bthome, parse_bthome
 from gateway.decoders.ble.gatt import decode_gatt
@@ -449,6 +455,8 @@ def test_the_issue_config_contract_validates() -> None:
         adapter="hci0",
     )  # fmt: skip
     kitchen, heart = cfg.devices
+    assert isinstance(kitchen, BleAdvertDevice)
+    assert isinstance(heart, BleGattDevice)
     assert kitchen.type == "ble_advert"
     assert kitchen.address == "A4:C1:38:12:34:56"
     assert heart.type == "ble_gatt"

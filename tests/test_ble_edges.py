@@ -23,9 +23,9 @@ from fakebluez import ThreadedFakeBlueZ
 from helpers import FAST_BACKOFF, Broker, Daemon, Subscriber, gateway_config, wait_until
 from httpprobe import _URL, SERVING, endpoint, get, scrape
 
+from gateway.config.ble import INSTALL_HINT, LIBRARIES, installed_libraries
 from gateway.decoders.ble import uuid16
 from gateway.decoders.ble.bthome import encode_bthome
-from gateway.decoders.ble.parsers import INSTALL_HINT, LIBRARIES, installed_libraries
 from gateway.limits import COUNTER_BLOCK
 
 pytestmark = pytest.mark.timeout(60)

@@ -14,16 +14,10 @@ from pydantic import ValidationError
 
 from gateway.ble.scan import config_snippet, describe
 from gateway.config import BleAdvertDevice
+from gateway.config import ble as ble_config_module
+from gateway.config.ble import INSTALL_HINT, LIBRARIES, installed_libraries
 from gateway.decoders.ble import BUILTIN, Advert, auto_parser, make_advert_parser, uuid16
-from gateway.decoders.ble import parsers as parsers_module
-from gateway.decoders.ble.parsers import (
-    INSTALL_HINT,
-    LIBRARIES,
-    LibraryParser,
-    installed_libraries,
-    service_info,
-    to_decoded,
-)
+from gateway.decoders.ble.parsers import LibraryParser, service_info, to_decoded
 from gateway.errors import DecodeError
 from gateway.homeassistant.devices import SeenSensor, sensor_info
 from gateway.models import SensorClass
@@ -222,7 +216,7 @@ def test_bindkey_rules() -> None:
 def test_a_named_library_that_is_not_installed_is_a_config_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(parsers_module, "installed", lambda name: name != "govee")
+    monkeypatch.setattr(ble_config_module, "installed", lambda name: name != "govee")
     with pytest.raises(ValidationError, match=r"pip install 'iot-gateway\[ble-parsers\]'"):
         device(decoder="govee")
     device(decoder="xiaomi")

@@ -16,7 +16,7 @@ from ble_captures import CAPTURES, GOVEE_H5075, INKBIRD_IBS_TH2, QINGPING_CGG1, 
 from fakebluez import ThreadedFakeBlueZ
 from helpers import FAST_BACKOFF, Broker, Daemon, Subscriber, gateway_config, wait_until
 
-from gateway.decoders.ble.parsers import INSTALL_HINT, LIBRARIES, installed_libraries
+from gateway.config.ble import INSTALL_HINT, LIBRARIES, installed_libraries
 
 pytestmark = [
     pytest.mark.timeout(60),

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import BleGattDevice, ModbusDevice, SerialDevice, load_config
+from gateway.app_config import load_config
+from gateway.config import BleGattDevice, ModbusDevice, SerialDevice
 from gateway.errors import ConfigError
 from gateway.families import family_of
 

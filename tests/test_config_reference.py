@@ -12,7 +12,8 @@ import yaml
 from pydantic import BaseModel
 
 import gateway.config
-from gateway.config import json_schema, load_config
+from gateway.app_config import load_config
+from gateway.config import json_schema
 from gateway.config.reference import Reference, Table
 from gateway.yamlsource import load_yaml
 

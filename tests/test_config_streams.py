@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from gateway.app_config import load_config
 from gateway.cli import main
 from gateway.config import (
     BleAdvertDevice,
@@ -20,18 +21,15 @@ from gateway.config import (
     SensorSpec,
     SerialDevice,
     json_schema,
-    load_config,
 )
-from gateway.config.filters import (
-    FILTER_NAMES,
+from gateway.config.filters import FILTERS, OrSpec, parse_threshold
+from gateway.config.filters.specs import (
     CalibrateLinearSpec,
     DeltaSpec,
     FilterOutSpec,
     HeartbeatSpec,
     MedianSpec,
-    OrSpec,
     TimeoutSpec,
-    parse_threshold,
 )
 from gateway.errors import ConfigError
 from gateway.streams.chain import build_chain
@@ -110,7 +108,7 @@ def test_every_filter_of_the_contract_parses(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, serial(EVERY_FILTER)), env={})
     filters = sensors_of(cfg)["t"].filters
 
-    assert [f.key for f in filters] == list(FILTER_NAMES)  # every filter, in order
+    assert [f.key for f in filters] == list(FILTERS.names())  # every filter, in order
     by_name: dict[str, Any] = {f.key: f for f in filters}
     assert by_name["multiply"].root == 1.8
     assert by_name["offset"].root == 32
@@ -147,7 +145,7 @@ def test_every_filter_of_the_contract_parses(tmp_path: Path) -> None:
     assert parse_threshold(near.root.min_value) == (0.5, False)
     assert beat.root.period == 300.0
     # What parsed also builds a running chain, and dumps back to the YAML shape.
-    assert [f.name for f in build_chain(filters).filters] == list(FILTER_NAMES)
+    assert [f.name for f in build_chain(filters).filters] == list(FILTERS.names())
     assert SensorSpec.model_validate(sensors_of(cfg)["t"].model_dump()) == sensors_of(cfg)["t"]
     assert either.model_dump() == {
         "or": [
@@ -467,6 +465,6 @@ def test_schema_describes_filters_and_homeassistant(capsys: pytest.CaptureFixtur
     documented = {
         key for d in defs.values() if len(props := d.get("properties", {})) == 1 for key in props
     }
-    assert set(FILTER_NAMES) <= documented
+    assert set(FILTERS.names()) <= documented
     assert "availability" in defs["SerialDevice"]["properties"]
     assert "friendly_name" in defs["BleAdvertDevice"]["properties"]

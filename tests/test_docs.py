@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import gateway
-from gateway.config import load_config
+from gateway.app_config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config import ModbusDevice, RegisterSpec, load_config
+from gateway.app_config import load_config
+from gateway.config import ModbusDevice, RegisterSpec
 from gateway.errors import ConfigError, DecodeError
 from gateway.homeassistant.devices import known_sensors
 from gateway.modbus.registers import ReadRequest, decode, encode, plan_reads

@@ -5,13 +5,19 @@ field descriptions (`gateway schema` prints them as JSON Schema). One module per
 `base` (what every model shares), `devices` (what every device has: sensors, payload mode,
 availability), `filters` (the sensor stream's filters), `mqtt` (the broker connection),
 `sections` (gateway, outbox, log, metrics, homeassistant), `serial`, `modbus`, `ble` and
-`synthetic` (the device families), `loading` (the root model, YAML loading and error
-locations).
+`synthetic` (the device families' models, each registered as a `type:`), `root` (the root
+model, its `devices:` union built from the registered models), `loading` (YAML loading, error
+locations, the checks inside the config).
 Everything is importable from `gateway.config`.
 """
 
 from __future__ import annotations
 
+# First: the root imports the device models in the documentation's order, the order of the
+# `devices:` union (each model registers itself when its module is imported).
+from gateway.config.root import Config, Device
+
+# isort: split
 from gateway.config.base import (
     TOPIC_LEVEL_RE,
     BackoffConfig,
@@ -42,13 +48,14 @@ from gateway.config.ble import (
     Uuid,
     check_struct,
 )
-from gateway.config.devices import AvailabilityConfig, DeviceBase, SensorSpec
-from gateway.config.loading import (
-    Config,
-    Device,
-    json_schema,
-    load_config,
+from gateway.config.devices import (
+    DEVICE_MODELS,
+    AvailabilityConfig,
+    DeviceBase,
+    SensorSpec,
+    device_model,
 )
+from gateway.config.loading import json_schema, load_config
 from gateway.config.modbus import ModbusDevice, RegisterSpec
 from gateway.config.mqtt import MqttSection, MqttServer, TlsConfig, default_client_id, parse_server
 from gateway.config.sections import (
@@ -82,6 +89,7 @@ from gateway.config.synthetic import SyntheticDevice
 __all__ = [
     "AD_DATA_MAX",
     "AD_TYPES",
+    "DEVICE_MODELS",
     "GATT_FORMATS",
     "TOPIC_LEVEL_RE",
     "AdapterName",
@@ -139,6 +147,7 @@ __all__ = [
     "Uuid",
     "check_struct",
     "default_client_id",
+    "device_model",
     "hex_bytes",
     "json_schema",
     "load_config",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
 import struct
 from collections.abc import Mapping
@@ -18,7 +20,7 @@ from pydantic import (
 
 from gateway.config.base import BackoffConfig, Model, TopicLevel
 from gateway.config.controls import ControlSpec
-from gateway.config.devices import DeviceBase
+from gateway.config.devices import DeviceBase, device_model
 
 _BASE_UUID = "-0000-1000-8000-00805f9b34fb"
 GATT_FORMATS = ("temperature", "humidity", "battery", "heart_rate", "text", "raw")
@@ -96,6 +98,39 @@ class AdvertStructSpec(StructSpec):
         return self
 
 
+# Home Assistant's BLE parser libraries (the `ble-parsers` extra): which module each decoder
+# needs, known here so that a config naming one that is not installed is a config error
+# (gateway/decoders/ble/parsers.py is the one module that imports them).
+INSTALL_HINT = "pip install 'iot-gateway[ble-parsers]'"
+
+#: Decoder name -> (module, class) of its library. Also the order in which `auto` tries them.
+LIBRARIES: dict[str, tuple[str, str]] = {
+    "bthome": ("bthome_ble", "BTHomeBluetoothDeviceData"),
+    "xiaomi": ("xiaomi_ble", "XiaomiBluetoothDeviceData"),
+    "govee": ("govee_ble", "GoveeBluetoothDeviceData"),
+    "inkbird": ("inkbird_ble", "INKBIRDBluetoothDeviceData"),
+    "qingping": ("qingping_ble", "QingpingBluetoothDeviceData"),
+    "sensorpush": ("sensorpush_ble", "SensorPushBluetoothDeviceData"),
+    "thermopro": ("thermopro_ble", "ThermoProBluetoothDeviceData"),
+    "ruuvi": ("ruuvitag_ble", "RuuvitagBluetoothDeviceData"),
+}
+
+
+@functools.cache
+def installed(name: str) -> bool:
+    """Whether the library of decoder `name` can be imported (without importing it)."""
+    module = LIBRARIES[name][0]
+    return importlib.util.find_spec(module) is not None
+
+
+def installed_libraries() -> list[str]:
+    return [name for name in LIBRARIES if installed(name)]
+
+
+def missing_extra(name: str) -> str:
+    return f"decoder {name!r} needs the BLE parser libraries: {INSTALL_HINT}"
+
+
 #: Decoders of Home Assistant's parser libraries (the `ble-parsers` extra).
 LIBRARY_DECODERS = ("govee", "xiaomi", "inkbird", "qingping", "sensorpush", "thermopro")
 BINDKEY_DECODERS = ("bthome", "xiaomi", "auto")
@@ -105,6 +140,7 @@ AdvertDecoderName = Literal[
 ]  # fmt: skip
 
 
+@device_model
 class BleAdvertDevice(DeviceBase):
     """A passive sensor: its advertisements, heard by the adapter's scanner, are decoded."""
 
@@ -191,13 +227,12 @@ class BleAdvertDevice(DeviceBase):
     @field_validator("decoder")
     @classmethod
     def _library_installed(cls, value: str) -> str:
-        if value in LIBRARY_DECODERS:
-            # Lazily: the decoders import the config models.
-            from gateway.decoders.ble.parsers import installed, missing_extra  # noqa: PLC0415
-
-            if not installed(value):
-                raise ValueError(missing_extra(value))
+        if value in LIBRARY_DECODERS and not installed(value):
+            raise ValueError(missing_extra(value))
         return value
+
+    def republish_period(self) -> float:
+        return self.republish_after
 
     @model_validator(mode="after")
     def _consistent(self) -> BleAdvertDevice:
@@ -254,6 +289,7 @@ class GattWriteSpec(Model):
     )
 
 
+@device_model
 class BleGattDevice(DeviceBase):
     """A connected device: notifications, periodic reads and command writes over GATT."""
 

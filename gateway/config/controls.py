@@ -3,21 +3,20 @@ button). A serial or BLE GATT device names them under `controls:`, each referrin
 `commands:`; a Modbus register says so in its own `homeassistant: {platform: ...}` (a coil is a
 switch unless it says otherwise). What a control does at run time is `gateway/controls.py`'s.
 
-The checks that need more than one entry (a control's command, its state sensor) run after the
-models, in `check_controls`, and point at the control's line.
+The checks that need more than one entry (a control's command, its state sensor) ask the device
+families what sensors a device has: they are `gateway/families/controls_check.py`'s, run by the
+application after the config's own checks (`gateway.app_config`), and point at the control's
+line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, JsonValue, model_validator
 
 from gateway.config.base import Model, TopicLevel
-
-if TYPE_CHECKING:
-    from gateway.yamlsource import Located
 
 #: The platforms the gateway makes a control of.
 CONTROL_PLATFORMS = ("switch", "number", "select", "button")
@@ -175,30 +174,3 @@ def _range_problem(ha: Mapping[str, Any]) -> str | None:
     if "step" in ha and not ha["step"] > 0:
         return "step must be above 0"
     return None
-
-
-def check_controls(cfg: Any, located: Located) -> list[str]:
-    """The checks across entries, FILE:LINE each: a control's command exists, and so does
-    its state sensor where the decoder names its sensors up front."""
-    from gateway.families import family_of  # noqa: PLC0415 - config stays below the families
-    from gateway.yamlsource import dotted  # noqa: PLC0415
-
-    problems = []
-    for i, device in enumerate(cfg.devices):
-        controls: dict[str, ControlSpec] = getattr(device, "controls", {})
-        family = family_of(device)
-        for name, control in controls.items():
-            loc: tuple[str | int, ...] = ("devices", i, "controls", name)
-            problem = None
-            if name not in device.commands:
-                known = ", ".join(sorted(device.commands)) or "none"
-                problem = f"no command {name!r} to control (commands: {known})"
-            elif control.state is not None and not family.has_sensor(device, control.state):
-                loc = (*loc, "state")
-                known = (
-                    ", ".join(sorted({*family.known_sensors(device), *device.sensors})) or "none"
-                )
-                problem = f"no sensor {control.state!r} to take the state from (sensors: {known})"
-            if problem is not None:
-                problems.append(f"{located.where(loc)}: {dotted(loc)}: {problem}")
-    return problems

@@ -3,13 +3,16 @@ type, Home Assistant classes, the filters of its sensor stream)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Literal, TypeVar, get_args
 
 from pydantic import Field, JsonValue
 
 from gateway.config.base import BackoffConfig, BatchConfig, Model, TopicLevel
-from gateway.config.filters import FilterSpec
+from gateway.config.filters import FILTERS, FilterSpec
 from gateway.limits import MAX_LEARNED
+from gateway.registry import Registry
+from gateway.yamlsource import Located, Path_
 
 
 class SensorSpec(Model):
@@ -28,9 +31,7 @@ class SensorSpec(Model):
     filters: list[FilterSpec] = Field(
         default_factory=list,
         description="The sensor stream: ESPHome's filters, applied in order between the decoder "
-        "and MQTT (multiply, offset, calibrate_linear, filter_out, clamp, median, min, max, "
-        "quantile, sliding_window_moving_average, exponential_moving_average, throttle_average, "
-        "round, delta, throttle, heartbeat, timeout, skip_initial, debounce, or).",
+        f"and MQTT ({', '.join(FILTERS.names())}).",
     )
     homeassistant: dict[str, JsonValue] = Field(
         default_factory=dict,
@@ -49,6 +50,9 @@ class AvailabilityConfig(Model):
 
 
 class DeviceBase(Model):
+    if TYPE_CHECKING:  # each registered model's `type: Literal[...]` field (`device_model`)
+        type: str
+
     id: TopicLevel = Field(
         description="Unique device id: the topic level of its readings (<prefix>/<id>/...)."
     )
@@ -103,3 +107,47 @@ class DeviceBase(Model):
     def availability_timeout(self) -> float | None:
         """Seconds without a decoded value after which the device is offline."""
         return self.availability.timeout
+
+    # -- what the checks and the streams ask of any device; a family's model overrides them,
+    # -- so that no code outside the family switches on its type.
+    def named_sensors(self) -> Iterator[tuple[str, Path_]]:
+        """Every sensor name the config gives the device, with where it is written (relative
+        to the device): where the family's own keys define it (a decoder's column, a register,
+        a synthetic value) before its `sensors` entry."""
+        for name in self.sensors:
+            yield name, ("sensors", name)
+
+    def sensor_entry(self, name: str) -> Path_ | None:
+        """Where else than under `sensors:` a sensor's unit and classes are written (a Modbus
+        register's entry), relative to the device; None: only there."""
+        return None
+
+    @classmethod
+    def check_devices(
+        cls, devices: Sequence[tuple[int, DeviceBase]], located: Located
+    ) -> list[str]:
+        """What the devices of this model, `(index, device)` in `devices:`, must agree on (Modbus
+        devices sharing a port); problems as `FILE:LINE:COL: key.path: message`."""
+        return []
+
+    def republish_period(self) -> float:
+        """Seconds after which an unchanged value goes out again without a filter saying so
+        (Bluetooth adverts' `republish_after`); 0: every value passes straight through."""
+        return 0.0
+
+
+#: Every device model by its `type:`, registered where the model is written (`device_model`);
+#: the root model's `devices:` union is built from it (`gateway.config.root`), and each device
+#: family (`gateway.families`) names the models it makes links for.
+DEVICE_MODELS: Registry[type[DeviceBase]] = Registry("device type")
+
+D = TypeVar("D", bound=type[DeviceBase])
+
+
+def device_model(model: D) -> D:
+    """Register a device model under the one value its `type` field takes (a class
+    decorator)."""
+    registered: type[DeviceBase] = model
+    (name,) = get_args(registered.model_fields["type"].annotation)
+    DEVICE_MODELS.add(name, model)
+    return model

@@ -1,68 +1,25 @@
-"""The root `Config`, and loading a YAML file into it with errors that say FILE:LINE:COL."""
+"""Loading a YAML file into the root `Config`, with errors that say FILE:LINE:COL, and the
+checks inside the config that pydantic cannot make alone."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import (
-    Field,
-    SecretStr,
-    TypeAdapter,
-    ValidationError,
-)
+from pydantic import SecretStr, TypeAdapter, ValidationError
 
-from gateway.config.base import Model
-from gateway.config.ble import BleAdvertDevice, BleGattDevice, BleSection
-from gateway.config.controls import check_controls
-from gateway.config.modbus import ModbusDevice
-from gateway.config.mqtt import MqttSection
+from gateway.config.devices import DEVICE_MODELS, DeviceBase
 from gateway.config.reserved import check_reserved
-from gateway.config.sections import (
-    GatewaySection,
-    HomeAssistantSection,
-    LogSection,
-    MetricsAuth,
-    MetricsSection,
-    OutboxConfig,
-)
-from gateway.config.serial import SerialDevice
-from gateway.config.synthetic import SyntheticDevice
+from gateway.config.root import Config
+from gateway.config.sections import MetricsAuth
 from gateway.errors import ConfigError
 from gateway.limits import SECRET_MAX_BYTES
 from gateway.yamlsource import Located, Path_, Refused, dotted, load_yaml, read_small_file
 
 log = logging.getLogger("gateway.config")
-
-Device = Annotated[
-    SerialDevice | ModbusDevice | BleAdvertDevice | BleGattDevice | SyntheticDevice,
-    Field(discriminator="type"),
-]
-
-
-class Config(Model):
-    gateway: GatewaySection
-    mqtt: MqttSection = MqttSection()
-    outbox: OutboxConfig = OutboxConfig()
-    log: LogSection = LogSection()
-    metrics: MetricsSection = MetricsSection()
-    devices: list[Device] = Field(
-        default_factory=list, description="The devices, each selected by its `type`."
-    )
-    ble: BleSection = BleSection()
-    homeassistant: HomeAssistantSection = HomeAssistantSection()
-
-    def device(self, device_id: str) -> Device | None:
-        return next((d for d in self.devices if d.id == device_id), None)
-
-    @property
-    def topic_prefix(self) -> str:
-        """`mqtt.topic_prefix` with `{gateway}` filled in: where every topic is built from."""
-        return self.mqtt.prefix_for(self.gateway.id)
 
 
 def _strip_tags(loc: tuple[int | str, ...], data: Any) -> Path_:
@@ -184,70 +141,20 @@ def _check_unique_ids(cfg: Config, located: Located) -> list[str]:
     return problems
 
 
-def _check_modbus_buses(cfg: Config, located: Located) -> list[str]:
-    """Modbus devices on one port share it: the same line settings, a unit id each."""
-    first: dict[tuple[object, ...], tuple[int, ModbusDevice]] = {}
-    units: dict[tuple[object, ...], set[int]] = {}
+def _check_each_model(cfg: Config, located: Located) -> list[str]:
+    """Each device model's check of its devices together (`DeviceBase.check_devices`)."""
     problems = []
-    for i, device in enumerate(cfg.devices):
-        if not isinstance(device, ModbusDevice):
-            continue
-        if not first and importlib.util.find_spec("pymodbus") is None:
-            loc_: Path_ = ("devices", i, "type")
-            problems.append(
-                f"{located.where(loc_)}: {dotted(loc_)}: modbus devices need pymodbus: "
-                "pip install 'iot-gateway[modbus]'"
-            )
-        j, other = first.setdefault(device.bus_key, (i, device))
-        used = units.setdefault(device.bus_key, set())
-        loc: Path_ | None = None
-        if other.line_settings != device.line_settings:
-            loc, problem = (
-                ("devices", i, "baudrate"),
-                f"shares its port with devices[{j}] ({other.id}): give both the same "
-                "baudrate, bytesize, parity and stopbits",
-            )
-        elif device.unit_id in used:
-            loc, problem = (
-                ("devices", i, "unit_id"),
-                f"unit_id {device.unit_id} is used by another device on this port",
-            )
-        used.add(device.unit_id)
-        if loc is not None:
-            problems.append(f"{located.where(loc)}: {dotted(loc)}: {problem}")
+    for model in DEVICE_MODELS.values():
+        mine: list[tuple[int, DeviceBase]] = [
+            (i, d) for i, d in enumerate(cfg.devices) if type(d) is model
+        ]
+        if mine:
+            problems += model.check_devices(mine, located)
     return problems
 
 
-def _sensor_loc(device: Device, i: int, name: str, key: str, located: Located) -> Path_:
-    """Where a sensor's setting was written: under `sensors:`, or a Modbus register's entry."""
-    loc: Path_ = ("devices", i, "sensors", name, key)
-    if isinstance(device, ModbusDevice) and key not in _given(located, loc[:-1]):
-        for j, reg in enumerate(device.registers):
-            if name in reg.sensor_names:
-                return ("devices", i, "registers", j, key)
-    return loc
-
-
-def _given(located: Located, loc: Path_) -> set[str]:
-    """The keys written at `loc` in the YAML (none if there is nothing there)."""
-    node: Any = located.data
-    for part in loc:
-        if isinstance(node, Mapping):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        else:
-            return set()
-    return {str(k) for k in node} if isinstance(node, Mapping) else set()
-
-
-def _check_sensors(cfg: Config, located: Located) -> list[str]:
-    """What pydantic cannot see alone: Home Assistant's unit and state-class tables (checked
-    with the decoder's unit where the config gives none), batches that Home Assistant could
-    not read, device-mode keys that are not sensors."""
-    from gateway.homeassistant.checks import check_sensor  # noqa: PLC0415
-    from gateway.homeassistant.devices import default_unit, is_binary  # noqa: PLC0415
-
+def _check_sensor_keys(cfg: Config, located: Located) -> list[str]:
+    """Batches that Home Assistant could not read, device-mode keys that are not sensors."""
     problems = []
     for i, device in enumerate(cfg.devices):
         if cfg.homeassistant.discovery and device.batch is not None:
@@ -256,31 +163,45 @@ def _check_sensors(cfg: Config, located: Located) -> list[str]:
                 f"{located.where(loc)}: {dotted(loc)}: Home Assistant cannot read batches; "
                 "remove `batch` or set homeassistant.discovery: false"
             )
-        for name, spec in device.sensors.items():
-            if device.payload == "device" and name in ("ts", "seq"):
+        if device.payload != "device":
+            continue
+        for name in device.sensors:
+            if name in ("ts", "seq"):
                 loc = ("devices", i, "sensors", name)
                 problems.append(
                     f"{located.where(loc)}: {dotted(loc)}: with payload: device, `{name}` is "
                     "the frame's own key; name the sensor differently"
                 )
-            if spec.device_class is None and spec.state_class is None:
-                continue
-            unit = spec.unit if spec.unit is not None else default_unit(device, name)
-            if problem := check_sensor(
-                spec.device_class, spec.state_class, unit, binary=is_binary(spec)
-            ):
-                key = "device_class" if spec.device_class is not None else "state_class"
-                if "state_class" in problem and spec.state_class is not None:
-                    key = "state_class"
-                elif "unit" in problem and spec.unit is not None:
-                    key = "unit"
-                loc = _sensor_loc(device, i, name, key, located)
-                problems.append(f"{located.where(loc)}: {dotted(loc)}: {problem}")
     return problems
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Load, interpolate and validate a config file; raise ConfigError listing every problem."""
+def _check_reserved(cfg: Config, located: Located) -> list[str]:
+    return check_reserved(
+        cfg.devices, cfg.gateway.id, cfg.topic_prefix, cfg.mqtt.command_verb, located
+    )
+
+
+#: A check of a whole config that pydantic cannot make alone: every problem as
+#: `FILE:LINE:COL: key.path: message`.
+Check = Callable[["Config", Located], list[str]]
+
+#: The checks inside the config, in the order their problems are listed. Checks that need more
+#: than the config (Home Assistant's tables, a family's decoders) belong to those packages: the
+#: application passes them to `load_config` (`gateway.app_config`).
+CONFIG_CHECKS: tuple[Check, ...] = (
+    _check_unique_ids,
+    _check_each_model,
+    _check_sensor_keys,
+    _check_reserved,
+)
+
+
+def load_config(
+    path: str | Path, env: Mapping[str, str] | None = None, *, checks: Sequence[Check] = ()
+) -> Config:
+    """Load, interpolate and validate a config file, then run the config's own checks and
+    `checks` (the application's: ESPHome's final validate); raise ConfigError listing every
+    problem."""
     file = Path(path)
     located = load_yaml(file, env)
     if not isinstance(located.data, dict):
@@ -289,15 +210,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         cfg = Config.model_validate(located.data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, located)) from exc
-    if problems := (
-        _check_unique_ids(cfg, located)
-        + _check_modbus_buses(cfg, located)
-        + _check_sensors(cfg, located)
-        + check_reserved(
-            cfg.devices, cfg.gateway.id, cfg.topic_prefix, cfg.mqtt.command_verb, located
-        )
-        + check_controls(cfg, located)
-    ):
+    if problems := [p for check in (*CONFIG_CHECKS, *checks) for p in check(cfg, located)]:
         raise ConfigError(problems)
     return _resolve_paths(cfg, file.resolve().parent, located)
 

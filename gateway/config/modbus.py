@@ -8,14 +8,17 @@ both say something), so the values go through the same streams and discovery as 
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Iterator, Sequence
 from typing import Literal, Self
 
 from pydantic import Field, JsonValue, ValidationInfo, field_validator, model_validator
 
 from gateway.config.base import Model, SensorName
 from gateway.config.controls import READ_PLATFORMS, register_control_problem
-from gateway.config.devices import DeviceBase, SensorSpec
+from gateway.config.devices import DeviceBase, SensorSpec, device_model
 from gateway.config.serial import SerialPortOptions
+from gateway.yamlsource import Located, Path_, dotted
 
 Function = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal[
@@ -198,6 +201,7 @@ _SERIAL_ONLY = ("match", "baudrate", "bytesize", "parity", "stopbits")
 DEFAULT_TCP_PORT = 502  # Modbus TCP's registered port (IANA)
 
 
+@device_model
 class ModbusDevice(SerialPortOptions, DeviceBase):
     """A Modbus slave: on a serial line (RS485 usually: `port` is the device path) or over the
     network (`transport: tcp | rtu_over_tcp | udp`: `host` and `port`, a number). Devices with
@@ -326,6 +330,19 @@ class ModbusDevice(SerialPortOptions, DeviceBase):
     def register(self, name: str) -> RegisterSpec | None:
         return next((r for r in self.registers if r.name == name), None)
 
+    def named_sensors(self) -> Iterator[tuple[str, Path_]]:
+        for j, reg in enumerate(self.registers):
+            for name in reg.sensor_names:
+                yield name, ("registers", j, "name")
+        yield from super().named_sensors()
+
+    def sensor_entry(self, name: str) -> Path_ | None:
+        """A register's sensor takes its unit and classes from the register's entry."""
+        for j, reg in enumerate(self.registers):
+            if name in reg.sensor_names:
+                return ("registers", j)
+        return None
+
     @property
     def is_network(self) -> bool:
         return self.transport in NETWORK_TRANSPORTS
@@ -345,6 +362,41 @@ class ModbusDevice(SerialPortOptions, DeviceBase):
             return ()
         return (self.baudrate, self.bytesize, self.parity, self.stopbits)
 
+    @classmethod
+    def check_devices(
+        cls, devices: Sequence[tuple[int, DeviceBase]], located: Located
+    ) -> list[str]:
+        """Modbus devices on one port share it: the same line settings, a unit id each."""
+        first: dict[tuple[object, ...], tuple[int, ModbusDevice]] = {}
+        units: dict[tuple[object, ...], set[int]] = {}
+        problems = []
+        for i, device in devices:
+            assert isinstance(device, ModbusDevice)  # the loader gives each model its own devices
+            if not first and importlib.util.find_spec("pymodbus") is None:
+                loc_: Path_ = ("devices", i, "type")
+                problems.append(
+                    f"{located.where(loc_)}: {dotted(loc_)}: modbus devices need pymodbus: "
+                    "pip install 'iot-gateway[modbus]'"
+                )
+            j, other = first.setdefault(device.bus_key, (i, device))
+            used = units.setdefault(device.bus_key, set())
+            loc: Path_ | None = None
+            if other.line_settings != device.line_settings:
+                loc, problem = (
+                    ("devices", i, "baudrate"),
+                    f"shares its port with devices[{j}] ({other.id}): give both the same "
+                    "baudrate, bytesize, parity and stopbits",
+                )
+            elif device.unit_id in used:
+                loc, problem = (
+                    ("devices", i, "unit_id"),
+                    f"unit_id {device.unit_id} is used by another device on this port",
+                )
+            used.add(device.unit_id)
+            if loc is not None:
+                problems.append(f"{located.where(loc)}: {dotted(loc)}: {problem}")
+        return problems
+
     @property
     def connection_label(self) -> str:
         """`tcp://inverter.local:502`, or the serial port: for logs, /status and metrics."""
@@ -353,4 +405,9 @@ class ModbusDevice(SerialPortOptions, DeviceBase):
         return str(self.port) if self.port is not None else f"match {self.match_text}"
 
 
-__all__ = ["NETWORK_TRANSPORTS", "ModbusDevice", "RegisterSpec", "Transport"]
+__all__ = [
+    "NETWORK_TRANSPORTS",
+    "ModbusDevice",
+    "RegisterSpec",
+    "Transport",
+]

@@ -10,13 +10,8 @@ decoder names at run time, `kv` and `json` keys, are not known here.)
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from gateway.config.modbus import ModbusDevice
-from gateway.config.serial import CsvDecoder, RegexDecoder, SerialDevice, StructDecoder
-from gateway.config.synthetic import SyntheticDevice
 from gateway.yamlsource import Located, Path_, dotted
 
 if TYPE_CHECKING:
@@ -45,8 +40,8 @@ def check_reserved(
                 "another id"
             )
         named: dict[str, Path_] = {}  # the first place each name is written (a register's
-        for name, loc in _sensor_names(device, i):  # sensor also has a `sensors` entry)
-            named.setdefault(name, loc)
+        for name, at in device.named_sensors():  # sensor also has a `sensors` entry)
+            named.setdefault(name, ("devices", i, *at))
         for name, loc in named.items():
             if (what := reserved.get(name)) is not None:
                 topic = f"{prefix}/{device.id}/{name}"
@@ -56,36 +51,3 @@ def check_reserved(
                     "name the sensor differently"
                 )
     return problems
-
-
-def _sensor_names(device: DeviceBase, i: int) -> Iterator[tuple[str, Path_]]:
-    """Every sensor name the config gives a device, with where it is written: where it is
-    defined (a register, a decoder's column, a synthetic value) before its `sensors` entry."""
-    if isinstance(device, SyntheticDevice):
-        for name in device.values:
-            yield name, ("devices", i, "values", name)
-    if isinstance(device, ModbusDevice):
-        for j, reg in enumerate(device.registers):
-            for name in reg.sensor_names:
-                yield name, ("devices", i, "registers", j, "name")
-    if isinstance(device, SerialDevice):
-        yield from _decoder_names(device, ("devices", i, "decoder"))
-    for name in device.sensors:
-        yield name, ("devices", i, "sensors", name)
-
-
-def _decoder_names(device: SerialDevice, at: Path_) -> Iterator[tuple[str, Path_]]:
-    decoder = device.decoder
-    if isinstance(decoder, CsvDecoder):
-        for k, column in enumerate(decoder.columns):
-            if column is not None:
-                yield column, (*at, "columns", k)
-    elif isinstance(decoder, StructDecoder):
-        for k, field in enumerate(decoder.fields):
-            if isinstance(field, str):
-                yield field, (*at, "fields", k)
-            elif field is not None:
-                yield field.name, (*at, "fields", k, "name")
-    elif isinstance(decoder, RegexDecoder):
-        for name in re.compile(decoder.pattern).groupindex:
-            yield name, (*at, "pattern")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import codecs
 import string
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,8 +31,13 @@ from gateway.config.base import (
     hex_bytes,
 )
 from gateway.config.controls import ControlSpec
-from gateway.config.devices import DeviceBase
+from gateway.config.devices import DeviceBase, device_model
 from gateway.patterns import compile_linear
+from gateway.yamlsource import Path_
+
+#: A sensor a decoder's config names: (name, its unit if the config gives one, where it is
+#: written relative to the decoder).
+NamedSensor = tuple[str, str | None, Path_]
 
 
 def _usb_id(value: Any) -> Any:
@@ -193,6 +198,11 @@ class CsvDecoder(Model):
             raise ValueError("name at least one column")
         return value
 
+    def named_sensors(self) -> Iterator[NamedSensor]:
+        for k, column in enumerate(self.columns):
+            if column is not None:
+                yield column, None, ("columns", k)
+
 
 class RegexDecoder(Model):
     """Named groups of a regular expression: `T=(?P<temp>[-\\d.]+)C`."""
@@ -209,6 +219,10 @@ class RegexDecoder(Model):
         if bad := [name for name in groups if not TOPIC_LEVEL_RE.fullmatch(name)]:
             raise ValueError(f"group names must be ASCII topic levels: {', '.join(bad)}")
         return value
+
+    def named_sensors(self) -> Iterator[NamedSensor]:
+        for name in compile_linear(self.pattern).groupindex:
+            yield name, None, ("pattern",)
 
 
 class StructField(Model):
@@ -254,6 +268,13 @@ class StructDecoder(Model):
 
     def field_specs(self) -> list[StructField | None]:
         return [StructField(name=f) if isinstance(f, str) else f for f in self.fields]
+
+    def named_sensors(self) -> Iterator[NamedSensor]:
+        for k, field in enumerate(self.fields):
+            if isinstance(field, str):
+                yield field, None, ("fields", k)
+            elif field is not None:
+                yield field.name, field.unit, ("fields", k, "name")
 
 
 Decoder = Annotated[
@@ -407,6 +428,7 @@ class SerialPortOptions(Model):
         return " ".join(f"{k}={v}" for k, v in given.items() if v is not None)
 
 
+@device_model
 class SerialDevice(SerialPortOptions, DeviceBase):
     type: Literal["serial"]
     rtscts: bool = Field(False, description="Hardware flow control (RTS/CTS).")
@@ -449,6 +471,18 @@ class SerialDevice(SerialPortOptions, DeviceBase):
         "its high-water mark (the device reads slower than commands come); then it is "
         "answered `error: busy`.",
     )
+
+    def decoder_sensors(self) -> Iterator[NamedSensor]:
+        """The sensors the decoder's config names (kv, json and nmea name theirs only when
+        they send them), located relative to the device."""
+        if not isinstance(self.decoder, str):
+            for name, unit, at in self.decoder.named_sensors():
+                yield name, unit, ("decoder", *at)
+
+    def named_sensors(self) -> Iterator[tuple[str, Path_]]:
+        for name, _, at in self.decoder_sensors():
+            yield name, at
+        yield from super().named_sensors()
 
     @field_validator("encoding")
     @classmethod

@@ -7,12 +7,14 @@ thousand ptys otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 from pydantic import Field
 
 from gateway.config.base import SensorName
-from gateway.config.devices import DeviceBase
+from gateway.config.devices import DeviceBase, device_model
+from gateway.yamlsource import Path_
 
 #: counter: the frame's number (0, 1, 2, ...; a consumer can count what it got); walk: a bounded
 #: random walk around 20 (a room's temperature); sine: 20 ± 5 over a minute.
@@ -23,6 +25,7 @@ def _one_walk() -> dict[str, Shape]:
     return {"value": "walk"}
 
 
+@device_model
 class SyntheticDevice(DeviceBase):
     """Makes up one frame of readings every `interval` seconds."""
 
@@ -44,3 +47,8 @@ class SyntheticDevice(DeviceBase):
     )
     seed: int | None = Field(None, description="Seed of the random walk; default: the device id.")
     open_timeout: float = Field(1.0, gt=0, description="Seconds allowed to 'open' the device.")
+
+    def named_sensors(self) -> Iterator[tuple[str, Path_]]:
+        for name in self.values:
+            yield name, ("values", name)
+        yield from super().named_sensors()

@@ -8,7 +8,9 @@ import time
 from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
-from gateway.config import BleAdvertDevice, BleGattDevice, Config, Device
+from pydantic import TypeAdapter, ValidationError
+
+from gateway.config import BleAdvertDevice, BleGattDevice, Config, Device, Uuid
 from gateway.errors import DecodeError
 from gateway.families.base import Family, FamilyContext, Out
 from gateway.limits import EXIT_ADAPTER_DEAD
@@ -119,12 +121,8 @@ def _gatt_frames(
 
     specs = [*device.notify, *device.poll]
     if characteristic is not None:
-        from pydantic import TypeAdapter, ValidationError  # noqa: PLC0415
-
-        from gateway.config import Uuid as UuidType  # noqa: PLC0415
-
         try:
-            uuid = TypeAdapter(UuidType).validate_python(characteristic)
+            uuid = TypeAdapter(Uuid).validate_python(characteristic)
         except ValidationError:
             raise DecodeError(
                 f"--characteristic {characteristic!r} is not a UUID (e.g. 2a37 or the full form)"

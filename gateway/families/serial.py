@@ -6,18 +6,13 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from gateway.config import (
-    CsvDecoder,
-    DelimiterFraming,
-    Device,
-    RegexDecoder,
-    SerialDevice,
-    StructDecoder,
-)
+from gateway.config import DelimiterFraming, Device, SerialDevice
+from gateway.decoders import make_decoder, sensor_specs, to_readings
 from gateway.errors import DecodeError
 from gateway.families.base import Family, FamilyContext, Out
+from gateway.framing import make_framer
+from gateway.links.serial import SerialLink
 from gateway.models import Reading
-from gateway.patterns import compile_linear
 
 if TYPE_CHECKING:
     from gateway.supervisor import Link
@@ -28,22 +23,11 @@ class SerialFamily(Family):
     models = (SerialDevice,)
 
     def device_link(self, device: Any, ctx: FamilyContext) -> Link:
-        from gateway.links.serial import SerialLink  # noqa: PLC0415 - the registry stays light
-
         return SerialLink(device, ctx.submit, ctx.metrics)
 
     def known_sensors(self, device: Device) -> dict[str, str | None]:
         assert isinstance(device, SerialDevice)
-        from gateway.decoders import sensor_specs  # noqa: PLC0415 - the decoders' tables
-
-        known: dict[str, str | None] = {}
-        decoder = device.decoder
-        if isinstance(decoder, CsvDecoder):
-            known.update({c: None for c in decoder.columns if c is not None})
-        elif isinstance(decoder, RegexDecoder):
-            known.update({g: None for g in compile_linear(decoder.pattern).groupindex})
-        elif isinstance(decoder, StructDecoder):
-            known.update({f.name: f.unit for f in decoder.field_specs() if f is not None})
+        known = {name: unit for name, unit, _ in device.decoder_sensors()}
         specs = sensor_specs(device)
         known.update({name: spec.unit for name, spec in specs.items() if name in known})
         return known
@@ -73,9 +57,6 @@ class SerialFamily(Family):
 
 
 def _frames(device: SerialDevice, data: bytes, out: Out) -> Iterator[list[Reading]]:
-    from gateway.decoders import make_decoder, sensor_specs, to_readings  # noqa: PLC0415
-    from gateway.framing import make_framer  # noqa: PLC0415
-
     framer, decode, sensors = make_framer(device), make_decoder(device), sensor_specs(device)
     now = time.time()
     for frame in framer.feed(data):

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.config import Device, SyntheticDevice
 from gateway.families.base import Family, FamilyContext
+from gateway.synthetic import SyntheticLink
 
 if TYPE_CHECKING:
     from gateway.supervisor import Link
@@ -16,8 +17,6 @@ class SyntheticFamily(Family):
     models = (SyntheticDevice,)
 
     def device_link(self, device: Any, ctx: FamilyContext) -> Link:
-        from gateway.synthetic import SyntheticLink  # noqa: PLC0415 - the registry stays light
-
         return SyntheticLink(device, ctx.submit, ctx.metrics)
 
     def known_sensors(self, device: Device) -> dict[str, str | None]:

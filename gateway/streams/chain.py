@@ -9,62 +9,11 @@ stopped sample stopped. `build_chain` makes a chain from the config models
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import assert_never
 
-from pydantic import BaseModel
-
-from gateway.config.filters import (
-    TIMEOUT_LAST,
-    CalibrateLinearSpec,
-    ClampSpec,
-    DebounceSpec,
-    DeltaSpec,
-    ExponentialMovingAverageSpec,
-    FilterOutSpec,
-    FilterSpec,
-    HeartbeatSpec,
-    MaxSpec,
-    MedianSpec,
-    MinSpec,
-    MultiplySpec,
-    OffsetSpec,
-    OrSpec,
-    QuantileSpec,
-    RoundSpec,
-    SkipInitialSpec,
-    SlidingWindowMovingAverageSpec,
-    ThrottleAverageSpec,
-    ThrottleSpec,
-    TimeoutSpec,
-    parse_threshold,
-)
-from gateway.streams.filters import (
-    CalibrateLinear,
-    Clamp,
-    Debounce,
-    Delta,
-    ExponentialMovingAverage,
-    Filter,
-    FilterOut,
-    Heartbeat,
-    Max,
-    Median,
-    Min,
-    Multiply,
-    Offset,
-    Or,
-    Quantile,
-    Round,
-    Sample,
-    SkipInitial,
-    SlidingWindowMovingAverage,
-    Threshold,
-    Throttle,
-    ThrottleAverage,
-    Timeout,
-)
+from gateway.config.filters import FilterSpec
+from gateway.streams.filters import Filter, Sample
 
 
 @dataclass(slots=True)
@@ -124,64 +73,7 @@ def build_chain(specs: Sequence[FilterSpec]) -> Chain:
     return Chain([build_filter(spec) for spec in specs])
 
 
-# The match is the table of filters, one case each (hence the waived branch and return
-# counts); mypy checks that it is complete.
-def build_filter(spec: FilterSpec) -> Filter:  # noqa: PLR0911, PLR0912
-    """One filter, with fresh state, from its config model."""
-    match spec:
-        case MultiplySpec(root=factor):
-            return Multiply(factor)
-        case OffsetSpec(root=amount):
-            return Offset(amount)
-        case CalibrateLinearSpec(root=options):
-            if options.method == "exact":
-                return CalibrateLinear.exact(options.datapoints)
-            return CalibrateLinear.least_squares(options.datapoints)
-        case FilterOutSpec(root=values):
-            return FilterOut(values)
-        case ClampSpec(root=o):
-            return Clamp(o.min_value, o.max_value, ignore_out_of_range=o.ignore_out_of_range)
-        case (
-            MedianSpec(root=o) | MinSpec(root=o) | MaxSpec(root=o)
-        ) | SlidingWindowMovingAverageSpec(root=o):
-            return _WINDOWS[type(spec)](o.window_size, o.send_every, o.send_first_at)
-        case QuantileSpec(root=o):
-            return Quantile(o.window_size, o.send_every, o.send_first_at, o.quantile)
-        case ExponentialMovingAverageSpec(root=o):
-            return ExponentialMovingAverage(o.alpha, o.send_every, o.send_first_at)
-        case ThrottleAverageSpec(root=period):
-            return ThrottleAverage(period)
-        case RoundSpec(root=decimals):
-            return Round(decimals)
-        case DeltaSpec(root=o):
-            high = None if o.max_value is None else _threshold(o.max_value)
-            return Delta(_threshold(o.min_value), high)
-        case ThrottleSpec(root=period):
-            return Throttle(period)
-        case HeartbeatSpec(root=o):
-            return Heartbeat(o.period, optimistic=o.optimistic)
-        case TimeoutSpec(root=o):
-            if o.value == TIMEOUT_LAST:
-                return Timeout(o.timeout, last=True)
-            return Timeout(o.timeout, o.value)
-        case SkipInitialSpec(root=count):
-            return SkipInitial(count)
-        case DebounceSpec(root=period):
-            return Debounce(period)
-        case OrSpec(root=branches):
-            return Or([build_filter(branch) for branch in branches])
-        case _:
-            assert_never(spec)
-
-
-_WINDOWS: dict[type[BaseModel], Callable[[int, int, int], Filter]] = {
-    MedianSpec: Median,
-    MinSpec: Min,
-    MaxSpec: Max,
-    SlidingWindowMovingAverageSpec: SlidingWindowMovingAverage,
-}
-
-
-def _threshold(value: float | str) -> Threshold:
-    amount, relative = parse_threshold(value)
-    return Threshold(amount, relative)
+def build_filter(spec: FilterSpec) -> Filter:
+    """One filter, with fresh state, from its config model (each registered filter builds its
+    own: `gateway.config.filters.registry`)."""
+    return spec.build()

@@ -6,10 +6,11 @@ need time (heartbeat, timeout, throttle_average, debounce) have deadlines; the d
 `StreamLink` (streams/link.py) calls `tick()` when one is due. A value a filter drops is
 reported to `on_drop(sensor, filter)` (counted per device, sensor and filter).
 
-Sensors without `filters:` pass straight through, except on Bluetooth LE advert devices, where
-`republish_after` adds `or: [{delta: 0}, {heartbeat: republish_after}]` (on change, or every
-republish_after) after a sensor's own filters; `signal_strength` (which jitters on every
-advert) gets `throttle: republish_after`, and events (a button press) nothing: each one is news.
+Sensors without `filters:` pass straight through, except on a device whose model has a
+`republish_period()` (Bluetooth LE adverts' `republish_after`), which adds `or: [{delta: 0},
+{heartbeat: republish_after}]` (on change, or every republish_after) after a sensor's own
+filters; `signal_strength` (which jitters on every advert) gets `throttle: republish_after`,
+and events (a button press) nothing: each one is news.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from gateway.config import BleAdvertDevice, Device
+from gateway.config import Device
 from gateway.config.filters import FilterSpec
 from gateway.decoders.events import is_event
 from gateway.metrics import Metrics
@@ -52,9 +53,7 @@ def ble_default_filters(republish_after: float, sensor: str) -> list[Any]:
 def _timed_anyway(device: Device) -> bool:
     """An availability timeout or the BLE `republish_after` default: a stream with a timer,
     whatever the sensors' own filters."""
-    if device.availability.timeout is not None:
-        return True
-    return isinstance(device, BleAdvertDevice) and device.republish_after > 0
+    return device.availability.timeout is not None or device.republish_period() > 0
 
 
 def device_is_timed(device: Device) -> bool:
@@ -89,7 +88,7 @@ class DeviceStream:
         self._on_drop = on_drop
         self._chains: dict[str, Chain | None] = {}  # None: passes straight through
         self._units: dict[str, str | None] = {}
-        self._republish = device.republish_after if isinstance(device, BleAdvertDevice) else 0.0
+        self._republish = device.republish_period()
 
     def chain(self, sensor: str) -> Chain | None:
         """The sensor's chain, made on its first value (decoders such as kv name their sensors

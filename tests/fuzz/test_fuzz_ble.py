@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from gateway.ble.describe import describe
 from gateway.ble.guard import PacketGuard
 from gateway.config import BleAdvertDevice
+from gateway.config.ble import INSTALL_HINT, LIBRARIES, installed_libraries
 from gateway.decoders.ble import (
     BUILTIN,
     Advert,
@@ -33,7 +34,6 @@ from gateway.decoders.ble import (
     uuid16,
 )
 from gateway.decoders.ble.bthome import encode_bthome
-from gateway.decoders.ble.parsers import INSTALL_HINT, LIBRARIES, installed_libraries
 from gateway.errors import DecodeError
 from gateway.models import Value
 

@@ -1,4 +1,4 @@
-"""One root model per filter, and ESPHome's shorthands for them.
+"""One root model per filter, registered with what it builds, and ESPHome's shorthands.
 
 Each filter is a root model whose root is the value under its key (`MedianSpec.root` is the
 `WindowOptions`), so a validation error inside an item is located exactly where the user wrote
@@ -19,20 +19,13 @@ from typing import Annotated, Any, ClassVar
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    GetJsonSchemaHandler,
-    RootModel,
     TypeAdapter,
     ValidationError,
-    model_serializer,
-    model_validator,
 )
-from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
-from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
 from gateway.config.filters.options import (
+    TIMEOUT_LAST,
     CalibrateLinearOptions,
     ClampOptions,
     DeltaOptions,
@@ -43,6 +36,7 @@ from gateway.config.filters.options import (
     TimeoutOptions,
     WindowOptions,
 )
+from gateway.config.filters.registry import Spec, register_filter
 from gateway.config.filters.scalars import (
     Datapoint,
     Duration,
@@ -51,6 +45,30 @@ from gateway.config.filters.scalars import (
     Threshold,
     check_scalar,
     filter_error,
+    parse_threshold,
+)
+from gateway.streams import filters as running
+from gateway.streams.filters import (
+    CalibrateLinear,
+    Clamp,
+    Debounce,
+    Delta,
+    ExponentialMovingAverage,
+    Filter,
+    FilterOut,
+    Heartbeat,
+    Max,
+    Median,
+    Min,
+    Multiply,
+    Offset,
+    Quantile,
+    Round,
+    SkipInitial,
+    SlidingWindowMovingAverage,
+    Throttle,
+    ThrottleAverage,
+    Timeout,
 )
 
 
@@ -71,6 +89,11 @@ def _datapoints_shorthand(value: Any) -> Any:
     return {"datapoints": value} if isinstance(value, list) else value
 
 
+def _threshold(value: float | str) -> running.Threshold:
+    amount, relative = parse_threshold(value)
+    return running.Threshold(amount, relative)
+
+
 def _shorthand(field: str, scalar: Any, model: type[BaseModel]) -> BeforeValidator:
     """ESPHome's `maybe_simple_value`: a scalar stands for `{field: scalar}`. The scalar is
     checked here so that its error points at the filter's own key (`filters.0.heartbeat`)
@@ -88,63 +111,29 @@ def _shorthand(field: str, scalar: Any, model: type[BaseModel]) -> BeforeValidat
     return BeforeValidator(expand, json_schema_input_type=scalar | model)
 
 
-class Spec(RootModel[Any]):
-    """One filter: a mapping of its name (`key`) to its options (`root`)."""
-
-    model_config = ConfigDict(frozen=True)
-    key: ClassVar[str]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unwrap(cls, data: Any) -> Any:
-        if isinstance(data, cls):
-            return data
-        if isinstance(data, Mapping) and list(data) == [cls.key]:
-            return data[cls.key]
-        raise filter_error("filter", f"expected a one-key mapping {{{cls.key}: ...}}, got {data!r}")
-
-    @model_serializer(mode="wrap")
-    def _wrap(self, handler: SerializerFunctionWrapHandler) -> Any:
-        root = handler(self)
-        # Pydantic runs this serializer twice on the outermost `or` of a recursive union (once
-        # for the definition reference, once for the model): wrap only once.
-        if isinstance(root, dict) and list(root) == [self.key] and self.key == "or":
-            return root
-        return {self.key: root}
-
-    @classmethod
-    def __get_pydantic_json_schema__(
-        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        inner = dict(handler(core_schema))
-        inner.pop("title", None)
-        description = " ".join((cls.__doc__ or "").split())
-        if inner.get("description") == description:
-            del inner["description"]
-        return {
-            "type": "object",
-            "title": cls.key,
-            "description": description,
-            "properties": {cls.key: inner},
-            "required": [cls.key],
-            "additionalProperties": False,
-        }
-
-
+@register_filter
 class MultiplySpec(Spec):
     """Multiply each number by a factor."""
 
     key: ClassVar[str] = "multiply"
     root: Number = Field(description="The factor.")
 
+    def build(self) -> Filter:
+        return Multiply(self.root)
 
+
+@register_filter
 class OffsetSpec(Spec):
     """Add a constant to each number."""
 
     key: ClassVar[str] = "offset"
     root: Number = Field(description="What to add (negative to subtract).")
 
+    def build(self) -> Filter:
+        return Offset(self.root)
 
+
+@register_filter
 class CalibrateLinearSpec(Spec):
     """Map measured numbers to true ones through datapoints (least squares line, or exact
     piecewise segments)."""
@@ -158,7 +147,13 @@ class CalibrateLinearSpec(Spec):
         ),
     ]
 
+    def build(self) -> Filter:
+        if self.root.method == "exact":
+            return CalibrateLinear.exact(self.root.datapoints)
+        return CalibrateLinear.least_squares(self.root.datapoints)
 
+
+@register_filter
 class FilterOutSpec(Spec):
     """Drop readings equal to one of these values (any type: numbers, strings, true/false,
     null). Numbers compare exactly: put `round` first for a sensor with noise."""
@@ -170,12 +165,20 @@ class FilterOutSpec(Spec):
         BeforeValidator(_listed, json_schema_input_type=bool | float | str | None | list[Scalar]),
     ]
 
+    def build(self) -> Filter:
+        return FilterOut(self.root)
 
+
+@register_filter
 class ClampSpec(Spec):
     """Limit numbers to [min_value, max_value]: replaced by the bound, or dropped."""
 
     key: ClassVar[str] = "clamp"
     root: ClampOptions
+
+    def build(self) -> Filter:
+        o = self.root
+        return Clamp(o.min_value, o.max_value, ignore_out_of_range=o.ignore_out_of_range)
 
 
 # The window filters' options; `median:` alone (null) or `{}` means ESPHome's defaults.
@@ -195,6 +198,7 @@ _EmaRoot = Annotated[
 ]
 
 
+@register_filter
 class MedianSpec(Spec):
     """The median of the last window_size numbers (the mean of the two middle ones for an even
     count)."""
@@ -202,42 +206,69 @@ class MedianSpec(Spec):
     key: ClassVar[str] = "median"
     root: _WindowRoot
 
+    def build(self) -> Filter:
+        return Median(self.root.window_size, self.root.send_every, self.root.send_first_at)
 
+
+@register_filter
 class MinSpec(Spec):
     """The smallest of the last window_size numbers."""
 
     key: ClassVar[str] = "min"
     root: _WindowRoot
 
+    def build(self) -> Filter:
+        return Min(self.root.window_size, self.root.send_every, self.root.send_first_at)
 
+
+@register_filter
 class MaxSpec(Spec):
     """The largest of the last window_size numbers."""
 
     key: ClassVar[str] = "max"
     root: _WindowRoot
 
+    def build(self) -> Filter:
+        return Max(self.root.window_size, self.root.send_every, self.root.send_first_at)
 
+
+@register_filter
 class QuantileSpec(Spec):
     """A quantile of the last window_size numbers (a value from the window)."""
 
     key: ClassVar[str] = "quantile"
     root: _QuantileRoot
 
+    def build(self) -> Filter:
+        o = self.root
+        return Quantile(o.window_size, o.send_every, o.send_first_at, o.quantile)
 
+
+@register_filter
 class SlidingWindowMovingAverageSpec(Spec):
     """The mean of the last window_size numbers."""
 
     key: ClassVar[str] = "sliding_window_moving_average"
     root: _SlidingAverageRoot
 
+    def build(self) -> Filter:
+        o = self.root
+        return SlidingWindowMovingAverage(o.window_size, o.send_every, o.send_first_at)
 
+
+@register_filter
 class ExponentialMovingAverageSpec(Spec):
     """An exponentially weighted mean of all numbers so far."""
 
     key: ClassVar[str] = "exponential_moving_average"
     root: _EmaRoot
 
+    def build(self) -> Filter:
+        o = self.root
+        return ExponentialMovingAverage(o.alpha, o.send_every, o.send_first_at)
 
+
+@register_filter
 class ThrottleAverageSpec(Spec):
     """Publish the mean of the numbers of each period, at the end of the period (nothing for a
     period without values)."""
@@ -245,14 +276,22 @@ class ThrottleAverageSpec(Spec):
     key: ClassVar[str] = "throttle_average"
     root: Duration = Field(description="The period (seconds, or '1min').")
 
+    def build(self) -> Filter:
+        return ThrottleAverage(self.root)
 
+
+@register_filter
 class RoundSpec(Spec):
     """Round numbers to this many decimals (halves away from zero)."""
 
     key: ClassVar[str] = "round"
     root: int = Field(ge=0, le=15, strict=True, description="Decimals (0..15).")
 
+    def build(self) -> Filter:
+        return Round(self.root)
 
+
+@register_filter
 class DeltaSpec(Spec):
     """Publish a value only when it changed enough since the last published one; values that
     are not numbers pass when they differ from it."""
@@ -260,37 +299,63 @@ class DeltaSpec(Spec):
     key: ClassVar[str] = "delta"
     root: Annotated[DeltaOptions, _shorthand("min_value", Threshold, DeltaOptions)]
 
+    def build(self) -> Filter:
+        high = self.root.max_value
+        return Delta(_threshold(self.root.min_value), None if high is None else _threshold(high))
 
+
+@register_filter
 class ThrottleSpec(Spec):
     """Publish at most one value per period (the first; later ones in the period are dropped)."""
 
     key: ClassVar[str] = "throttle"
     root: Duration = Field(description="The period (seconds, or '10s').")
 
+    def build(self) -> Filter:
+        return Throttle(self.root)
 
+
+@register_filter
 class HeartbeatSpec(Spec):
     """Republish the last value every period, whether it changed or not."""
 
     key: ClassVar[str] = "heartbeat"
     root: Annotated[HeartbeatOptions, _shorthand("period", Duration, HeartbeatOptions)]
 
+    def build(self) -> Filter:
+        return Heartbeat(self.root.period, optimistic=self.root.optimistic)
 
+
+@register_filter
 class TimeoutSpec(Spec):
     """Pass values on; after a silence of `timeout` publish null (or `value`) once."""
 
     key: ClassVar[str] = "timeout"
     root: Annotated[TimeoutOptions, _shorthand("timeout", Duration, TimeoutOptions)]
 
+    def build(self) -> Filter:
+        if self.root.value == TIMEOUT_LAST:
+            return Timeout(self.root.timeout, last=True)
+        return Timeout(self.root.timeout, self.root.value)
 
+
+@register_filter
 class SkipInitialSpec(Spec):
     """Drop the first values (a sensor's settling readings after start)."""
 
     key: ClassVar[str] = "skip_initial"
     root: int = Field(ge=1, strict=True, description="How many values to drop.")
 
+    def build(self) -> Filter:
+        return SkipInitial(self.root)
 
+
+@register_filter
 class DebounceSpec(Spec):
     """Publish a value only once no newer one came for a period (the last of a burst)."""
 
     key: ClassVar[str] = "debounce"
     root: Duration = Field(description="The quiet period (seconds, or '500ms').")
+
+    def build(self) -> Filter:
+        return Debounce(self.root)

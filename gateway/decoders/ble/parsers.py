@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from gateway.config.ble import LIBRARIES, installed_libraries, missing_extra
 from gateway.decoders.ble.advert import Advert, AdvertParser, Decoded, printable
 from gateway.errors import DecodeError
 from gateway.models import SensorClass, Value
@@ -40,19 +41,6 @@ from gateway.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'iot-gateway[ble-parsers]'"
-
-#: Decoder name -> (module, class) of its library. Also the order in which `auto` tries them.
-LIBRARIES: dict[str, tuple[str, str]] = {
-    "bthome": ("bthome_ble", "BTHomeBluetoothDeviceData"),
-    "xiaomi": ("xiaomi_ble", "XiaomiBluetoothDeviceData"),
-    "govee": ("govee_ble", "GoveeBluetoothDeviceData"),
-    "inkbird": ("inkbird_ble", "INKBIRDBluetoothDeviceData"),
-    "qingping": ("qingping_ble", "QingpingBluetoothDeviceData"),
-    "sensorpush": ("sensorpush_ble", "SensorPushBluetoothDeviceData"),
-    "thermopro": ("thermopro_ble", "ThermoProBluetoothDeviceData"),
-    "ruuvi": ("ruuvitag_ble", "RuuvitagBluetoothDeviceData"),
-}
 #: Libraries whose formats can be encrypted: their class takes the device's bindkey.
 WITH_BINDKEY = frozenset({"bthome", "xiaomi"})
 #: The libraries add the RSSI as a sensor; the device's `rssi` option does that here.
@@ -83,21 +71,6 @@ class _DeviceData(Protocol):
 
     def supported(self, data: Any) -> bool: ...
     def update(self, data: Any) -> Any: ...
-
-
-@functools.cache
-def installed(name: str) -> bool:
-    """Whether the library of decoder `name` can be imported (without importing it)."""
-    module = LIBRARIES[name][0]
-    return importlib.util.find_spec(module) is not None
-
-
-def installed_libraries() -> list[str]:
-    return [name for name in LIBRARIES if installed(name)]
-
-
-def missing_extra(name: str) -> str:
-    return f"decoder {name!r} needs the BLE parser libraries: {INSTALL_HINT}"
 
 
 #: The libraries' shared packages, which log about advertisements too.
