@@ -27,6 +27,7 @@ from helpers import (
     FAST_BACKOFF,
     Broker,
     Daemon,
+    Message,
     SerialPair,
     SerialPairFactory,
     Subscriber,
@@ -153,14 +154,11 @@ def test_polled_binary_meter_with_missed_responses(
 
     # The 4th poll's reading is logged on arrival, and reaches the subscriber through the
     # broker a moment later: wait for it rather than race it.
-    volts = wait_until(
-        lambda: (
-            [m for m in subscriber.messages if m.topic == f"{PREFIX}/meter/voltage"][2:]
-            and [m for m in subscriber.messages if m.topic == f"{PREFIX}/meter/voltage"]
-        ),
-        5,
-        "three voltage readings (polls 1, 2 and 4)",
-    )
+    def voltages() -> list[Message] | None:  # None, not [], until there are three
+        found = [m for m in subscriber.messages if m.topic == f"{PREFIX}/meter/voltage"]
+        return found if len(found) >= 3 else None
+
+    volts = wait_until(voltages, 5, "three voltage readings (polls 1, 2 and 4)")
     assert len(volts) >= 3
     for message in volts:
         assert message.data is not None
