@@ -207,6 +207,19 @@ main() {
     fi
     home_assistant_source
     echo "$HA_SOURCE_DIR" >"$VENV/.ha-source"
+    real_home_assistant
+}
+
+# A real Home Assistant for tests/test_homeassistant_real.py (issue 23): installed once per
+# machine into a Python 3.13 venv under the user's cache (about a minute), by the script that
+# runs it. Python 3.13 comes from pyenv (these machines have it) or python3.13 on the PATH.
+real_home_assistant() {
+    if ! { command -v pyenv >/dev/null 2>&1 && pyenv prefix 3.13.0 >/dev/null 2>&1; } \
+        && ! command -v python3.13 >/dev/null 2>&1 && [ -z "${HA_PYTHON:-}" ]; then
+        say "no Python 3.13: tests/test_homeassistant_real.py cannot run a real Home Assistant"
+        return
+    fi
+    "$ROOT/scripts/ha-e2e.sh" --setup-only
 }
 
 main "$@"
