@@ -65,6 +65,20 @@ class BusyError(GatewayError):
     """Too many commands wait already; the reply starts with BUSY."""
 
 
+def shown(command: Command) -> str:
+    """`'boiler/raw'` for a log line: the topic's levels are anyone's choice, so they are cut
+    short and quoted with their control characters escaped (a newline would forge a log line,
+    an ANSI escape rewrite the operator's terminal)."""
+    return repr(f"{command.device[:64]}/{command.name[:64]}")
+
+
+def printable(text: str) -> str:
+    """The text with what is not printable escaped (a reply may quote the payload)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def parse_topic(topic: str, prefix: str, verb: str) -> tuple[str, str] | None:
     """`gateway/boiler/set/raw` -> ("boiler", "raw"); None when not a command topic (for
     example our own `.../result` replies)."""
@@ -121,9 +135,8 @@ class CommandRouter:
         except Exception:  # a bug: the session must go on, the traceback must be seen
             self._logs.error(
                 (self.label(command.device), "bug"),
-                "command %s/%s: a bug in the gateway (replied %r)",
-                command.device[:64],
-                command.name[:64],
+                "command %s: a bug in the gateway (replied %r)",
+                shown(command),
                 INTERNAL,
                 exc_info=True,
             )
@@ -181,8 +194,7 @@ class CommandRouter:
         """Logged at most once a minute per device label and reason (the metric counts all)."""
         self._logs.info(
             (self.label(command.device), reason),
-            "command %s/%s: %s",
-            command.device[:64],
-            command.name[:64],
-            reply,
+            "command %s: %s",
+            shown(command),
+            printable(reply),
         )

@@ -146,3 +146,21 @@ def test_metric_labels_are_configured_devices_or_unknown() -> None:
     assert result_of("error: internal") == "bug"
     assert result_of("error: busy, too many commands waiting") == "busy"
     assert result_of("error: no device 'x' accepts commands") == "error"
+
+
+@pytest.mark.parametrize("device", ["a\nINFO forged line", "\x1b[2J\x1b[31mred", "x\u202eevil"])
+async def test_a_command_topic_cannot_write_control_characters_into_the_log(
+    caplog: pytest.LogCaptureFixture, device: str
+) -> None:
+    """A device id or command name comes from the topic, which anyone with publish rights
+    chooses: printed raw, a newline forges a log line and an ANSI escape rewrites the
+    operator's terminal. The log shows them escaped."""
+    target = Buggy()
+    router = CommandRouter(lambda d: target if d == "boiler" else None, ttl=0)
+    with caplog.at_level(logging.INFO, logger="gateway.commands"):
+        await router.handle(Command(device, "raw", b"x"))
+        await router.handle(Command("boiler", device, b"x"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    for message in messages:
+        assert message.isprintable(), message

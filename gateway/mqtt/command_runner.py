@@ -83,7 +83,7 @@ class CommandRunner:
             self._count(label, "retained")
             self._logs.info(
                 (label, "retained"),
-                "mqtt: command %s ignored: it has the retain flag (a retained command would "
+                "mqtt: command %r ignored: it has the retain flag (a retained command would "
                 "run again at every reconnect; publish commands without retain)",
                 message.topic.value[:200],
             )
@@ -166,7 +166,7 @@ class CommandRunner:
             self._logs.warning(
                 (label, "refused_response_topic"),
                 "mqtt: response topic %r refused (a wildcard, a command topic, or inside the "
-                "gateway's own topics); replying to %s instead",
+                "gateway's own topics); replying to %r instead",
                 asked[:200],
                 default,
             )
