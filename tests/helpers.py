@@ -8,6 +8,7 @@ hang fails with a message that says what was awaited.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -652,6 +653,27 @@ class Daemon:
 
     def close(self) -> None:
         _stop_process(self.proc, signal.SIGKILL)
+
+
+class PeerReader:
+    """The device's side of a pty pair, read without blocking: everything the gateway wrote."""
+
+    def __init__(self, pair: SerialPair) -> None:
+        self.fd = os.open(pair.peer, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        self.got = b""
+
+    def read(self) -> bytes:
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self.fd, 65536):
+                self.got += chunk
+        return self.got
+
+    def wait_for(self, want: bytes, timeout: float = 5.0) -> bytes:
+        wait_until(lambda: want in self.read(), timeout, f"{want!r} written")
+        return self.got
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def wait_consumed(daemon: Daemon, pair: SerialPair, timeout: float = 5.0) -> None:

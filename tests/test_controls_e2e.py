@@ -8,9 +8,7 @@ device says: the simulator's registers and what the serial device answers."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from helpers import (
     FAST_BACKOFF,
     Broker,
     Daemon,
+    PeerReader,
     SerialPair,
     SerialPairFactory,
     Subscriber,
@@ -222,20 +221,3 @@ def test_serial_switch_and_button_write_their_commands(
     }
     samples = scrape(base)
     assert sample(samples, "gateway_input_refused_total", edge="serial", reason="not_on_off") == 1
-
-
-class PeerReader:
-    """What the gateway wrote to the serial port, read at the pty's other end."""
-
-    def __init__(self, pair: SerialPair) -> None:
-        self.fd = os.open(pair.peer, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
-        self.got = b""
-
-    def read(self) -> bytes:
-        with contextlib.suppress(BlockingIOError):
-            while chunk := os.read(self.fd, 65536):
-                self.got += chunk
-        return self.got
-
-    def close(self) -> None:
-        os.close(self.fd)

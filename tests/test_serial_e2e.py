@@ -11,8 +11,6 @@ mosquitto, socat pty pairs and `gateway simulate serial` playing the devices.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -28,6 +26,7 @@ from helpers import (
     Broker,
     Daemon,
     Message,
+    PeerReader,
     SerialPair,
     SerialPairFactory,
     Subscriber,
@@ -199,27 +198,6 @@ def test_port_held_by_another_program_is_named_then_opened_when_free(
     # Now the gateway holds it: a second program that asks for the port exclusively is refused.
     with pytest.raises(serial.SerialException, match="Could not exclusively lock port"):
         serial.Serial(pair.dev, exclusive=True)
-
-
-class PeerReader:
-    """The device's side of a pty pair, read without blocking: everything the gateway wrote."""
-
-    def __init__(self, pair: SerialPair) -> None:
-        self.fd = os.open(pair.peer, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
-        self.got = b""
-
-    def read(self) -> bytes:
-        with contextlib.suppress(BlockingIOError):
-            while chunk := os.read(self.fd, 65536):
-                self.got += chunk
-        return self.got
-
-    def wait_for(self, want: bytes, timeout: float = 5.0) -> bytes:
-        wait_until(lambda: want in self.read(), timeout, f"{want!r} written")
-        return self.got
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 def command(sub: Subscriber, device: str, name: str, payload: bytes) -> str:
