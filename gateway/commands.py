@@ -30,6 +30,7 @@ from gateway.limits import (
     COMMANDS_WAITING,
     COMMANDS_WAITING_PER_DEVICE,
 )
+from gateway.logs import printable
 from gateway.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,6 @@ def shown(command: Command) -> str:
     short and quoted with their control characters escaped (a newline would forge a log line,
     an ANSI escape rewrite the operator's terminal)."""
     return repr(f"{command.device[:64]}/{command.name[:64]}")
-
-
-def printable(text: str) -> str:
-    """The text with what is not printable escaped (a reply may quote the payload)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def parse_topic(topic: str, prefix: str, verb: str) -> tuple[str, str] | None:

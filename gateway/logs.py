@@ -78,6 +78,17 @@ def config_secrets(model: object) -> Iterator[str]:
             yield from config_secrets(value)
 
 
+def printable(text: str) -> str:
+    """Text from outside (an advertised name, a command topic's levels, a reply quoting a
+    payload) made safe to print or log: control characters,
+    ANSI escapes, line breaks, bidi overrides and other invisible characters become their
+    Python escapes (`\\x1b`, `\\r`, `\\u202e`), as does the backslash, so that nothing a
+    passer-by advertises can move a terminal's cursor, forge a log line or reorder the text."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c != "\\" else repr(c)[1:-1] for c in text)
+
+
 class LinkContext(logging.Filter):
     """Puts the current link on each record: `record.link` (or None) and `record.where`
     (` [serial:boiler]` or empty) for the text formats."""

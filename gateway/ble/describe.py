@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.decoders.ble import Advert, auto_parser, unit_of
-from gateway.decoders.ble.advert import BASE_UUID_SUFFIX, printable
+from gateway.decoders.ble.advert import BASE_UUID_SUFFIX
 from gateway.errors import DecodeError
+from gateway.logs import printable
 
 
 def unknown_device_id(address: str) -> str:

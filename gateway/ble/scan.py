@@ -22,8 +22,8 @@ from gateway.ble.describe import config_snippet, describe
 from gateway.ble.errors import FOREIGN_ERRORS, translate
 from gateway.ble.scanner import to_advert
 from gateway.decoders.ble import Advert
-from gateway.decoders.ble.advert import printable
 from gateway.limits import SCAN_START_TIMEOUT as START_TIMEOUT
+from gateway.logs import printable
 
 __all__ = ["config_snippet", "describe", "render", "run_scan", "scan"]
 

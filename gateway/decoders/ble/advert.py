@@ -69,16 +69,6 @@ def plain(decode: AdvertDecoder) -> AdvertParser:
     return parse
 
 
-def printable(text: str) -> str:
-    """Text from the air (an advertised name) made safe to print or log: control characters,
-    ANSI escapes, line breaks, bidi overrides and other invisible characters become their
-    Python escapes (`\\x1b`, `\\r`, `\\u202e`), as does the backslash, so that nothing a
-    passer-by advertises can move a terminal's cursor, forge a log line or reorder the text."""
-    if text.isprintable() and "\\" not in text:
-        return text
-    return "".join(c if c.isprintable() and c != "\\" else repr(c)[1:-1] for c in text)
-
-
 def service_data(advert: Advert, short: int, what: str) -> bytes:
     data = advert.service_data.get(uuid16(short))
     if data is None:

@@ -34,8 +34,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from gateway.config.ble import LIBRARIES, installed_libraries, missing_extra
-from gateway.decoders.ble.advert import Advert, AdvertParser, Decoded, printable
+from gateway.decoders.ble.advert import Advert, AdvertParser, Decoded
 from gateway.errors import DecodeError
+from gateway.logs import printable
 from gateway.models import SensorClass, Value
 from gateway.throttle import LogThrottle
 
